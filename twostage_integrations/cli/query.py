@@ -1,0 +1,81 @@
+"""``twostage query``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from .app import CollectionOpt, DbOpt, EmbeddingOpt, HostOpt, PortOpt, app, fail, friendly_errors, make_recall
+from .render import hits_table
+
+
+@app.command()
+@friendly_errors
+def query(
+    text: Annotated[str, typer.Argument(help="The query.")],
+    collection: CollectionOpt,
+    limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled by stage 1.")] = 20,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results kept after reranking.")] = 5,
+    rerank_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Reranker: model folder or hub id [default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2]."
+        ),
+    ] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip stage 2: recall order, cut to --top-k.")] = False,
+    num_candidates: Annotated[
+        int | None, typer.Option(help="ANN search depth (Chroma HNSW ef_search) [default: the collection's].")
+    ] = None,
+    filter: Annotated[
+        str | None, typer.Option("--filter", help='Chroma metadata filter as JSON, e.g. \'{"source": "a.md"}\'.')
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    db: DbOpt = None,
+    host: HostOpt = None,
+    port: PortOpt = None,
+    embedding_model: EmbeddingOpt = None,
+) -> None:
+    """Search a collection: recall --limit candidates, rerank them, print the best --top-k."""
+    from ..pipeline import TwoStagePipeline
+    from ..rerank import make_reranker
+
+    where = None
+    if filter:
+        try:
+            where = json.loads(filter)
+        except json.JSONDecodeError as exc:
+            raise fail(f'--filter is not valid JSON ({exc.msg}); example: --filter \'{{"source": "a.md"}}\'') from None
+        if not isinstance(where, dict):
+            raise fail('--filter must be a JSON object, e.g. \'{"source": "a.md"}\'')
+    if no_rerank and rerank_model:
+        raise fail("--no-rerank and --rerank-model contradict each other; pass one")
+    recall = make_recall(collection, db, host, port, embedding_model)
+    recall.collection  # noqa: B018 - fail on a missing collection before loading the reranker
+    reranker = None if no_rerank else make_reranker(rerank_model)
+    pipe = TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k)
+    result = pipe.run(text, where=where, num_candidates=num_candidates)
+    if as_json:
+        payload = {
+            "query": text,
+            "collection": collection,
+            "limit": limit,
+            "top_k": top_k,
+            "rerank_model": reranker.name if reranker else None,
+            "hits": [h.to_dict() for h in result.hits],
+            "timings": result.timings.to_dict(),
+        }
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    title = f"{text!r} — {len(result.candidates)} recalled, " + (
+        f"reranked by {reranker.name}" if reranker else "no rerank"
+    )
+    console.print(hits_table(result.hits, title=title))
+    t = result.timings
+    console.print(
+        f"recall {t.recall_s * 1000:.0f} ms · rerank {t.rerank_s * 1000:.0f} ms · total {t.total_s * 1000:.0f} ms"
+    )

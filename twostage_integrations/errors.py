@@ -1,0 +1,36 @@
+"""Typed errors. Each message says what went wrong and what to do about it.
+
+All errors derive from :class:`TwoStageError`; each also derives from the built-in a caller would
+naturally catch (``ValueError`` for bad values, ``TypeError`` for wrong types, ``LookupError`` for
+missing things), so generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class TwoStageError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class InvalidQueryError(TwoStageError, ValueError):
+    """The query is empty, blank or not a string."""
+
+
+class InvalidParameterError(TwoStageError, ValueError):
+    """A numeric or option argument is out of range (``limit < 1``, ``top_k > limit``...)."""
+
+
+class InvalidDocumentError(TwoStageError, TypeError):
+    """Texts, ids or metadata that cannot be stored; raised before anything is written."""
+
+
+class CollectionNotFoundError(TwoStageError, LookupError):
+    """The Chroma collection does not exist (nothing has been ingested into it yet)."""
+
+
+class ModelNotFoundError(TwoStageError, FileNotFoundError):
+    """A model argument looks like a local path but nothing is there."""
+
+
+class ModelLoadError(TwoStageError, RuntimeError):
+    """A model could not be loaded (for a hub id: usually offline and not cached)."""

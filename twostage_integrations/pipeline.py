@@ -1,0 +1,126 @@
+"""Recall, then rerank: the framework-agnostic core every adapter wraps."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .hit import Hit
+from .recall.base import AddResult, Recall
+from .rerank.base import Reranker
+from .validation import check_limit_top_k, check_query
+
+
+@dataclass
+class StageTimings:
+    """Wall-clock seconds per stage of one search."""
+
+    recall_s: float = 0.0
+    rerank_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.recall_s + self.rerank_s
+
+    def to_dict(self) -> dict[str, float]:
+        return {"recall_s": self.recall_s, "rerank_s": self.rerank_s, "total_s": self.total_s}
+
+
+@dataclass
+class SearchResult:
+    """Hits plus how long each stage took (what :meth:`TwoStagePipeline.run` returns)."""
+
+    hits: list[Hit]
+    timings: StageTimings = field(default_factory=StageTimings)
+    candidates: list[Hit] = field(default_factory=list)
+
+
+class TwoStagePipeline:
+    """Stage 1 recalls ``limit`` candidates; stage 2 reranks them and keeps ``top_k``.
+
+    ``reranker=None`` skips stage 2 (recall order, cut to ``top_k``), like ``vai query --no-rerank``.
+    ``search`` returns the hits; ``run`` returns hits, stage-1 candidates and per-stage timings (also
+    kept in ``last_timings`` for quick looks; use ``run`` when searching concurrently).
+
+    >>> from twostage_integrations import ChromaRecall, CrossEncoderReranker, TwoStagePipeline
+    >>> pipe = TwoStagePipeline(ChromaRecall("docs"), CrossEncoderReranker(), limit=20, top_k=5)  # doctest: +SKIP
+    >>> pipe.add_texts(["Aspirin lowers the risk of stroke.", "Paris is in France."])  # doctest: +SKIP
+    >>> [h.id for h in pipe.search("does aspirin prevent stroke?")]  # doctest: +SKIP
+    """
+
+    def __init__(self, recall: Recall, reranker: Reranker | None = None, *, limit: int = 20, top_k: int = 5) -> None:
+        self.limit, self.top_k = check_limit_top_k(limit, top_k)
+        self.recall = recall
+        self.reranker = reranker
+        self.last_timings = StageTimings()
+
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> AddResult:
+        """Store passages in stage 1 (see :meth:`ChromaRecall.add_texts`)."""
+        return self.recall.add_texts(texts, metadatas=metadatas, ids=ids)
+
+    def _args(self, query: str, limit: int | None, top_k: int | None) -> tuple[int, int]:
+        check_query(query)
+        return check_limit_top_k(self.limit if limit is None else limit, self.top_k if top_k is None else top_k)
+
+    def run(
+        self,
+        query: str,
+        *,
+        limit: int | None = None,
+        top_k: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        **recall_kwargs: Any,
+    ) -> SearchResult:
+        """Search and return hits, stage-1 candidates and timings. Extra keywords go to stage 1
+        (e.g. ``num_candidates`` for Chroma)."""
+        limit, top_k = self._args(query, limit, top_k)
+        t0 = time.perf_counter()
+        candidates = self.recall.search(query, limit, where=where, where_document=where_document, **recall_kwargs)
+        t1 = time.perf_counter()
+        hits = self.reranker.rerank(query, candidates, top_k) if self.reranker else candidates[:top_k]
+        timings = StageTimings(recall_s=t1 - t0, rerank_s=time.perf_counter() - t1 if self.reranker else 0.0)
+        self.last_timings = timings
+        return SearchResult(hits=hits, timings=timings, candidates=candidates)
+
+    async def arun(
+        self,
+        query: str,
+        *,
+        limit: int | None = None,
+        top_k: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        **recall_kwargs: Any,
+    ) -> SearchResult:
+        """Async :meth:`run`: model and database work happen off the event loop."""
+        limit, top_k = self._args(query, limit, top_k)
+        t0 = time.perf_counter()
+        candidates = await self.recall.asearch(
+            query, limit, where=where, where_document=where_document, **recall_kwargs
+        )
+        t1 = time.perf_counter()
+        hits = await self.reranker.arerank(query, candidates, top_k) if self.reranker else candidates[:top_k]
+        timings = StageTimings(recall_s=t1 - t0, rerank_s=time.perf_counter() - t1 if self.reranker else 0.0)
+        self.last_timings = timings
+        return SearchResult(hits=hits, timings=timings, candidates=candidates)
+
+    def search(self, query: str, **kwargs: Any) -> list[Hit]:
+        """The final hits, best first. Keywords: ``limit``, ``top_k``, ``where``, ``where_document``."""
+        return self.run(query, **kwargs).hits
+
+    async def asearch(self, query: str, **kwargs: Any) -> list[Hit]:
+        return (await self.arun(query, **kwargs)).hits
+
+    def __repr__(self) -> str:
+        return (
+            f"TwoStagePipeline(recall={self.recall!r}, reranker={self.reranker!r}, "
+            f"limit={self.limit}, top_k={self.top_k})"
+        )
