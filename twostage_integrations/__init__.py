@@ -19,8 +19,28 @@ from .rerank import BaseReranker, CrossEncoderReranker, Reranker
 
 __version__ = "0.1.0"
 
+# Backends with optional dependencies load on first use, so `import twostage_integrations` stays light
+# and works without the extras installed.
+_LAZY = {
+    "CohereReranker": ".rerank.cohere",
+    "BM25Recall": ".recall.bm25",
+    "HybridRecall": ".recall.hybrid",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "AddResult",
+    "BM25Recall",
+    "CohereReranker",
+    "HybridRecall",
     "BaseReranker",
     "ChromaRecall",
     "CollectionNotFoundError",

@@ -1,0 +1,1 @@
+"""Thin adapters from the core pipeline to LangChain and LlamaIndex types."""
