@@ -34,3 +34,16 @@ class ModelNotFoundError(TwoStageError, FileNotFoundError):
 
 class ModelLoadError(TwoStageError, RuntimeError):
     """A model could not be loaded (for a hub id: usually offline and not cached)."""
+
+
+class APIKeyError(TwoStageError, ValueError):
+    """A hosted reranker's API key is missing or was rejected. Messages never contain the key."""
+
+
+class RerankAPIError(TwoStageError, RuntimeError):
+    """A remote rerank call failed: a non-retryable answer, or retries ran out (``status_code`` if any)."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.attempts = attempts

@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import os
 
+from ..models import resolve_rerank_model
 from .base import Reranker
 
 
 def make_reranker(model: str | os.PathLike[str] | None = None, **kwargs) -> Reranker:
-    """A reranker for ``model``: a local folder or ``org/name`` hub id selects the cross-encoder.
+    """A reranker for ``model``.
 
-    ``None`` means the default cross-encoder (``TWOSTAGE_RERANK_MODEL`` or the MS MARCO MiniLM-L6 id).
+    - ``rerank-...`` (``rerank-v3.5``, ``rerank-english-v3.0``...) or ``cohere:<model>``: the Cohere API
+      (:class:`~twostage_integrations.CohereReranker`; key from ``CO_API_KEY``/``COHERE_API_KEY``, server from
+      ``TWOSTAGE_COHERE_BASE_URL``).
+    - a local folder or ``org/name`` hub id: the cross-encoder. An existing folder always wins, even one
+      named ``rerank-...``.
+    - ``None``: ``TWOSTAGE_RERANK_MODEL`` (either kind), else the MS MARCO MiniLM-L6 cross-encoder.
+
     Keyword arguments go to the reranker's constructor.
+
+    >>> make_reranker("rerank-v3.5", api_key="...")  # doctest: +SKIP
+    CohereReranker(model='rerank-v3.5', base_url=None, on_error='raise')
     """
+    from .cohere import is_cohere_model
+
+    name = resolve_rerank_model(model)
+    if is_cohere_model(name) and not os.path.exists(name):
+        from .cohere import CohereReranker
+
+        return CohereReranker(name, **kwargs)
     from .cross_encoder import CrossEncoderReranker
 
-    return CrossEncoderReranker(model, **kwargs)
+    return CrossEncoderReranker(name, **kwargs)

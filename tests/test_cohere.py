@@ -1,0 +1,348 @@
+"""CohereReranker against a scriptable loopback server: batching, retries, timeouts, fallback, keys.
+
+The official SDK does the HTTP; the server here only answers in Cohere's shape (or misbehaves on cue).
+Quality against the real cross-encoder behind ``twostage serve`` is in test_server.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import socket
+import threading
+import time
+import traceback
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from twostage_integrations import CohereReranker, CrossEncoderReranker, Hit
+from twostage_integrations.errors import APIKeyError, InvalidParameterError, ModelLoadError, RerankAPIError
+from twostage_integrations.rerank import make_reranker
+
+KEY = "test-key-6f1c2d"  # never a real key; only ever sent to 127.0.0.1
+
+
+def fake_score(doc: str) -> float:
+    """Deterministic pseudo-random score per document, so merge order differs from input order."""
+    return int(hashlib.sha256(doc.encode()).hexdigest()[:8], 16) / 16**8
+
+
+class FaultServer:
+    """Answers /v2/rerank from a script of actions, then with correct results. Records every request."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.lock:
+                    outer.requests.append(
+                        {"t": time.monotonic(), "body": body, "auth": self.headers.get("Authorization", "")}
+                    )
+                    action = outer.script.pop(0) if outer.script else outer.default
+                    outer.in_flight += 1
+                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
+                try:
+                    self.answer(action, body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client timed out and left, which is what the slow-response tests want
+                finally:
+                    with outer.lock:
+                        outer.in_flight -= 1
+
+            def answer(self, action, body):
+                kind = action[0]
+                if kind == "sleep":
+                    time.sleep(action[1])
+                    kind = "ok"
+                if kind == "ok":
+                    docs = body["documents"]
+                    order = sorted(range(len(docs)), key=lambda i: -fake_score(docs[i]))
+                    payload = {
+                        "id": "x",
+                        "results": [{"index": i, "relevance_score": fake_score(docs[i])} for i in order],
+                        "meta": {"api_version": {"version": "2"}},
+                    }
+                    self.send(200, json.dumps(payload).encode())
+                elif kind == "status":
+                    _, code, message, headers = action
+                    self.send(code, json.dumps({"message": message}).encode(), headers)
+                elif kind == "raw":
+                    self.send(action[1], action[2])
+                elif kind == "echo_key":  # a server that puts the caller's key into its error message
+                    self.send(action[1], json.dumps({"message": f"bad token {self.headers['Authorization']}"}).encode())
+
+            def send(self, code, data, headers=None):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def reset(self, *script, default=("ok",)) -> None:
+        with self.lock:
+            self.script = list(script)
+            self.default = default
+            self.requests: list[dict] = []
+            self.in_flight = 0
+            self.max_in_flight = 0
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def fault():
+    server = FaultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def server(fault, monkeypatch):
+    fault.reset()
+    for env in ("CO_API_KEY", "COHERE_API_KEY", "TWOSTAGE_COHERE_BASE_URL", "CO_API_URL", "TWOSTAGE_RERANK_MODEL"):
+        monkeypatch.delenv(env, raising=False)
+    return fault
+
+
+def reranker(server, **kwargs) -> CohereReranker:
+    kwargs = {"api_key": KEY, "base_url": server.url, "backoff": 0.01, "max_backoff": 2.0, **kwargs}
+    return CohereReranker(**kwargs)
+
+
+def make_hits(n: int) -> list[Hit]:
+    return [Hit(id=f"h{i}", text=f"d{i}", score=1 - i / n, recall_score=1 - i / n, recall_rank=i + 1) for i in range(n)]
+
+
+def expected_order(hits: list[Hit]) -> list[str]:
+    return [h.id for h in sorted(hits, key=lambda h: -fake_score(h.text))]
+
+
+# -- keys, model names, configuration ------------------------------------------------------------------
+def test_missing_key_fails_before_any_request(server):
+    with pytest.raises(APIKeyError, match="CO_API_KEY"):
+        CohereReranker(base_url=server.url)
+    with pytest.raises(APIKeyError):
+        make_reranker("rerank-v3.5", base_url=server.url)
+    with pytest.raises(APIKeyError):
+        CohereReranker(api_key="  ", base_url=server.url)
+    assert server.requests == []
+
+
+def test_key_comes_from_co_api_key_then_cohere_api_key(server, monkeypatch):
+    monkeypatch.setenv("COHERE_API_KEY", "from-cohere-api-key")
+    reranker(server, api_key=None).score("q", ["a"])
+    monkeypatch.setenv("CO_API_KEY", "from-co-api-key")
+    reranker(server, api_key=None).score("q", ["a"])
+    assert [r["auth"] for r in server.requests] == ["Bearer from-cohere-api-key", "Bearer from-co-api-key"]
+
+
+def test_make_reranker_picks_cohere_by_name_and_base_url_from_env(server, monkeypatch):
+    monkeypatch.setenv("TWOSTAGE_COHERE_BASE_URL", server.url)
+    monkeypatch.setenv("CO_API_KEY", KEY)
+    for name, sent in [
+        ("rerank-v3.5", "rerank-v3.5"),
+        ("rerank-multilingual-v3.0", "rerank-multilingual-v3.0"),
+        ("cohere:my-finetuned-reranker", "my-finetuned-reranker"),
+    ]:
+        co = make_reranker(name, max_tokens_per_doc=128)
+        assert isinstance(co, CohereReranker)
+        co.rerank("query", make_hits(3))
+        assert server.requests[-1]["body"]["model"] == sent
+        assert server.requests[-1]["body"]["max_tokens_per_doc"] == 128
+    monkeypatch.setenv("TWOSTAGE_RERANK_MODEL", "rerank-english-v3.0")  # the env default can be Cohere too
+    assert make_reranker().model == "rerank-english-v3.0"
+
+
+def test_make_reranker_sends_paths_and_hub_ids_to_the_cross_encoder(server, monkeypatch, tmp_path, rerank_model_path):
+    assert isinstance(make_reranker(rerank_model_path), CrossEncoderReranker)
+    # An existing folder named like a Cohere model is still a local model (here: not a valid one).
+    (tmp_path / "rerank-v3.5").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError):
+        make_reranker("rerank-v3.5")
+    assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"batch_size": 1001},
+        {"batch_size": 0},
+        {"on_error": "ignore"},
+        {"timeout": 0},
+        {"max_retries": -1},
+        {"model": ""},
+    ],
+)
+def test_bad_settings_are_rejected(server, kwargs):
+    with pytest.raises(InvalidParameterError):
+        reranker(server, **kwargs)
+
+
+# -- batching ------------------------------------------------------------------------------------------
+def test_long_lists_are_split_into_batches_and_merged(server):
+    hits = make_hits(2345)
+    out = reranker(server).rerank("query", hits)
+    assert [len(r["body"]["documents"]) for r in server.requests] == [1000, 1000, 345]
+    assert [h.id for h in out] == expected_order(hits)
+    assert all(h.rerank_score == pytest.approx(fake_score(h.text)) for h in out)
+    assert [h.rerank_rank for h in out] == list(range(1, 2346))
+
+
+async def test_async_batches_run_concurrently_within_the_bound(server):
+    server.reset(default=("sleep", 0.3))
+    hits = make_hits(60)
+    out = await reranker(server, batch_size=10, max_concurrency=2).arerank("query", hits, top_k=7)
+    assert len(server.requests) == 6
+    assert server.max_in_flight == 2
+    assert [h.id for h in out] == expected_order(hits)[:7]
+
+
+# -- retries ---------------------------------------------------------------------------------------------
+def test_429_waits_as_retry_after_asks_then_succeeds(server, caplog):
+    server.reset(("status", 429, "rate limited", {"Retry-After": "1"}))
+    with caplog.at_level(logging.WARNING):
+        out = reranker(server).rerank("query", make_hits(5))
+    assert len(server.requests) == 2
+    assert server.requests[1]["t"] - server.requests[0]["t"] >= 0.95
+    assert "Retry-After" in caplog.text and "HTTP 429" in caplog.text
+    assert [h.id for h in out] == expected_order(make_hits(5))
+
+
+def test_5xx_is_retried_with_backoff_then_succeeds(server):
+    server.reset(("status", 500, "boom", {}), ("status", 503, "busy", {}))
+    out = reranker(server).rerank("query", make_hits(5))
+    assert len(server.requests) == 3
+    assert out[0].rerank_rank == 1
+
+
+def test_retries_are_bounded_then_raise_a_clear_error(server):
+    server.reset(default=("status", 500, "internal failure", {}))
+    with pytest.raises(RerankAPIError, match="after 3 attempts: HTTP 500: internal failure") as info:
+        reranker(server, max_retries=2).rerank("query", make_hits(5))
+    assert info.value.status_code == 500 and info.value.attempts == 3
+    assert len(server.requests) == 3
+
+
+def test_retry_after_longer_than_max_backoff_gives_up_at_once(server):
+    server.reset(default=("status", 429, "quota", {"Retry-After": "120"}))
+    with pytest.raises(RerankAPIError, match="retry after 120 s"):
+        reranker(server, max_backoff=5).rerank("query", make_hits(5))
+    assert len(server.requests) == 1
+
+
+def test_slow_answers_time_out_and_are_retried_a_bounded_number_of_times(server):
+    # The server would answer correctly after 2 s; only a working per-request timeout turns that into an error.
+    server.reset(default=("sleep", 2.0))
+    with pytest.raises(RerankAPIError, match="timeout=0.3 s") as info:
+        reranker(server, timeout=0.3, max_retries=1).rerank("query", make_hits(5))
+    assert info.value.attempts == 2
+    assert len(server.requests) == 2
+
+
+def test_malformed_json_is_retried_then_raises(server):
+    server.reset(("raw", 200, b'{"results": [{"index": 0,'))
+    assert len(reranker(server).rerank("query", make_hits(3))) == 3  # retried once, then fine
+    server.reset(default=("raw", 200, b"<html>proxy error</html>"))
+    with pytest.raises(RerankAPIError, match="malformed response"):
+        reranker(server, max_retries=1).rerank("query", make_hits(3))
+    assert len(server.requests) == 2
+
+
+def test_answers_that_do_not_score_each_document_once_are_malformed(server):
+    bad = json.dumps({"results": [{"index": 0, "relevance_score": 0.5}, {"index": 7, "relevance_score": 0.1}]})
+    server.reset(default=("raw", 200, bad.encode()))
+    with pytest.raises(RerankAPIError, match="index 7"):
+        reranker(server, max_retries=0).rerank("query", make_hits(2))
+
+
+def test_client_errors_are_not_retried(server):
+    server.reset(default=("status", 400, "model 'rerank-v9' not found", {}))
+    with pytest.raises(RerankAPIError, match="rerank-v9' not found") as info:
+        reranker(server).rerank("query", make_hits(3))
+    assert info.value.status_code == 400
+    assert len(server.requests) == 1
+
+
+def test_unreachable_server_is_retried_then_raises():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    co = CohereReranker(api_key=KEY, base_url=f"http://127.0.0.1:{closed_port}", max_retries=1, backoff=0.01)
+    with pytest.raises(RerankAPIError, match="connection failed") as info:
+        co.rerank("query", make_hits(2))
+    assert info.value.attempts == 2
+
+
+async def test_async_path_retries_too(server):
+    server.reset(("status", 429, "slow down", {"Retry-After": "0"}), ("raw", 502, b"bad gateway"))
+    out = await reranker(server).arerank("query", make_hits(4))
+    assert len(server.requests) == 3
+    assert [h.id for h in out] == expected_order(make_hits(4))
+
+
+# -- fallback ---------------------------------------------------------------------------------------------
+def test_fallback_returns_recall_order_marked_not_reranked(server, caplog):
+    server.reset(default=("status", 503, "unavailable", {}))
+    hits = make_hits(8)
+    with caplog.at_level(logging.WARNING):
+        out = reranker(server, on_error="fallback", max_retries=1).rerank("query", hits, top_k=5)
+    assert [h.id for h in out] == [h.id for h in hits[:5]]
+    assert all(h.rerank_score is None and h.rerank_rank is None and h.score == h.recall_score for h in out)
+    assert "recall order, not reranked" in caplog.text
+    assert len(server.requests) == 2
+    assert hits[0].rerank_score is None and hits[0].metadata is not out[0].metadata  # inputs untouched, copies out
+
+
+async def test_async_fallback_returns_recall_order(server):
+    server.reset(default=("sleep", 2.0))
+    hits = make_hits(4)
+    out = await reranker(server, on_error="fallback", timeout=0.2, max_retries=0).arerank("query", hits)
+    assert [h.id for h in out] == [h.id for h in hits]
+    assert all(h.rerank_score is None for h in out)
+
+
+# -- the key stays secret ---------------------------------------------------------------------------------
+def test_rejected_key_raises_even_with_fallback_and_is_never_shown(server, caplog):
+    server.reset(("status", 500, "flaky", {}), default=("echo_key", 401))
+    co = reranker(server, on_error="fallback")
+    with caplog.at_level(logging.DEBUG), pytest.raises(APIKeyError, match="rejected the API key") as info:
+        co.rerank("query", make_hits(3))
+    assert len(server.requests) == 2  # the 500 was retried, the 401 was not
+    assert "bad token Bearer ***" in str(info.value)  # the server echoed it; we masked it
+    shown = [str(info.value), repr(co), caplog.text, "".join(traceback.format_exception(info.value))]
+    assert all(KEY not in text for text in shown)
+
+
+def test_key_is_masked_in_retry_logs(server, caplog):
+    server.reset(default=("echo_key", 503))
+    with caplog.at_level(logging.DEBUG), pytest.raises(RerankAPIError) as info:
+        reranker(server, max_retries=2).rerank("query", make_hits(3))
+    assert caplog.text.count("retry") == 2
+    assert KEY not in caplog.text and KEY not in str(info.value)
+
+
+def test_empty_candidate_list_makes_no_request(server):
+    assert reranker(server).rerank("query", []) == []
+    assert asyncio.run(reranker(server).arerank("query", [])) == []
+    assert server.requests == []
