@@ -1,0 +1,308 @@
+"""LangChain adapters: the two-stage pipeline as a retriever, stage 2 alone as a document compressor.
+
+Only type translation lives here (``Hit`` <-> ``Document``, LangChain ``Embeddings`` <-> ``Embedder``);
+searching, scoring and argument checks are the core's. Needs the ``langchain`` extra.
+
+>>> from twostage_integrations import ChromaRecall, CrossEncoderReranker, TwoStagePipeline
+>>> from twostage_integrations.integrations.langchain import TwoStageRetriever
+>>> pipe = TwoStagePipeline(ChromaRecall("docs"), CrossEncoderReranker(), limit=20, top_k=5)  # doctest: +SKIP
+>>> docs = TwoStageRetriever(pipeline=pipe).invoke("does aspirin prevent stroke?")  # doctest: +SKIP
+>>> docs[0].metadata["relevance_score"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from langchain_core.callbacks import (
+    AsyncCallbackManagerForRetrieverRun,
+    CallbackManagerForRetrieverRun,
+    Callbacks,
+)
+from langchain_core.documents import BaseDocumentCompressor, Document
+from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from ..embeddings import Embedder
+from ..hit import Hit
+from ..pipeline import TwoStagePipeline
+from ..recall.chroma import ChromaRecall
+from ..rerank.base import Reranker
+from ..rerank.factory import make_reranker
+from ..validation import check_limit_top_k
+
+__all__ = ["TwoStageCompressor", "TwoStageEmbeddings", "TwoStageRetriever", "hit_to_document"]
+
+
+def hit_to_document(hit: Hit) -> Document:
+    """A LangChain ``Document`` for a hit: id, text, the stored metadata plus every stage's score.
+
+    ``relevance_score`` is the final score (LangChain's key for it); ``rerank_score``/``rerank_rank``
+    are ``None`` when the pipeline has no reranker.
+    """
+    metadata = {
+        **hit.metadata,
+        "relevance_score": hit.score,
+        "recall_score": hit.recall_score,
+        "recall_rank": hit.recall_rank,
+        "rerank_score": hit.rerank_score,
+        "rerank_rank": hit.rerank_rank,
+    }
+    return Document(id=hit.id, page_content=hit.text, metadata=metadata)
+
+
+def _reranker(reranker: Reranker | str | os.PathLike[str] | None) -> Reranker:
+    # A model name or folder (or None for the default cross-encoder) picks a reranker like --rerank-model.
+    return make_reranker(reranker) if reranker is None or isinstance(reranker, (str, os.PathLike)) else reranker
+
+
+class TwoStageEmbeddings(Embeddings):
+    """The package's :class:`~twostage_integrations.embeddings.Embedder` as LangChain ``Embeddings``.
+
+    Give it to a ``langchain_chroma.Chroma`` store so the store and :meth:`TwoStageRetriever.from_chroma`
+    embed with the same model (unit-length vectors, so every Chroma distance maps to cosine).
+
+    >>> from langchain_chroma import Chroma
+    >>> store = Chroma("docs", embedding_function=TwoStageEmbeddings(), persist_directory="db")  # doctest: +SKIP
+    """
+
+    def __init__(self, model: str | os.PathLike[str] | Embedder | None = None) -> None:
+        self.embedder = model if isinstance(model, Embedder) else Embedder(model)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.embedder.embed(texts).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.embedder.embed_query(text).tolist()
+
+
+class _LangChainEmbedder(Embedder):
+    """Any LangChain ``Embeddings`` seen as an ``Embedder``, so stage 1 embeds queries exactly as the store
+    it reads from does. Vectors are passed through unchanged (normalising them would change l2 rankings)."""
+
+    def __init__(self, embeddings: Embeddings) -> None:  # no super().__init__: there is no model to resolve
+        self.embeddings = embeddings
+        model = getattr(embeddings, "model", None) or getattr(embeddings, "model_name", None)
+        self.name = f"langchain:{type(embeddings).__name__}" + (f":{model}" if isinstance(model, str) else "")
+        self.load_from = self.name
+        self.batch_size = 64
+
+    @property
+    def dimension(self) -> int:
+        return len(self.embeddings.embed_query("dimension probe"))
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False, desc: str = "embedding") -> np.ndarray:
+        return np.asarray(self.embeddings.embed_documents(list(texts)), dtype=np.float32)
+
+    def embed_query(self, query: str) -> np.ndarray:
+        return np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
+
+
+class TwoStageRetriever(BaseRetriever):
+    """A :class:`~twostage_integrations.TwoStagePipeline` as a LangChain retriever.
+
+    ``limit`` candidates are recalled, ``top_k`` documents returned (default: the pipeline's). ``where`` and
+    ``where_document`` are Chroma filters. All four can be set per call,
+    ``retriever.invoke(query, top_k=3, where={"source": "faq"})``, or made configurable with
+    ``configurable_fields``. Extra ``invoke`` keywords go to stage 1 (e.g. ``num_candidates``).
+
+    Each ``Document`` has ``id`` = the passage id and metadata = the stored metadata plus
+    ``relevance_score`` (final score), ``recall_score``, ``recall_rank``, ``rerank_score``, ``rerank_rank``.
+    ``ainvoke``/``abatch`` run the models off the event loop. Bad input raises the core's typed errors
+    (:class:`~twostage_integrations.InvalidQueryError`, :class:`~twostage_integrations.InvalidParameterError`).
+
+    >>> retriever = TwoStageRetriever.from_collection("docs", limit=20, top_k=5)  # doctest: +SKIP
+    >>> [d.id for d in retriever.invoke("does aspirin prevent stroke?", top_k=2)]  # doctest: +SKIP
+    """
+
+    pipeline: TwoStagePipeline
+    """The core pipeline doing the work."""
+    limit: int | None = None
+    """Candidates recalled by stage 1 (default: ``pipeline.limit``)."""
+    top_k: int | None = None
+    """Documents returned after stage 2 (default: ``pipeline.top_k``)."""
+    where: dict[str, Any] | None = None
+    """Chroma metadata filter, e.g. ``{"source": "faq"}``."""
+    where_document: dict[str, Any] | None = None
+    """Chroma document filter, e.g. ``{"$contains": "aspirin"}``."""
+
+    def __init__(self, **data: Any) -> None:
+        super().__init__(**data)
+        # Checked here rather than in a pydantic validator so the core's typed error reaches the caller.
+        self.limit, self.top_k = check_limit_top_k(
+            self.pipeline.limit if self.limit is None else self.limit,
+            self.pipeline.top_k if self.top_k is None else self.top_k,
+        )
+
+    @classmethod
+    def from_collection(
+        cls,
+        name: str,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        client: Any = None,
+        reranker: Reranker | str | os.PathLike[str] | None = None,
+        embedding_model: str | os.PathLike[str] | Embedder | None = None,
+        limit: int = 20,
+        top_k: int = 5,
+        **kwargs: Any,
+    ) -> TwoStageRetriever:
+        """A retriever over a Chroma collection written by ``twostage ingest`` / ``add_texts``.
+
+        Location arguments are :class:`~twostage_integrations.ChromaRecall`'s. ``reranker``: a reranker,
+        or a cross-encoder name/folder (``None``: the default cross-encoder). Other keywords
+        (``where``, ``tags``...) are retriever fields.
+        """
+        recall = ChromaRecall(name, path=path, host=host, port=port, client=client, embedding_model=embedding_model)
+        pipeline = TwoStagePipeline(recall, _reranker(reranker), limit=limit, top_k=top_k)
+        return cls(pipeline=pipeline, **kwargs)
+
+    @classmethod
+    def from_chroma(
+        cls,
+        vectorstore: Any,
+        *,
+        reranker: Reranker | str | os.PathLike[str] | None = None,
+        embedding_model: str | os.PathLike[str] | Embedder | None = None,
+        limit: int = 20,
+        top_k: int = 5,
+        **kwargs: Any,
+    ) -> TwoStageRetriever:
+        """A retriever over an existing ``langchain_chroma.Chroma`` store, reusing its collection (nothing is
+        re-embedded).
+
+        Queries are embedded with the store's own embedding function, so stage 1 finds what
+        ``vectorstore.similarity_search`` finds; pass ``embedding_model`` only to override that (it must be
+        the model that wrote the store). A store without an embedding function falls back to
+        all-MiniLM-L6-v2, Chroma's default model. ``recall_score`` is the cosine similarity when the store
+        holds unit-length vectors (any Chroma space: l2, ip or cosine); otherwise only its order is meaningful.
+        """
+        if embedding_model is not None:
+            embedder = embedding_model if isinstance(embedding_model, Embedder) else Embedder(embedding_model)
+        elif isinstance(vectorstore.embeddings, TwoStageEmbeddings):
+            embedder = vectorstore.embeddings.embedder
+        elif vectorstore.embeddings is not None:
+            embedder = _LangChainEmbedder(vectorstore.embeddings)
+        else:
+            embedder = Embedder()
+        recall = ChromaRecall(vectorstore._collection, client=vectorstore._client, embedding_model=embedder)
+        pipeline = TwoStagePipeline(recall, _reranker(reranker), limit=limit, top_k=top_k)
+        return cls(pipeline=pipeline, **kwargs)
+
+    def _search_kwargs(
+        self,
+        limit: int | None,
+        top_k: int | None,
+        where: Mapping[str, Any] | None,
+        where_document: Mapping[str, Any] | None,
+        recall_kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
+        return {
+            "limit": self.limit if limit is None else limit,
+            "top_k": self.top_k if top_k is None else top_k,
+            "where": self.where if where is None else where,
+            "where_document": self.where_document if where_document is None else where_document,
+            **recall_kwargs,
+        }
+
+    def _get_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: CallbackManagerForRetrieverRun,
+        limit: int | None = None,
+        top_k: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        **recall_kwargs: Any,
+    ) -> list[Document]:
+        result = self.pipeline.run(query, **self._search_kwargs(limit, top_k, where, where_document, recall_kwargs))
+        return [hit_to_document(hit) for hit in result.hits]
+
+    async def _aget_relevant_documents(
+        self,
+        query: str,
+        *,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        limit: int | None = None,
+        top_k: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        **recall_kwargs: Any,
+    ) -> list[Document]:
+        kwargs = self._search_kwargs(limit, top_k, where, where_document, recall_kwargs)
+        result = await self.pipeline.arun(query, **kwargs)
+        return [hit_to_document(hit) for hit in result.hits]
+
+
+def _documents_to_hits(documents: Sequence[Document]) -> list[Hit]:
+    # recall_rank carries the input position, so reranked hits map back to the caller's documents.
+    hits = []
+    for position, doc in enumerate(documents):
+        score = doc.metadata.get("relevance_score")
+        score = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else 0.0
+        hits.append(
+            Hit(
+                id=doc.id or str(position),
+                text=doc.page_content,
+                metadata=dict(doc.metadata),
+                score=score,
+                recall_score=score,
+                recall_rank=position + 1,
+            )
+        )
+    return hits
+
+
+def _reranked_documents(documents: Sequence[Document], hits: Sequence[Hit]) -> list[Document]:
+    # Copies: the caller's documents (and their metadata dicts) are never touched; Document.id is kept.
+    return [
+        documents[hit.recall_rank - 1].model_copy(
+            update={"metadata": {**documents[hit.recall_rank - 1].metadata, "relevance_score": hit.score}}
+        )
+        for hit in hits
+    ]
+
+
+class TwoStageCompressor(BaseDocumentCompressor):
+    """Stage 2 alone, for an existing retriever: reranks its documents with any core reranker.
+
+    Returns new ``Document`` copies, best first, at most ``top_n`` (all when ``None``), with the original
+    ``id`` and metadata plus ``relevance_score`` (the reranker's score). Input documents are not changed.
+
+    >>> from langchain_classic.retrievers import ContextualCompressionRetriever
+    >>> retriever = ContextualCompressionRetriever(  # doctest: +SKIP
+    ...     base_compressor=TwoStageCompressor(top_n=5), base_retriever=store.as_retriever(search_kwargs={"k": 20})
+    ... )
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+
+    reranker: Reranker = Field(default_factory=make_reranker)
+    """A core :class:`~twostage_integrations.Reranker` (default: ``CrossEncoderReranker()``)."""
+    top_n: int | None = 3
+    """Documents to keep (LangChain's default is 3); ``None`` keeps all, reordered."""
+
+    def compress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        hits = self.reranker.rerank(query, _documents_to_hits(documents), self.top_n)
+        return _reranked_documents(documents, hits)
+
+    async def acompress_documents(
+        self,
+        documents: Sequence[Document],
+        query: str,
+        callbacks: Callbacks | None = None,
+    ) -> Sequence[Document]:
+        hits = await self.reranker.arerank(query, _documents_to_hits(documents), self.top_n)
+        return _reranked_documents(documents, hits)
