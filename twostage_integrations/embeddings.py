@@ -39,7 +39,7 @@ class Embedder:
 
         return load_model(
             self.load_from,
-            lambda name: SentenceTransformer(name, device=self.device),
+            lambda name, local_only: SentenceTransformer(name, device=self.device, local_files_only=local_only),
             kind="embedding",
             env_var=EMBEDDING_MODEL_ENV,
         )

@@ -43,7 +43,9 @@ class CrossEncoderReranker(BaseReranker):
         self.max_length = max_length
         self.model = load_model(
             self.name,
-            lambda name: CrossEncoder(name, max_length=max_length, device=device),
+            lambda name, local_only: CrossEncoder(
+                name, max_length=max_length, device=device, local_files_only=local_only
+            ),
             kind="rerank",
             env_var=RERANK_MODEL_ENV,
             hint=NO_MODEL_HINT,
