@@ -41,6 +41,8 @@ class TwoStagePipeline:
     """Stage 1 recalls ``limit`` candidates; stage 2 reranks them and keeps ``top_k``.
 
     ``reranker=None`` skips stage 2 (recall order, cut to ``top_k``), like ``vai query --no-rerank``.
+    A list of ``(reranker, keep)`` pairs runs them as a :class:`~twostage_integrations.rerank.cascade.Cascade`
+    (each keeps its ``keep`` best for the next; ``top_k`` cuts the last).
     ``search`` returns the hits; ``run`` returns hits, stage-1 candidates and per-stage timings (also
     kept in ``last_timings`` for quick looks; use ``run`` when searching concurrently).
 
@@ -50,9 +52,20 @@ class TwoStagePipeline:
     >>> [h.id for h in pipe.search("does aspirin prevent stroke?")]  # doctest: +SKIP
     """
 
-    def __init__(self, recall: Recall, reranker: Reranker | None = None, *, limit: int = 20, top_k: int = 5) -> None:
+    def __init__(
+        self,
+        recall: Recall,
+        reranker: Reranker | Sequence[tuple[Reranker, int | None]] | None = None,
+        *,
+        limit: int = 20,
+        top_k: int = 5,
+    ) -> None:
         self.limit, self.top_k = check_limit_top_k(limit, top_k)
         self.recall = recall
+        if isinstance(reranker, (list, tuple)):  # [(tiny, 30), (ce, 5)]: a multi-stage cascade
+            from .rerank.cascade import Cascade
+
+            reranker = Cascade(reranker)
         self.reranker = reranker
         self.last_timings = StageTimings()
 

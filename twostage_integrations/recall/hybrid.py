@@ -1,0 +1,151 @@
+"""Hybrid recall: dense and sparse arms fused by reciprocal rank fusion (RRF)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..errors import InvalidParameterError
+from ..hit import Hit
+from ..validation import check_positive_int, check_query
+from .base import AddResult, Recall
+
+
+def rrf_fuse(
+    rankings: Sequence[Sequence[Hit]], *, k: float = 60.0, weights: Sequence[float] | None = None
+) -> list[Hit]:
+    """Fuse ranked lists: ``score(d) = sum_i w_i / (k + rank_i(d))`` over the lists that contain ``d``.
+
+    Returns copies of the hits, best first, with ``score``/``recall_score`` = the fused score and
+    ``recall_rank`` = the fused rank. Ties go to the hit seen first (earlier list, then higher in it).
+
+    >>> a, b, c = Hit(id="a", text="A"), Hit(id="b", text="B"), Hit(id="c", text="C")
+    >>> [h.id for h in rrf_fuse([[a, b], [c, b]], k=60)]
+    ['b', 'a', 'c']
+    """
+    weights = [1.0] * len(rankings) if weights is None else list(weights)
+    if len(weights) != len(rankings):
+        raise InvalidParameterError(f"got {len(weights)} weights for {len(rankings)} ranked lists; pass one each")
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.id] = scores.get(hit.id, 0.0) + weight / (k + rank)
+            first.setdefault(hit.id, hit)
+    order = sorted(first, key=lambda doc_id: -scores[doc_id])  # stable: ties keep first-seen order
+    return [
+        dataclasses.replace(
+            first[doc_id],
+            metadata=dict(first[doc_id].metadata),
+            score=scores[doc_id],
+            recall_score=scores[doc_id],
+            recall_rank=rank,
+        )
+        for rank, doc_id in enumerate(order, start=1)
+    ]
+
+
+class HybridRecall:
+    """Recall from a dense and a sparse arm, fused with reciprocal rank fusion.
+
+    Each arm returns its top ``candidates_per_arm`` (default: the ``limit`` of the search); the fused list
+    is cut to ``limit``. ``k`` is the RRF constant (60, as in Cormack et al. 2009); ``weights`` scales each
+    arm's contribution (default equal). ``recall_score`` is the fused RRF score.
+
+    The same ``where``/``where_document`` filter goes to both arms (:class:`BM25Recall` applies any Chroma
+    filter), so filtered hybrid search only returns passages matching the filter.
+
+    >>> from twostage_integrations import BM25Recall, ChromaRecall, HybridRecall
+    >>> chroma = ChromaRecall("docs", path="/tmp/twostage-doctest")
+    >>> hybrid = HybridRecall(chroma, BM25Recall(chroma))
+    >>> _ = hybrid.add_texts(["Aspirin lowers the risk of stroke.", "Paris is the capital of France."])
+    >>> hybrid.search("aspirin stroke", limit=1)[0].text
+    'Aspirin lowers the risk of stroke.'
+    """
+
+    def __init__(
+        self,
+        dense: Recall,
+        sparse: Recall,
+        *,
+        k: float = 60.0,
+        candidates_per_arm: int | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
+    ) -> None:
+        if not k >= 0:
+            raise InvalidParameterError(f"k must be >= 0, got {k!r}; 60 is the usual RRF constant")
+        if candidates_per_arm is not None:
+            check_positive_int(candidates_per_arm, "candidates_per_arm")
+        if len(weights) != 2 or any(w < 0 for w in weights):
+            raise InvalidParameterError(f"weights must be two non-negative numbers (dense, sparse), got {weights!r}")
+        self.dense, self.sparse = dense, sparse
+        self.k = k
+        self.candidates_per_arm = candidates_per_arm
+        self.weights = tuple(weights)
+
+    @classmethod
+    def from_chroma(cls, chroma: Any, **kwargs: Any) -> HybridRecall:
+        """Dense = ``chroma`` itself, sparse = a :class:`BM25Recall` over the same collection."""
+        from .bm25 import BM25Recall
+
+        return cls(chroma, BM25Recall(chroma), **kwargs)
+
+    def _per_arm(self, limit: int) -> int:
+        return self.candidates_per_arm or limit
+
+    @property
+    def collection(self):
+        """The dense arm's Chroma collection (raises if it does not exist)."""
+        return self.dense.collection
+
+    def search(
+        self,
+        query: str,
+        limit: int = 20,
+        *,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        **dense_kwargs: Any,
+    ) -> list[Hit]:
+        """Fused top ``limit``. Extra keywords (e.g. ``num_candidates``) go to the dense arm."""
+        check_query(query)
+        check_positive_int(limit, "limit")
+        n = self._per_arm(limit)
+        dense = self.dense.search(query, n, where=where, where_document=where_document, **dense_kwargs)
+        sparse = self.sparse.search(query, n, where=where, where_document=where_document)
+        return rrf_fuse([dense, sparse], k=self.k, weights=self.weights)[:limit]
+
+    async def asearch(
+        self,
+        query: str,
+        limit: int = 20,
+        *,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        **dense_kwargs: Any,
+    ) -> list[Hit]:
+        check_query(query)
+        check_positive_int(limit, "limit")
+        n = self._per_arm(limit)
+        dense, sparse = await asyncio.gather(
+            self.dense.asearch(query, n, where=where, where_document=where_document, **dense_kwargs),
+            self.sparse.asearch(query, n, where=where, where_document=where_document),
+        )
+        return rrf_fuse([dense, sparse], k=self.k, weights=self.weights)[:limit]
+
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> AddResult:
+        """Add to both arms. When they share one Chroma collection the second add finds everything already
+        stored (nothing is embedded twice) and only marks the BM25 index stale."""
+        result = self.dense.add_texts(texts, metadatas=metadatas, ids=ids)
+        self.sparse.add_texts(texts, metadatas=metadatas, ids=ids)
+        return result
+
+    def __repr__(self) -> str:
+        return f"HybridRecall(dense={self.dense!r}, sparse={self.sparse!r}, k={self.k})"

@@ -1,0 +1,103 @@
+"""Multi-stage reranking: a cheap model trims the candidates, a stronger one orders the rest."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import InvalidParameterError
+from ..hit import Hit
+from ..validation import check_positive_int, check_query
+from .base import Reranker
+
+
+@dataclass
+class StageOutput:
+    """What one cascade stage did: its reranker's name, how many hits it got and kept, and how long it took."""
+
+    name: str
+    n_in: int
+    hits: list[Hit] = field(repr=False)
+    seconds: float
+
+    @property
+    def n_out(self) -> int:
+        return len(self.hits)
+
+
+class Cascade:
+    """Rerankers applied in turn, each keeping its own number of hits (``None`` = keep all it gets).
+
+    ``Cascade([(tiny, 30), (ce, 5)])`` reranks the recalled candidates with ``tiny``, keeps 30, reranks those
+    with ``ce`` and keeps 5: the "multi-stage" shape, where the expensive model only sees what the cheap one
+    let through. A cascade is itself a reranker, so it plugs into :class:`TwoStagePipeline` (which also accepts
+    the plain list) and into other cascades. ``top_k`` of :meth:`rerank` cuts the last stage's output further.
+    Hits carry the last stage's ``rerank_score``/``rerank_rank``.
+
+    >>> from twostage_integrations import CrossEncoderReranker, Hit
+    >>> from twostage_integrations.rerank.cascade import Cascade
+    >>> ce = CrossEncoderReranker("path/to/cross-encoder")  # doctest: +SKIP
+    >>> cascade = Cascade([(ce, 30), (ce, 5)])  # doctest: +SKIP
+    >>> [s.n_out for s in cascade.run("query", hits)]  # doctest: +SKIP
+    [30, 5]
+    """
+
+    def __init__(self, stages: Sequence[tuple[Reranker, int | None] | Reranker]) -> None:
+        if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or not stages:
+            raise InvalidParameterError("a cascade needs a non-empty list of (reranker, keep) pairs")
+        self.stages: list[tuple[Reranker, int | None]] = []
+        for i, stage in enumerate(stages):
+            reranker, keep = stage if isinstance(stage, tuple) else (stage, None)
+            if not callable(getattr(reranker, "rerank", None)):
+                raise InvalidParameterError(
+                    f"cascade stage {i} is {type(reranker).__name__}, not a reranker (needs rerank/arerank)"
+                )
+            if keep is not None:
+                check_positive_int(keep, f"keep of cascade stage {i}")
+            self.stages.append((reranker, keep))
+        self.name = " → ".join(
+            f"{getattr(r, 'name', type(r).__name__)}" + (f"[{k}]" if k is not None else "") for r, k in self.stages
+        )
+
+    def _keep(self, i: int, top_k: int | None) -> int | None:
+        keep = self.stages[i][1]
+        if i == len(self.stages) - 1 and top_k is not None:
+            return top_k if keep is None else min(keep, top_k)
+        return keep
+
+    def run(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[StageOutput]:
+        """Every stage's output in order (the last one is what :meth:`rerank` returns)."""
+        check_query(query)
+        if top_k is not None:
+            check_positive_int(top_k, "top_k")
+        outputs: list[StageOutput] = []
+        current = list(hits)
+        for i, (reranker, _) in enumerate(self.stages):
+            t0 = time.perf_counter()
+            n_in = len(current)
+            current = reranker.rerank(query, current, self._keep(i, top_k))
+            outputs.append(StageOutput(reranker.name, n_in, current, time.perf_counter() - t0))
+        return outputs
+
+    async def arun(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[StageOutput]:
+        check_query(query)
+        if top_k is not None:
+            check_positive_int(top_k, "top_k")
+        outputs: list[StageOutput] = []
+        current = list(hits)
+        for i, (reranker, _) in enumerate(self.stages):
+            t0 = time.perf_counter()
+            n_in = len(current)
+            current = await reranker.arerank(query, current, self._keep(i, top_k))
+            outputs.append(StageOutput(reranker.name, n_in, current, time.perf_counter() - t0))
+        return outputs
+
+    def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        return self.run(query, hits, top_k)[-1].hits
+
+    async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        return (await self.arun(query, hits, top_k))[-1].hits
+
+    def __repr__(self) -> str:
+        return f"Cascade({self.name!r})"
