@@ -1,0 +1,362 @@
+"""LlamaIndex adapters: stage 2 as a node postprocessor, the whole pipeline as a retriever.
+
+Only types are translated here (``NodeWithScore`` <-> :class:`Hit`, ``MetadataFilters`` -> Chroma
+``where``, our :class:`Embedder` -> ``BaseEmbedding``); scoring, sorting and cutting happen in the core.
+Needs the ``llamaindex`` extra: ``pip install "twostage-integrations[llamaindex]"``.
+
+>>> from llama_index.core.schema import NodeWithScore, TextNode
+>>> from twostage_integrations.integrations.llama_index import TwoStageRerank
+>>> rerank = TwoStageRerank(top_n=1)  # doctest: +SKIP
+>>> nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in ["Bananas are yellow.", "Paris is in France."]]
+>>> rerank.postprocess_nodes(nodes, query_str="capital of France")[0].node.text  # doctest: +SKIP
+'Paris is in France.'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from llama_index.core.base.base_retriever import BaseRetriever
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import Field, PrivateAttr
+from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
+from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
+from llama_index.core.vector_stores.utils import metadata_dict_to_node
+
+from ..embeddings import Embedder
+from ..errors import InvalidParameterError, InvalidQueryError
+from ..hit import Hit
+from ..pipeline import TwoStagePipeline
+from ..rerank.base import Reranker
+from ..validation import check_limit_top_k, check_positive_int
+
+dispatcher = get_dispatcher(__name__)
+
+__all__ = [
+    "MissingQueryError",
+    "TwoStageEmbedding",
+    "TwoStageRerank",
+    "TwoStageRetriever",
+    "UnsupportedFilterError",
+    "filters_to_where",
+    "hit_to_node",
+]
+
+# Stage scores the retriever adds to node metadata; kept out of embedding and LLM text.
+SCORE_KEYS = ("recall_score", "recall_rank", "rerank_rank")
+
+
+class MissingQueryError(InvalidQueryError):
+    """``postprocess_nodes`` was called without a query (LlamaIndex's "Missing query bundle" case)."""
+
+
+class UnsupportedFilterError(InvalidParameterError):
+    """A ``MetadataFilters`` operator or condition that Chroma's ``where`` cannot express."""
+
+
+# -- stage 2 as a node postprocessor -----------------------------------------------------------------------
+class TwoStageRerank(BaseNodePostprocessor):
+    """Rerank retrieved nodes with any of our rerankers; keep the best ``top_n``.
+
+    ``reranker``: a core reranker (:class:`CrossEncoderReranker`, Cohere...). ``None`` loads
+    ``CrossEncoderReranker()`` with its default model (``TWOSTAGE_RERANK_MODEL`` or the MS MARCO
+    MiniLM-L6 hub id). ``top_n``: nodes to keep (``None`` keeps all, reordered).
+    ``keep_retrieval_score``: store each node's incoming score in ``metadata["retrieval_score"]``.
+    ``metadata_mode``: what the reranker reads, as in LlamaIndex's own rerankers (``EMBED``: text plus
+    the metadata the node lets embeddings see; ``NONE``: text only).
+
+    Returned nodes are copies with ``score`` = the rerank score (a plain float); the input is untouched.
+
+    >>> from llama_index.core.schema import NodeWithScore, TextNode
+    >>> from twostage_integrations import CrossEncoderReranker
+    >>> rerank = TwoStageRerank(CrossEncoderReranker("path/to/cross-encoder"), top_n=2)  # doctest: +SKIP
+    >>> engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])  # doctest: +SKIP
+    """
+
+    model: str = Field(description="Name of the reranker's model.")
+    top_n: int | None = Field(default=5, description="Nodes to return, best first (None: all).")
+    keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in metadata.")
+    metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node content the reranker reads.")
+
+    _reranker: Reranker = PrivateAttr()
+
+    def __init__(
+        self,
+        reranker: Reranker | None = None,
+        top_n: int | None = 5,
+        *,
+        keep_retrieval_score: bool = False,
+        metadata_mode: MetadataMode = MetadataMode.EMBED,
+        callback_manager: CallbackManager | None = None,
+    ) -> None:
+        if top_n is not None:
+            check_positive_int(top_n, "top_n")
+        if reranker is None:
+            from ..rerank.cross_encoder import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker()
+        super().__init__(
+            model=reranker.name,
+            top_n=top_n,
+            keep_retrieval_score=keep_retrieval_score,
+            metadata_mode=metadata_mode,
+            callback_manager=callback_manager or CallbackManager(),
+        )
+        self._reranker = reranker
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TwoStageRerank"
+
+    @property
+    def reranker(self) -> Reranker:
+        return self._reranker
+
+    def _postprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query, hits = self._start(nodes, query_bundle)
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
+            reranked = self._finish(nodes, self._reranker.rerank(query, hits, self.top_n))
+            event.on_end(payload={EventPayload.NODES: reranked})
+        dispatcher.event(ReRankEndEvent(nodes=reranked))
+        return reranked
+
+    @dispatcher.span
+    async def _apostprocess_nodes(
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
+    ) -> list[NodeWithScore]:
+        query, hits = self._start(nodes, query_bundle)
+        with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
+            reranked = self._finish(nodes, await self._reranker.arerank(query, hits, self.top_n))
+            event.on_end(payload={EventPayload.NODES: reranked})
+        dispatcher.event(ReRankEndEvent(nodes=reranked))
+        return reranked
+
+    def _start(self, nodes: Sequence[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[Hit]]:
+        dispatcher.event(
+            ReRankStartEvent(
+                query=query_bundle,
+                nodes=list(nodes),
+                top_n=len(nodes) if self.top_n is None else self.top_n,
+                model_name=self.model,
+            )
+        )
+        if query_bundle is None:
+            raise MissingQueryError(
+                "Missing query bundle in extra info. Pass query_bundle=QueryBundle(...) or query_str=... to "
+                "postprocess_nodes (query engines do this for you)."
+            )
+        # recall_rank remembers each node's position so results map back even when node ids repeat.
+        hits = [
+            Hit(
+                id=n.node.node_id,
+                text=n.node.get_content(metadata_mode=self.metadata_mode),
+                score=float(n.score or 0.0),
+                recall_score=float(n.score or 0.0),
+                recall_rank=rank,
+            )
+            for rank, n in enumerate(nodes, start=1)
+        ]
+        return query_bundle.query_str, hits
+
+    def _payload(self, nodes: Sequence[NodeWithScore], query: str) -> dict[str, Any]:
+        return {
+            EventPayload.NODES: list(nodes),
+            EventPayload.MODEL_NAME: self.model,
+            EventPayload.QUERY_STR: query,
+            EventPayload.TOP_K: self.top_n,
+        }
+
+    def _finish(self, nodes: Sequence[NodeWithScore], hits: Sequence[Hit]) -> list[NodeWithScore]:
+        out = []
+        for hit in hits:
+            original = nodes[hit.recall_rank - 1]
+            node = original.node.model_copy()  # shallow: give it its own metadata dict before writing
+            node.metadata = dict(original.node.metadata)
+            if self.keep_retrieval_score:
+                node.metadata["retrieval_score"] = original.score
+            out.append(NodeWithScore(node=node, score=hit.score))
+        return out
+
+
+# -- the whole pipeline as a retriever ----------------------------------------------------------------------
+_OPERATORS = {
+    FilterOperator.EQ: "$eq",
+    FilterOperator.NE: "$ne",
+    FilterOperator.GT: "$gt",
+    FilterOperator.GTE: "$gte",
+    FilterOperator.LT: "$lt",
+    FilterOperator.LTE: "$lte",
+    FilterOperator.IN: "$in",
+    FilterOperator.NIN: "$nin",
+}
+_CONDITIONS = {FilterCondition.AND: "$and", FilterCondition.OR: "$or"}
+
+
+def filters_to_where(filters: MetadataFilters | None) -> dict[str, Any] | None:
+    """LlamaIndex ``MetadataFilters`` as a Chroma ``where`` dict (``None`` when there is nothing to filter).
+
+    Supports ``==, !=, >, >=, <, <=, in, nin`` combined with ``and``/``or`` (nested too); anything else
+    raises :class:`UnsupportedFilterError`.
+
+    >>> from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
+    >>> filters_to_where(MetadataFilters(filters=[MetadataFilter(key="year", value=2020, operator=">=")]))
+    {'year': {'$gte': 2020}}
+    """
+    if filters is None:
+        return None
+    if not isinstance(filters, MetadataFilters):
+        raise UnsupportedFilterError(
+            f"filters must be llama_index MetadataFilters, got {type(filters).__name__}; "
+            f"wrap filters as MetadataFilters(filters=[MetadataFilter(...)])"
+        )
+    return _where(filters) or None
+
+
+def _where(filters: MetadataFilters) -> dict[str, Any]:
+    condition = filters.condition or FilterCondition.AND
+    if condition not in _CONDITIONS:
+        raise UnsupportedFilterError(
+            f"filter condition {condition.value!r} is not supported by Chroma; use 'and' or 'or' "
+            f"(negate single filters with '!=' or 'nin' instead of 'not')"
+        )
+    clauses = [_where(f) if isinstance(f, MetadataFilters) else _clause(f) for f in filters.filters]
+    clauses = [c for c in clauses if c]
+    if len(clauses) <= 1:  # Chroma rejects $and/$or with fewer than two clauses
+        return clauses[0] if clauses else {}
+    return {_CONDITIONS[condition]: clauses}
+
+
+def _clause(f: MetadataFilter) -> dict[str, Any]:
+    op = _OPERATORS.get(f.operator)
+    if op is None:
+        raise UnsupportedFilterError(
+            f"filter operator {f.operator.value!r} (key {f.key!r}) is not supported by Chroma metadata filters; "
+            f"use one of {', '.join(o.value for o in _OPERATORS)}"
+        )
+    is_list = isinstance(f.value, list)
+    if f.value is None or (is_list and not f.value):
+        raise UnsupportedFilterError(f"filter on {f.key!r} has no value; Chroma cannot match missing values")
+    if is_list != (f.operator in (FilterOperator.IN, FilterOperator.NIN)):
+        raise UnsupportedFilterError(
+            f"filter {f.key!r} {f.operator.value!r} got {f.value!r}: 'in'/'nin' take a list, other operators a "
+            f"single value"
+        )
+    return {f.key: {op: f.value}}
+
+
+def hit_to_node(hit: Hit) -> NodeWithScore:
+    """A :class:`Hit` as a ``NodeWithScore`` (score = the last stage's score).
+
+    The node's metadata is the hit's plus ``recall_score``, ``recall_rank`` and ``rerank_rank`` (hidden
+    from embedding and LLM text). Collections written by LlamaIndex's ``ChromaVectorStore`` keep the whole
+    node in ``_node_content``; that node (ids, relationships, metadata) is restored.
+    """
+    if "_node_content" in hit.metadata:
+        node = metadata_dict_to_node(hit.metadata, text=hit.text)
+    else:
+        node = TextNode(id_=hit.id, text=hit.text, metadata=dict(hit.metadata))
+    stages = {"recall_score": hit.recall_score, "recall_rank": hit.recall_rank, "rerank_rank": hit.rerank_rank}
+    node.metadata.update({k: v for k, v in stages.items() if v is not None})
+    for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+        excluded.extend(k for k in SCORE_KEYS if k not in excluded)
+    return NodeWithScore(node=node, score=hit.score)
+
+
+class TwoStageRetriever(BaseRetriever):
+    """A LlamaIndex retriever running a :class:`TwoStagePipeline`: recall ``limit`` from Chroma, rerank,
+    return the best ``top_k`` as ``NodeWithScore`` (ids, text, metadata; see :func:`hit_to_node`).
+
+    ``limit``/``top_k`` default to the pipeline's. ``filters`` (LlamaIndex ``MetadataFilters``) become a
+    Chroma ``where``; ``where_document`` is passed to Chroma as is.
+
+    >>> from twostage_integrations import ChromaRecall, CrossEncoderReranker, TwoStagePipeline
+    >>> pipe = TwoStagePipeline(ChromaRecall("docs"), CrossEncoderReranker(), limit=20, top_k=5)  # doctest: +SKIP
+    >>> engine = RetrieverQueryEngine.from_args(TwoStageRetriever(pipe), llm=llm)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        pipeline: TwoStagePipeline,
+        *,
+        limit: int | None = None,
+        top_k: int | None = None,
+        filters: MetadataFilters | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        callback_manager: CallbackManager | None = None,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(callback_manager=callback_manager, verbose=verbose)
+        self.pipeline = pipeline
+        self.limit, self.top_k = check_limit_top_k(
+            pipeline.limit if limit is None else limit, pipeline.top_k if top_k is None else top_k
+        )
+        self.filters = filters
+        self.where = filters_to_where(filters)  # translated now so a bad filter fails at construction
+        self.where_document = dict(where_document) if where_document else None
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"limit": self.limit, "top_k": self.top_k, "where": self.where, "where_document": self.where_document}
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [hit_to_node(h) for h in self.pipeline.run(query_bundle.query_str, **self._kwargs()).hits]
+
+    async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        result = await self.pipeline.arun(query_bundle.query_str, **self._kwargs())
+        return [hit_to_node(h) for h in result.hits]
+
+
+# -- our embeddings for LlamaIndex indexes ------------------------------------------------------------------
+class TwoStageEmbedding(BaseEmbedding):
+    """Our sentence-transformers :class:`Embedder` as a LlamaIndex embedding model (unit-length vectors).
+
+    Build a ``VectorStoreIndex`` with it when :class:`TwoStageRetriever` or :class:`ChromaRecall` will read
+    the collection later: recall only works with the model that wrote the vectors.
+
+    >>> emb = TwoStageEmbedding()  # all-MiniLM-L6-v2
+    >>> len(emb.get_query_embedding("aspirin and stroke"))
+    384
+    """
+
+    _embedder: Embedder = PrivateAttr()
+
+    def __init__(self, embedder: Embedder | str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+        embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)
+        kwargs.setdefault("embed_batch_size", embedder.batch_size)
+        super().__init__(model_name=embedder.name, **kwargs)
+        self._embedder = embedder
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TwoStageEmbedding"
+
+    @property
+    def embedder(self) -> Embedder:
+        return self._embedder
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._embedder.embed_query(query).tolist()
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._embedder.embed([text])[0].tolist()
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._embedder.embed(texts).tolist()
+
+    # The model runs in a worker thread so the event loop stays free.
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)
