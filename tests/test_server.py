@@ -322,3 +322,17 @@ def test_cli_query_with_rerank_v35_goes_through_cohere(served, small_index, cros
     monkeypatch.delenv("CO_API_KEY")
     result = CliRunner().invoke(app, [*args, "--rerank-model", "rerank-v3.5"])
     assert result.exit_code == 2 and "no Cohere API key" in result.output
+
+
+def test_the_event_loop_stays_free_while_the_model_works(served, cases):
+    """/health must answer *during* a long rerank: it reports the request in progress, which a blocked
+    event loop could only do after the rerank had finished."""
+    url, _ = served
+    docs = [d for _, batch in cases[:6] for d in batch]  # 72 abstracts: seconds of model work
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(sdk(url).rerank, model="rerank-v3.5", query=cases[0][0], documents=docs)
+        seen_busy = False
+        while not pending.done() and not seen_busy:
+            seen_busy = httpx.get(f"{url}/health", timeout=60).json()["in_progress"] == 1 and not pending.done()
+        assert seen_busy
+        assert len(pending.result().results) == len(docs)

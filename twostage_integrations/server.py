@@ -1,7 +1,7 @@
 """A Cohere-compatible ``/v2/rerank`` endpoint answered by a local reranker (``twostage serve``; extra ``server``).
 
-Any Cohere client (the official SDK, LangChain's ``CohereRerank``, LlamaIndex's ``CohereRerank``, our
-:class:`~twostage_integrations.CohereReranker`) talks to it by changing only its base URL.
+A client of Cohere's v2 rerank API talks to it by changing only its base URL: the official SDK
+(``cohere.ClientV2(base_url=...)``) and :class:`~twostage_integrations.CohereReranker` are tested against it.
 
 >>> from twostage_integrations import CrossEncoderReranker
 >>> from twostage_integrations.server import create_app, serve_in_thread
@@ -109,13 +109,13 @@ def create_app(
 
     ``api_key``: when set, requests need ``Authorization: Bearer <api_key>``. ``max_documents`` and
     ``max_body_bytes`` bound one request. Model work runs on one worker thread, so the event loop stays
-    free and concurrent requests queue instead of fighting over the CPU. ``app.state.stats`` counts the
-    requests and documents scored.
+    free and concurrent requests queue instead of fighting over the CPU. ``app.state.stats`` (also in
+    ``/health``) counts the requests and documents scored and the requests in progress.
     """
     check_positive_int(max_documents, "max_documents")
     check_positive_int(max_body_bytes, "max_body_bytes")
     app = FastAPI(title="twostage serve", description="Cohere-compatible rerank API for a local cross-encoder")
-    app.state.stats = {"requests": 0, "documents": 0}
+    app.state.stats = {"requests": 0, "documents": 0, "in_progress": 0}
     model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twostage-rerank")
     expected = f"Bearer {api_key}".encode() if api_key else None
 
@@ -163,10 +163,13 @@ def create_app(
         req = parse_rerank_request(payload, max_documents)
         hits = [Hit(id=str(i), text=doc) for i, doc in enumerate(req["documents"])]
         loop = asyncio.get_running_loop()
+        app.state.stats["in_progress"] += 1  # queued or being scored
         try:
             ranked = await loop.run_in_executor(model_thread, reranker.rerank, req["query"], hits, req["top_n"])
         except TwoStageError as exc:
             raise RequestError(400, f"invalid request: {exc}") from None
+        finally:
+            app.state.stats["in_progress"] -= 1
         app.state.stats["requests"] += 1
         app.state.stats["documents"] += len(hits)
         results = []

@@ -167,7 +167,7 @@ class CohereReranker(BaseReranker):
             "model": self.model,
             "query": query,
             "documents": documents,
-            "request_options": {"timeout": self.timeout, "max_retries": 0},
+            "request_options": {"max_retries": 0},  # the timeout is set on the client
         }
         if self.max_tokens_per_doc is not None:
             request["max_tokens_per_doc"] = self.max_tokens_per_doc
