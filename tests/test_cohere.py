@@ -346,3 +346,37 @@ def test_empty_candidate_list_makes_no_request(server):
     assert reranker(server).rerank("query", []) == []
     assert asyncio.run(reranker(server).arerank("query", [])) == []
     assert server.requests == []
+
+
+# -- the framework adapters take it like any other reranker ------------------------------------------------
+def test_langchain_compressor_with_cohere_by_name_and_with_fallback(server, monkeypatch):
+    from langchain_core.documents import Document
+
+    from twostage_integrations.integrations.langchain import TwoStageCompressor
+
+    monkeypatch.setenv("CO_API_KEY", KEY)
+    monkeypatch.setenv("TWOSTAGE_COHERE_BASE_URL", server.url)
+    docs = [Document(page_content=h.text, metadata={"relevance_score": h.recall_score}) for h in make_hits(6)]
+    compressor = TwoStageCompressor(reranker="rerank-v3.5", top_n=3)
+    out = compressor.compress_documents(docs, "query")
+    assert [d.page_content for d in out] == sorted((d.page_content for d in docs), key=lambda t: -fake_score(t))[:3]
+    assert [d.metadata["relevance_score"] for d in out] == pytest.approx([fake_score(d.page_content) for d in out])
+    assert server.requests[-1]["body"]["model"] == "rerank-v3.5"
+
+    server.reset(default=("status", 500, "down", {}))
+    fallback = TwoStageCompressor(reranker=reranker(server, on_error="fallback", max_retries=0), top_n=3)
+    out = fallback.compress_documents(docs, "query")
+    assert [d.page_content for d in out] == [d.page_content for d in docs[:3]]
+    assert all(d.metadata["rerank_score"] is None for d in out)
+
+
+async def test_llama_index_postprocessor_with_cohere(server):
+    from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+
+    from twostage_integrations.integrations.llama_index import TwoStageRerank
+
+    nodes = [NodeWithScore(node=TextNode(text=h.text, id_=h.id), score=h.recall_score) for h in make_hits(6)]
+    post = TwoStageRerank(reranker=reranker(server), top_n=4)
+    out = await post.apostprocess_nodes(nodes, query_bundle=QueryBundle("query"))
+    assert [n.node.node_id for n in out] == expected_order(make_hits(6))[:4]
+    assert [n.score for n in out] == pytest.approx([fake_score(n.node.text) for n in out])
