@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 
 import langchain_chroma
 import numpy as np
@@ -17,7 +18,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import ConfigurableField, RunnablePassthrough
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 
-from twostage_integrations import Hit, InvalidParameterError, InvalidQueryError
+from twostage_integrations import Hit, InvalidParameterError, InvalidQueryError, ModelNotFoundError
+from twostage_integrations.errors import RerankAPIError
 from twostage_integrations.integrations.langchain import (
     TwoStageCompressor,
     TwoStageEmbeddings,
@@ -332,7 +334,10 @@ def test_compressor_copies_documents_and_keeps_ids(store, compressor, query):
         src = originals[doc.id]
         assert doc is not src and doc.metadata is not src.metadata
         assert doc.page_content == src.page_content
-        assert {k: v for k, v in doc.metadata.items() if k != "relevance_score"} == src.metadata
+        added = {"relevance_score", "rerank_score", "rerank_rank"}
+        assert {k: v for k, v in doc.metadata.items() if k not in added} == src.metadata
+        assert doc.metadata["relevance_score"] == doc.metadata["rerank_score"]
+    assert [d.metadata["rerank_rank"] for d in out] == list(range(1, len(out) + 1))
 
 
 def test_compressor_top_n_none_keeps_all_and_works_without_ids(compressor, cross_encoder, corpus, query):
@@ -345,6 +350,28 @@ def test_compressor_top_n_none_keeps_all_and_works_without_ids(compressor, cross
     assert compressor.compress_documents([], query) == []
 
 
+def test_compressor_fallback_keeps_input_scores_and_order(corpus, query):
+    """A Cohere reranker that cannot reach its server and may fall back: recall order, input scores kept,
+    marked as not reranked."""
+    from twostage_integrations import CohereReranker
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    settings = {"api_key": "lc-test-key", "base_url": f"http://127.0.0.1:{closed_port}", "max_retries": 0}
+    fallback = TwoStageCompressor(reranker=CohereReranker(**settings, on_error="fallback"), top_n=2)
+    docs = [
+        Document(id=str(i), page_content=t, metadata={"relevance_score": 0.9 - i / 10})
+        for i, t in enumerate(corpus["texts"][:3])
+    ]
+    out = fallback.compress_documents(docs, query)
+    assert ids(out) == ["0", "1"]
+    assert [d.metadata["relevance_score"] for d in out] == [0.9, 0.8]
+    assert all(d.metadata["rerank_score"] is None and d.metadata["rerank_rank"] is None for d in out)
+    with pytest.raises(RerankAPIError):
+        TwoStageCompressor(reranker=CohereReranker(**settings)).compress_documents(docs, query)
+
+
 def test_compressor_bad_input(compressor, corpus):
     docs = [Document(page_content=corpus["texts"][0])]
     with pytest.raises(InvalidQueryError):
@@ -353,9 +380,32 @@ def test_compressor_bad_input(compressor, corpus):
         TwoStageCompressor(reranker=compressor.reranker, top_n=0).compress_documents(docs, "aspirin")
 
 
-def test_compressor_default_reranker_follows_the_env_var(monkeypatch, rerank_model_path):
+def test_compressor_reranker_by_name_or_default_from_the_env_var(monkeypatch, rerank_model_path, tmp_path):
+    assert TwoStageCompressor(reranker=rerank_model_path).reranker.name == rerank_model_path
     monkeypatch.setenv("TWOSTAGE_RERANK_MODEL", rerank_model_path)
     assert TwoStageCompressor().reranker.name == rerank_model_path
+    with pytest.raises(ModelNotFoundError):
+        TwoStageCompressor(reranker=str(tmp_path / "no-such-model"))
+
+
+def test_compressor_with_the_cohere_reranker(store, compressor, cross_encoder, query):
+    """CohereReranker through the compressor, against `twostage serve` backed by the same cross-encoder:
+    same documents, same order as the local cross-encoder."""
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+
+    from twostage_integrations import CohereReranker
+    from twostage_integrations.server import create_app, serve_in_thread
+
+    key = "lc-test-key-1d2e"  # only ever sent to 127.0.0.1
+    base = store.as_retriever(search_kwargs={"k": 12})
+    with serve_in_thread(create_app(cross_encoder, api_key=key)) as url:
+        cohere = TwoStageCompressor(reranker=CohereReranker(api_key=key, base_url=url), top_n=4)
+        docs = ContextualCompressionRetriever(base_compressor=cohere, base_retriever=base).invoke(query)
+    local = compressor.model_copy(update={"top_n": 4}).compress_documents(base.invoke(query), query)
+    assert ids(docs) == ids(local)
+    assert [d.metadata["relevance_score"] for d in docs] == pytest.approx(
+        [d.metadata["relevance_score"] for d in local], abs=1e-5
+    )
 
 
 # -- TwoStageEmbeddings -----------------------------------------------------------------------------------

@@ -262,32 +262,43 @@ def _documents_to_hits(documents: Sequence[Document]) -> list[Hit]:
 
 def _reranked_documents(documents: Sequence[Document], hits: Sequence[Hit]) -> list[Document]:
     # Copies: the caller's documents (and their metadata dicts) are never touched; Document.id is kept.
-    return [
-        documents[hit.recall_rank - 1].model_copy(
-            update={"metadata": {**documents[hit.recall_rank - 1].metadata, "relevance_score": hit.score}}
-        )
-        for hit in hits
-    ]
+    out = []
+    for hit in hits:
+        doc = documents[hit.recall_rank - 1]
+        scores = {"relevance_score": hit.score, "rerank_score": hit.rerank_score, "rerank_rank": hit.rerank_rank}
+        out.append(doc.model_copy(update={"metadata": {**doc.metadata, **scores}}))
+    return out
 
 
 class TwoStageCompressor(BaseDocumentCompressor):
     """Stage 2 alone, for an existing retriever: reranks its documents with any core reranker.
 
     Returns new ``Document`` copies, best first, at most ``top_n`` (all when ``None``), with the original
-    ``id`` and metadata plus ``relevance_score`` (the reranker's score). Input documents are not changed.
+    ``id`` and metadata plus ``relevance_score`` (the final score), ``rerank_score`` and ``rerank_rank``.
+    Input documents are not changed. An input ``relevance_score`` is taken as the stage-1 score: a reranker
+    that falls back to recall order (Cohere with ``on_error="fallback"``) keeps it and sets ``rerank_*`` to ``None``.
 
     >>> from langchain_classic.retrievers import ContextualCompressionRetriever
+    >>> compressor = TwoStageCompressor(reranker="rerank-v3.5", top_n=5)  # doctest: +SKIP
     >>> retriever = ContextualCompressionRetriever(  # doctest: +SKIP
-    ...     base_compressor=TwoStageCompressor(top_n=5), base_retriever=store.as_retriever(search_kwargs={"k": 20})
+    ...     base_compressor=compressor, base_retriever=store.as_retriever(search_kwargs={"k": 20})
     ... )
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     reranker: Reranker = Field(default_factory=make_reranker)
-    """A core :class:`~twostage_integrations.Reranker` (default: ``CrossEncoderReranker()``)."""
+    """A core :class:`~twostage_integrations.Reranker`, or a model name for ``make_reranker`` (a cross-encoder
+    folder or hub id, ``"rerank-v3.5"`` for Cohere). Default: ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO
+    MiniLM-L6 cross-encoder."""
     top_n: int | None = 3
     """Documents to keep (LangChain's default is 3); ``None`` keeps all, reordered."""
+
+    def __init__(self, **data: Any) -> None:
+        # Resolved before validation so a bad name raises the core's typed error, not a ValidationError.
+        if isinstance(data.get("reranker"), (str, os.PathLike)):
+            data["reranker"] = make_reranker(data["reranker"])
+        super().__init__(**data)
 
     def compress_documents(
         self,
