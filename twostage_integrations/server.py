@@ -60,8 +60,10 @@ def parse_rerank_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENT
     """
     if not isinstance(payload, dict):
         raise RequestError(400, "invalid request: the body must be a JSON object with query and documents")
+    if payload.get("query") is None:
+        raise RequestError(400, "invalid request: query is required")
     try:
-        query = check_query(payload.get("query"))
+        query = check_query(payload["query"])
     except TwoStageError as exc:
         raise RequestError(400, f"invalid request: {exc}") from None
     documents = payload.get("documents")
