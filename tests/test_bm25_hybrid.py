@@ -123,3 +123,20 @@ def test_bad_hybrid_arguments_are_typed_errors(chroma):
         HybridRecall(chroma, bm25, weights=(1.0, -2.0))
     with pytest.raises(InvalidParameterError, match="candidates_per_arm"):
         HybridRecall(chroma, bm25, candidates_per_arm=0)
+
+
+def test_cli_query_recall_option(chroma, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    db = chroma.client.get_settings().persist_directory
+    cmd = [sys.executable, "-c", "from twostage_integrations.cli import app; app()", "query", QUERY]
+    cmd += ["--collection", "hybrid-test", "--db", db, "--no-rerank", "--json", "--limit", "2", "--top-k", "2"]
+    runs = {
+        kind: subprocess.run(cmd + ["--recall", kind], capture_output=True, text=True, timeout=300)
+        for kind in ("hybrid", "sparse")
+    }
+    assert runs["hybrid"].returncode == 0, runs["hybrid"].stderr
+    assert {h["id"] for h in json.loads(runs["hybrid"].stdout)["hits"]} == {"feline", "ticket"}
+    assert runs["sparse"].returncode == 2 and "recall must be one of dense, bm25, hybrid" in runs["sparse"].stderr

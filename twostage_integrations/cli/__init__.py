@@ -6,6 +6,7 @@ from .app import app
 from . import demo  # noqa: F401 - registers the command
 from . import ingest  # noqa: F401
 from . import query  # noqa: F401
+from . import evaluate  # noqa: F401
 from . import serve  # noqa: F401
 
 __all__ = ["app"]

@@ -61,9 +61,22 @@ def friendly_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def make_recall(collection: str, db: Path | None, host: str | None, port: int | None, embedding_model: str | None):
+def make_recall(
+    collection: str,
+    db: Path | None,
+    host: str | None,
+    port: int | None,
+    embedding_model: str | None,
+    kind: str = "dense",
+):
+    """``kind``: dense (Chroma), bm25 or hybrid (RRF of both) over the same collection."""
     from ..recall.chroma import ChromaRecall
 
     if db is not None and (host or port):
         raise fail("pass either --db (embedded Chroma) or --host/--port (Chroma server), not both")
-    return ChromaRecall(collection, path=db, host=host, port=port, embedding_model=embedding_model)
+    chroma = ChromaRecall(collection, path=db, host=host, port=port, embedding_model=embedding_model)
+    if kind == "dense":
+        return chroma
+    from ..recall.hybrid import recall_by_kind
+
+    return recall_by_kind(kind, chroma)

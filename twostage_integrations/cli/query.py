@@ -25,6 +25,9 @@ def query(
         ),
     ] = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip stage 2: recall order, cut to --top-k.")] = False,
+    recall_kind: Annotated[
+        str, typer.Option("--recall", help="Stage 1: dense, bm25 (keywords) or hybrid (RRF of both).")
+    ] = "dense",
     num_candidates: Annotated[
         int | None, typer.Option(help="ANN search depth (Chroma HNSW ef_search) [default: the collection's].")
     ] = None,
@@ -51,11 +54,14 @@ def query(
             raise fail('--filter must be a JSON object, e.g. \'{"source": "a.md"}\'')
     if no_rerank and rerank_model:
         raise fail("--no-rerank and --rerank-model contradict each other; pass one")
-    recall = make_recall(collection, db, host, port, embedding_model)
+    if num_candidates is not None and recall_kind == "bm25":
+        raise fail("--num-candidates tunes dense (HNSW) search; it does not apply to --recall bm25")
+    recall = make_recall(collection, db, host, port, embedding_model, recall_kind)
     recall.collection  # noqa: B018 - fail on a missing collection before loading the reranker
     reranker = None if no_rerank else make_reranker(rerank_model)
     pipe = TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k)
-    result = pipe.run(text, where=where, num_candidates=num_candidates)
+    extra = {"num_candidates": num_candidates} if num_candidates is not None else {}
+    result = pipe.run(text, where=where, **extra)
     if as_json:
         payload = {
             "query": text,

@@ -1,0 +1,108 @@
+"""``twostage eval``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .app import DbOpt, EmbeddingOpt, app, fail, friendly_errors
+
+DEFAULT_PLOT_LIMITS = "10,20,50,100"
+
+
+def _parse_stage(spec: str) -> tuple[str, int | None]:
+    model, sep, keep = spec.rpartition(":")
+    if not sep or not keep.isdigit():
+        return spec, None
+    return model, int(keep)
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    dataset_dir: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
+    split: Annotated[str, typer.Option(help="Which qrels/<split>.tsv to score against.")] = "test",
+    recall: Annotated[str, typer.Option(help="Stage 1: dense, bm25 or hybrid (RRF of both).")] = "dense",
+    limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 100,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Cut-off of nDCG@k, Recall@k and MRR@k.")] = 10,
+    rerank_model: Annotated[
+        str | None,
+        typer.Option(
+            help="Reranker model folder or hub id [default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2]."
+        ),
+    ] = None,
+    no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Measure recall only.")] = False,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage",
+            help="Cascade stage MODEL[:KEEP], repeatable, in order (instead of --rerank-model), "
+            "e.g. --stage tiny:30 --stage ce.",
+        ),
+    ] = None,
+    fusion_weight: Annotated[
+        float | None,
+        typer.Option(help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only."),
+    ] = None,
+    fusion_method: Annotated[str, typer.Option(help="Fusion: rrf (of ranks) or minmax (of scores).")] = "rrf",
+    rrf_k: Annotated[float, typer.Option(help="RRF constant for --recall hybrid.")] = 60.0,
+    per_arm: Annotated[
+        int | None, typer.Option(help="Hybrid: candidates from each arm before fusion [default: --limit].")
+    ] = None,
+    max_queries: Annotated[int | None, typer.Option(help="Evaluate only the first N judged queries.")] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the numbers as JSON to this file.")
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Also run every limit in --plot-limits and plot nDCG@k and latency versus limit (PNG)."),
+    ] = None,
+    plot_limits: Annotated[str, typer.Option(help="Comma-separated limits for --plot.")] = DEFAULT_PLOT_LIMITS,
+    db: DbOpt = None,
+    embedding_model: EmbeddingOpt = None,
+) -> None:
+    """Measure recall and reranking on a BEIR-format dataset: nDCG@k, Recall@k, Recall@limit, MRR@k, MAP@100
+    and time per stage. The corpus is indexed once into a cached Chroma collection (keyed by dataset and
+    embedding model); re-runs reuse it."""
+    from rich.console import Console
+
+    from ..eval import evaluate, evaluate_limits, load_beir, plot_limits
+    from ..rerank import make_reranker
+
+    if no_rerank and (rerank_model or stage or fusion_weight is not None):
+        raise fail("--no-rerank contradicts --rerank-model/--stage/--fusion-weight; pass one")
+    if rerank_model and stage:
+        raise fail("pass either --rerank-model or --stage (a cascade), not both")
+    try:
+        limits = sorted({int(x) for x in plot_limits.split(",") if x.strip()}) if plot else []
+    except ValueError:
+        raise fail(f"--plot-limits must be comma-separated integers, got {plot_limits!r}") from None
+    data = load_beir(dataset_dir, split, max_queries=max_queries)  # fail on a bad folder before loading models
+    stages = None
+    if not no_rerank:
+        specs = [_parse_stage(s) for s in stage] if stage else [(rerank_model, None)]
+        stages = [(make_reranker(model), keep) for model, keep in specs]
+        if fusion_weight is not None:
+            from ..rerank.fusion import FusedReranker
+
+            last, keep = stages[-1]
+            stages[-1] = (FusedReranker(last, weight=fusion_weight, method=fusion_method), keep)
+    options = dict(recall=recall, top_k=top_k, reranker=stages, db=db, embedding_model=embedding_model)
+    options.update(rrf_k=rrf_k, candidates_per_arm=per_arm)
+    report = evaluate(data, limit=limit, **options)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    console.print(report.table())
+    payload = report.to_dict()
+    if plot:
+        reports = evaluate_limits(data, limits, progress=False, **options)
+        plot_limits(reports, plot)
+        payload["by_limit"] = [r.to_dict() for r in reports]
+        console.print(f"plot written to {plot}")
+    if json_out:
+        json_out.write_text(json.dumps(payload, indent=2))
+        console.print(f"JSON written to {json_out}")
