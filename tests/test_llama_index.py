@@ -309,8 +309,9 @@ def test_hit_to_node_keeps_ids_text_metadata_and_hides_stage_scores():
 def test_retriever_reads_a_collection_llamaindex_wrote(li_store, embedder, cross_encoder):
     index, collection, queries = li_store
     query = queries[1]
-    retriever = TwoStageRetriever(TwoStagePipeline(ChromaRecall(collection, embedding_model=embedder), cross_encoder),
-                                  limit=20, top_k=5)  # fmt: skip
+    retriever = TwoStageRetriever.from_vector_store(
+        index.vector_store, cross_encoder, embed_model=TwoStageEmbedding(embedder), limit=20, top_k=5
+    )
     nodes = retriever.retrieve(query)
 
     li_nodes = index.as_retriever(similarity_top_k=20).retrieve(query)
@@ -356,13 +357,15 @@ def test_filtered_retrieval_matches_llamaindex_filtered_retrieval(li_store, embe
     assert [n.node.node_id for n in nodes] == [n.node.node_id for n in li_nodes]
 
 
-def test_retriever_rejects_bad_arguments_at_construction(li_store, embedder):
+def test_retriever_rejects_bad_arguments_at_construction(li_store, embedder, cross_encoder):
     _, collection, _ = li_store
     pipe = TwoStagePipeline(ChromaRecall(collection, embedding_model=embedder), None)
     with pytest.raises(UnsupportedFilterError, match="not supported"):
         TwoStageRetriever(pipe, filters=MetadataFilters(filters=[mf("tags", "a", "any")]))
     with pytest.raises(InvalidParameterError, match="top_k"):
         TwoStageRetriever(pipe, limit=3, top_k=5)
+    with pytest.raises(InvalidParameterError, match="ChromaVectorStore"):
+        TwoStageRetriever.from_vector_store(collection, cross_encoder)
 
 
 # -- TwoStageEmbedding -------------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ..embeddings import Embedder
 from ..errors import InvalidParameterError, InvalidQueryError
 from ..hit import Hit
 from ..pipeline import TwoStagePipeline
+from ..recall.chroma import ChromaRecall
 from ..rerank.base import Reranker
 from ..validation import check_limit_top_k, check_positive_int
 
@@ -302,6 +303,37 @@ class TwoStageRetriever(BaseRetriever):
         self.filters = filters
         self.where = filters_to_where(filters)  # translated now so a bad filter fails at construction
         self.where_document = dict(where_document) if where_document else None
+
+    @classmethod
+    def from_vector_store(
+        cls,
+        vector_store: Any,
+        reranker: Reranker | None = None,
+        *,
+        embed_model: TwoStageEmbedding | Embedder | str | os.PathLike[str] | None = None,
+        limit: int = 20,
+        top_k: int = 5,
+        **kwargs: Any,
+    ) -> TwoStageRetriever:
+        """Two-stage retrieval over the collection of a LlamaIndex ``ChromaVectorStore`` (e.g.
+        ``index.vector_store``); nothing is re-embedded. ``embed_model`` must be the model that wrote the
+        vectors (default all-MiniLM-L6-v2). ``reranker=None`` loads the default ``CrossEncoderReranker()``.
+        Other keywords (``filters``, ``where_document``...) go to the constructor."""
+        from chromadb.api.models.Collection import Collection
+
+        collection = getattr(vector_store, "client", None)
+        if not isinstance(collection, Collection):
+            raise InvalidParameterError(
+                f"from_vector_store needs a llama_index ChromaVectorStore, got {type(vector_store).__name__}; "
+                f"for other stores build a ChromaRecall/TwoStagePipeline and pass it to TwoStageRetriever"
+            )
+        if reranker is None:
+            from ..rerank.cross_encoder import CrossEncoderReranker
+
+            reranker = CrossEncoderReranker()
+        embedder = embed_model.embedder if isinstance(embed_model, TwoStageEmbedding) else embed_model
+        recall = ChromaRecall(collection, embedding_model=embedder)
+        return cls(TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k), **kwargs)
 
     def _kwargs(self) -> dict[str, Any]:
         return {"limit": self.limit, "top_k": self.top_k, "where": self.where, "where_document": self.where_document}
