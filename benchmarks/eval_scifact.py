@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from twostage_integrations import CrossEncoderReranker
-from twostage_integrations.eval import CachedReranker, evaluate, load_beir
+from twostage_integrations.evaluation import CachedReranker, evaluate, load_beir
 from twostage_integrations.rerank.fusion import FusedReranker
 
 WEIGHTS = [0.0, 0.2, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]

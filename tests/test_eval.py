@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from twostage_integrations.errors import InvalidDocumentError
-from twostage_integrations.eval import compute_metrics, evaluate, load_beir
+from twostage_integrations.evaluation import compute_metrics, evaluate, load_beir
 
 N_QUERIES = 30  # of the fixture's 60: enough signal, small enough for a quick run
 N_DOCS = 200
@@ -137,7 +137,7 @@ def test_eval_cli_bad_folder_is_one_clear_error(tmp_path):
 
 @pytest.mark.slow
 def test_eval_hybrid_bm25_and_plot(subset_dir, eval_db, embedder, tmp_path):
-    from twostage_integrations.eval import evaluate_limits, plot_limits
+    from twostage_integrations.evaluation import evaluate_limits, plot_limits
 
     reports = {
         kind: evaluate(

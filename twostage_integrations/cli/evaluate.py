@@ -69,7 +69,7 @@ def eval_command(
     embedding model); re-runs reuse it."""
     from rich.console import Console
 
-    from ..eval import evaluate, evaluate_limits, load_beir, plot_limits
+    from ..evaluation import evaluate, evaluate_limits, load_beir, plot_limits
     from ..rerank import make_reranker
 
     if no_rerank and (rerank_model or stage or fusion_weight is not None):

@@ -1,0 +1,133 @@
+"""BEIR-format datasets: reading them, and indexing their corpus once into a cached Chroma collection."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..embeddings import Embedder
+from ..errors import InvalidDocumentError
+from ..recall.chroma import ChromaRecall, default_db_path, make_client
+from ..validation import check_positive_int
+
+
+@dataclass
+class BeirDataset:
+    """A BEIR dataset split: ``corpus`` {doc id: passage text}, ``queries`` {query id: text} (judged ones
+    only), ``qrels`` {query id: {doc id: relevance}}."""
+
+    name: str
+    path: Path
+    split: str
+    corpus: dict[str, str]
+    titles: dict[str, str]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    fingerprint: str = ""
+
+    def head(self, n: int) -> BeirDataset:
+        """The same dataset with only its first ``n`` judged queries."""
+        keep = list(self.queries)[: check_positive_int(n, "max_queries")]
+        return replace(self, queries={q: self.queries[q] for q in keep}, qrels={q: self.qrels[q] for q in keep})
+
+
+def passage_text(title: str, text: str) -> str:
+    """How a BEIR document becomes one passage: ``"<title>. <text>"`` (just the text without a title)."""
+    title, text = title.strip(), text.strip()
+    return f"{title}. {text}" if title else text
+
+
+def load_beir(folder: str | os.PathLike[str], split: str = "test", *, max_queries: int | None = None) -> BeirDataset:
+    """Read a BEIR folder. ``max_queries`` keeps the first N judged queries (by id order in the qrels)."""
+    path = Path(folder).expanduser()
+    files = {
+        "corpus": path / "corpus.jsonl",
+        "queries": path / "queries.jsonl",
+        "qrels": path / "qrels" / f"{split}.tsv",
+    }
+    for what, file in files.items():
+        if not file.is_file():
+            hint = f" (available splits: {_splits(path)})" if what == "qrels" else ""
+            raise InvalidDocumentError(
+                f"{file} not found: a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv{hint}"
+            )
+    if max_queries is not None:
+        check_positive_int(max_queries, "max_queries")
+    qrels: dict[str, dict[str, int]] = {}
+    with open(files["qrels"], encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            parts = line.rstrip("\n").split("\t")
+            if not line.strip() or (lineno == 1 and not parts[-1].lstrip("-").isdigit()):
+                continue  # blank line or header
+            if len(parts) < 3:
+                raise InvalidDocumentError(f"{files['qrels']}:{lineno}: expected 'query-id<TAB>corpus-id<TAB>score'")
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    all_queries = {row["_id"]: row["text"] for row in _jsonl(files["queries"])}
+    qids = [q for q in qrels if q in all_queries][:max_queries]
+    digest = hashlib.sha256()
+    corpus: dict[str, str] = {}
+    titles: dict[str, str] = {}
+    for row in _jsonl(files["corpus"]):
+        doc_id = str(row["_id"])
+        corpus[doc_id] = passage_text(row.get("title") or "", row.get("text") or "")
+        titles[doc_id] = row.get("title") or ""
+        digest.update(doc_id.encode() + b"\0" + corpus[doc_id].encode() + b"\0")
+    return BeirDataset(
+        name=path.name,
+        path=path,
+        split=split,
+        corpus=corpus,
+        titles=titles,
+        queries={q: all_queries[q] for q in qids},
+        qrels={q: qrels[q] for q in qids},
+        fingerprint=digest.hexdigest(),
+    )
+
+
+def _splits(path: Path) -> str:
+    return ", ".join(sorted(p.stem for p in (path / "qrels").glob("*.tsv"))) or "none"
+
+
+def _jsonl(file: Path):
+    with open(file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidDocumentError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
+
+
+def collection_name(dataset: BeirDataset, embedder: Embedder) -> str:
+    """Cache key: dataset name + hash of (corpus content, embedding model)."""
+    key = hashlib.sha256(f"{dataset.fingerprint}\0{embedder.name}".encode()).hexdigest()[:12]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset.name).strip("-._")[:40] or "dataset"
+    return f"beir-{slug}-{key}"
+
+
+def index_corpus(
+    dataset: BeirDataset,
+    *,
+    db: str | os.PathLike[str] | None = None,
+    embedding_model: str | os.PathLike[str] | Embedder | None = None,
+    progress: bool = True,
+) -> ChromaRecall:
+    """The dataset's corpus in an embedded Chroma collection keyed by dataset + embedding model.
+
+    Embeds only what is missing, so re-runs (and interrupted runs) reuse the stored vectors."""
+    embedder = embedding_model if isinstance(embedding_model, Embedder) else Embedder(embedding_model)
+    client = make_client(path=db if db is not None else default_db_path())
+    chroma = ChromaRecall(
+        collection_name(dataset, embedder), client=client, embedding_model=embedder, progress=progress
+    )
+    ids = list(dataset.corpus)
+    chroma._get_collection(create=True)  # noqa: SLF001 - create it so count() works on the first run
+    if chroma.count() != len(ids):
+        chroma.add_texts(
+            [dataset.corpus[d] for d in ids], metadatas=[{"title": dataset.titles[d]} for d in ids], ids=ids
+        )
+    return chroma
