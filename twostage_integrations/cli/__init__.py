@@ -10,3 +10,4 @@ from . import evaluate  # noqa: F401
 from . import serve  # noqa: F401
 
 __all__ = ["app"]
+from . import bench  # noqa: F401

@@ -1,0 +1,135 @@
+"""``twostage bench``: every system runs on one shared collection and, with the same models and token limit,
+returns the same top-k ids as our pipeline. No timing assertions: speed goes to the README."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from twostage_integrations.bench import SYSTEMS, check_systems, load_bench_data, run_benchmark
+from twostage_integrations.errors import InvalidParameterError
+
+TOP_K = 3
+
+
+@pytest.fixture(scope="module")
+def report(embedder, rerank_model_path):
+    # 60 sample passages, 3 queries; one token limit for every stack so their scores must match exactly.
+    return run_benchmark(
+        max_queries=3,
+        max_docs=60,
+        limit=10,
+        top_k=TOP_K,
+        rerank_model=rerank_model_path,
+        rerank_max_length=192,
+        embedding_model=embedder,
+        warmup=0,
+        progress=False,
+    )
+
+
+def test_every_system_runs_on_the_same_data(report):
+    assert [s.name for s in report.systems] == list(SYSTEMS)
+    assert (report.n_docs, report.n_queries, report.limit, report.top_k) == (60, 3, 10, TOP_K)
+    for s in report.systems:
+        assert len(s.latencies_ms) == 3 and all(t > 0 for t in s.latencies_ms)
+        assert s.p95_ms >= s.median_ms > 0 and s.queries_per_s > 0
+        assert [len(ids) for ids in s.top_ids] == [TOP_K] * 3, s.name
+        assert s.rerank_max_length == 192, s.name
+
+
+def test_all_systems_return_our_top_k(report):
+    ours = report.system("twostage").top_ids
+    assert len({tuple(ids) for ids in ours}) == 3  # three different demo queries, three different answers
+    for s in report.systems:
+        assert s.top_ids == ours, (s.name, s.mismatches)
+        assert s.agreement == 1.0 and s.mismatches == []
+
+
+def test_stage_split_only_for_our_pipeline(report):
+    for s in report.systems:
+        stages = s.stage_medians_ms()
+        if s.name in ("twostage", "twostage-langchain", "twostage-llamaindex"):
+            assert stages["recall"] > 0 and stages["rerank"] > 0
+            assert stages["recall"] + stages["rerank"] <= s.median_ms * 1.5  # a split of the same calls
+        else:
+            assert stages is None
+
+
+def test_json_and_ratios(report, tmp_path):
+    data = report.to_dict()
+    json.dumps(data)  # plain types only
+    rows = {s["name"]: s for s in data["systems"]}
+    assert rows["langchain"]["ratio_vs"]["langchain"] == 1.0
+    assert rows["llamaindex"]["ratio_vs"]["llamaindex"] == 1.0
+    assert rows["twostage"]["ratio_vs"]["langchain"] == pytest.approx(
+        rows["twostage"]["median_ms"] / rows["langchain"]["median_ms"]
+    )
+    assert data["machine"]["cpu_count"] == os.cpu_count()
+
+
+def test_plot_is_written(report, tmp_path):
+    from twostage_integrations.bench import plot_report
+
+    out = plot_report(report, tmp_path / "bench.png")
+    assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_beir_subset_keeps_relevant_docs(scifact_dir):
+    from twostage_integrations.evaluation.beir import load_beir
+
+    data = load_bench_data(scifact_dir, max_queries=5, max_docs=40)
+    qrels = load_beir(scifact_dir, "test", max_queries=5).qrels
+    assert len(data.queries) == 5 and len(data.ids) == 40 == len(set(data.ids))
+    assert {d for q in qrels.values() for d in q} <= set(data.ids)
+    assert load_bench_data(scifact_dir, max_queries=5, max_docs=40).ids == data.ids  # seeded
+
+
+def test_sample_queries_cycle():
+    data = load_bench_data(max_queries=8)
+    assert len(data.queries) == 8 and data.queries[6] == data.queries[0] and len(data.ids) == 458
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"limit": 3, "top_k": 5}, "top_k"),
+        ({"systems": ["langchain", "haystack"]}, "haystack"),
+        ({"repeat": 0}, "repeat"),
+        ({"warmup": -1}, "warmup"),
+        ({"rerank_model": "rerank-v3.5"}, "local cross-encoders"),
+        ({"max_docs": 0}, "max_docs"),
+    ],
+)
+def test_bad_input_fails_before_any_work(kwargs, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        run_benchmark(**kwargs)
+
+
+def test_reference_is_always_first():
+    assert check_systems(["llamaindex"]) == ["twostage", "llamaindex"]
+
+
+def test_cli_json_smoke(tmp_path, rerank_model_path):
+    # Default token limits: LlamaIndex's SentenceTransformerRerank hard-codes 512, the model's own is 192.
+    out = tmp_path / "bench.json"
+    exe = shutil.which("twostage")
+    assert exe, "console script `twostage` is not installed (pip install -e .)"
+    proc = subprocess.run(
+        [exe, "bench", "--max-queries", "2", "--max-docs", "30",
+         "--limit", "5", "--top-k", "2", "--warmup", "0", "--systems", "llamaindex,langchain",
+         "--rerank-model", rerank_model_path, "--json", str(out)],
+        env={**os.environ, "COLUMNS": "250"}, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "median ms" in proc.stdout and "llamaindex" in proc.stdout
+    data = json.loads(out.read_text())
+    rows = {s["name"]: s for s in data["systems"]}
+    assert list(rows) == ["twostage", "llamaindex", "langchain"]
+    assert rows["llamaindex"]["rerank_max_length"] == 512
+    assert rows["twostage"]["rerank_max_length"] == rows["langchain"]["rerank_max_length"] == 192
+    assert all(len(r["latencies_ms"]) == 2 and len(r["top_ids"][0]) == 2 for r in rows.values())

@@ -1,0 +1,520 @@
+"""Speed of the two-stage pipeline next to the same pipeline built natively in LangChain and LlamaIndex.
+
+Every system reads ONE embedded Chroma collection (built once), embeds queries with the same
+all-MiniLM-L6-v2 weights and reranks with the same cross-encoder weights, in the same process. Queries
+are timed one at a time with the system order rotated per query, so CPU frequency drift and background
+load hit every system alike. Because the models are the same, every system should return the same top-k
+ids as ``twostage``; the report says for how many queries it does (``agreement``) and shows the first
+mismatches.
+
+Systems (:data:`SYSTEMS`):
+
+- ``twostage``: :meth:`TwoStagePipeline.search` (the reference for agreement).
+- ``twostage-langchain`` / ``twostage-llamaindex``: our pipeline through our LangChain / LlamaIndex retrievers.
+- ``langchain``: ``langchain_chroma.Chroma(...).as_retriever(search_kwargs={"k": limit})`` inside a
+  ``ContextualCompressionRetriever`` with ``CrossEncoderReranker(model=HuggingFaceCrossEncoder(...))``.
+- ``llamaindex``: ``VectorStoreIndex.from_vector_store(ChromaVectorStore(...)).as_retriever(similarity_top_k=limit)``
+  then ``SentenceTransformerRerank(model=..., top_n=top_k)``.
+- ``langchain+twostage-compressor`` / ``llamaindex+twostage-rerank``: the native retriever with our
+  stage 2 (:class:`TwoStageCompressor` / :class:`TwoStageRerank`) as the drop-in replacement.
+
+Needs the ``bench`` extra: ``pip install "twostage-integrations[bench]"``.
+
+>>> from twostage_integrations.bench import run_benchmark
+>>> report = run_benchmark(max_queries=10, rerank_model="path/to/cross-encoder")  # doctest: +SKIP
+>>> {s.name: round(s.median_ms) for s in report.systems}  # doctest: +SKIP
+{'twostage': 210, 'langchain': 214, ...}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .embeddings import Embedder
+from .errors import InvalidParameterError
+from .pipeline import TwoStagePipeline
+from .recall.chroma import ChromaRecall, make_client
+from .rerank.cross_encoder import CrossEncoderReranker
+from .validation import check_limit_top_k, check_positive_int
+
+REFERENCE = "twostage"
+SYSTEMS: dict[str, str] = {
+    "twostage": "TwoStagePipeline.search",
+    "twostage-langchain": "our LangChain TwoStageRetriever.from_chroma(...).invoke",
+    "twostage-llamaindex": "our LlamaIndex TwoStageRetriever.from_vector_store(...).retrieve",
+    "langchain": "native: Chroma.as_retriever + ContextualCompressionRetriever(CrossEncoderReranker("
+    "HuggingFaceCrossEncoder))",
+    "llamaindex": "native: VectorStoreIndex(ChromaVectorStore).as_retriever + SentenceTransformerRerank",
+    "langchain+twostage-compressor": "native LangChain retriever + ContextualCompressionRetriever(TwoStageCompressor)",
+    "llamaindex+twostage-rerank": "native LlamaIndex retriever + TwoStageRerank postprocessor",
+}
+NATIVE = ("langchain", "llamaindex")
+PACKAGES = (
+    "torch",
+    "sentence-transformers",
+    "chromadb",
+    "langchain-core",
+    "langchain-chroma",
+    "langchain-classic",
+    "langchain-community",
+    "llama-index-core",
+    "llama-index-vector-stores-chroma",
+)
+
+
+# -- results ------------------------------------------------------------------------------------------------
+@dataclass
+class SystemResult:
+    """Timings and top-k ids of one system. ``latencies_ms`` has ``repeat`` entries per query;
+    ``recall_ms``/``rerank_ms`` (our pipeline only) the stage split of the same calls."""
+
+    name: str
+    description: str
+    rerank_max_length: int | None = None
+    latencies_ms: list[float] = field(default_factory=list)
+    recall_ms: list[float] = field(default_factory=list)
+    rerank_ms: list[float] = field(default_factory=list)
+    top_ids: list[list[str]] = field(default_factory=list)
+    agreement: float | None = None
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.latencies_ms))
+
+    @property
+    def p95_ms(self) -> float:
+        return float(np.percentile(self.latencies_ms, 95))
+
+    @property
+    def queries_per_s(self) -> float:
+        return 1000.0 * len(self.latencies_ms) / float(np.sum(self.latencies_ms))
+
+    def stage_medians_ms(self) -> dict[str, float] | None:
+        if not self.recall_ms:
+            return None
+        return {"recall": float(np.median(self.recall_ms)), "rerank": float(np.median(self.rerank_ms))}
+
+
+@dataclass
+class BenchReport:
+    """What :func:`run_benchmark` measured; ``to_dict()`` is what ``twostage bench --json`` writes."""
+
+    dataset: str
+    n_docs: int
+    n_queries: int
+    limit: int
+    top_k: int
+    repeat: int
+    warmup: int
+    embedding_model: str
+    rerank_model: str
+    build_s: float
+    systems: list[SystemResult]
+    machine: dict[str, Any] = field(default_factory=dict)
+
+    def system(self, name: str) -> SystemResult:
+        for s in self.systems:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def ratio(self, name: str, baseline: str) -> float | None:
+        """``name``'s median latency over ``baseline``'s (below 1: faster); None if either was not run."""
+        names = {s.name for s in self.systems}
+        if name not in names or baseline not in names:
+            return None
+        return self.system(name).median_ms / self.system(baseline).median_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if k != "systems"}
+        out["systems"] = [
+            {
+                "name": s.name,
+                "description": s.description,
+                "rerank_max_length": s.rerank_max_length,
+                "median_ms": s.median_ms,
+                "p95_ms": s.p95_ms,
+                "queries_per_s": s.queries_per_s,
+                "stage_median_ms": s.stage_medians_ms(),
+                "ratio_vs": {b: self.ratio(s.name, b) for b in NATIVE},
+                "agreement": s.agreement,
+                "mismatches": s.mismatches,
+                "latencies_ms": s.latencies_ms,
+                "top_ids": s.top_ids,
+            }
+            for s in self.systems
+        ]
+        return out
+
+
+# -- data ---------------------------------------------------------------------------------------------------
+@dataclass
+class BenchData:
+    name: str
+    ids: list[str]
+    texts: list[str]
+    queries: list[tuple[str, str]]  # (query id, text), in the order they are run
+
+
+def load_bench_data(
+    dataset_dir: str | os.PathLike[str] | None = None,
+    *,
+    max_queries: int = 50,
+    max_docs: int | None = None,
+    seed: int = 13,
+) -> BenchData:
+    """The bundled sample corpus and demo queries (cycled up to ``max_queries``), or a BEIR folder's test
+    split. ``max_docs`` keeps a seeded random subset; for BEIR it keeps every relevant document of the chosen
+    queries first and fills up with seeded distractors."""
+    check_positive_int(max_queries, "max_queries")
+    if max_docs is not None:
+        check_positive_int(max_docs, "max_docs")
+    rng = random.Random(seed)
+    if dataset_dir is None:
+        from .demo import DEMO_QUERIES, load_sample_corpus
+
+        rows = load_sample_corpus()
+        corpus = {r["id"]: r["text"] for r in rows}
+        queries = [(f"demo-{i % len(DEMO_QUERIES)}", DEMO_QUERIES[i % len(DEMO_QUERIES)]) for i in range(max_queries)]
+        keep = list(corpus) if max_docs is None else sorted(rng.sample(list(corpus), min(max_docs, len(corpus))))
+        return BenchData("sample corpus", keep, [corpus[d] for d in keep], queries)
+    from .evaluation.beir import load_beir
+
+    data = load_beir(dataset_dir, "test", max_queries=max_queries)
+    keep = list(data.corpus)
+    if max_docs is not None and max_docs < len(keep):
+        relevant = list(dict.fromkeys(d for q in data.qrels.values() for d in q if d in data.corpus))
+        others = sorted(set(keep) - set(relevant))
+        keep = relevant + rng.sample(others, max(0, max_docs - len(relevant)))
+    return BenchData(f"{data.name} ({data.split})", keep, [data.corpus[d] for d in keep], list(data.queries.items()))
+
+
+def build_collection(data: BenchData, embedder: Embedder, db: str | os.PathLike[str], *, progress: bool = True):
+    """The shared collection (ids and texts, no metadata, so every stack reranks exactly the same text).
+    Named after a hash of the content and the embedding model, so a kept ``db`` is reused on later runs."""
+    digest = hashlib.sha256(embedder.name.encode())
+    for doc_id, text in zip(data.ids, data.texts, strict=True):
+        digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
+    client = make_client(path=db)
+    recall = ChromaRecall(
+        f"bench-{digest.hexdigest()[:16]}", client=client, embedding_model=embedder, progress=progress
+    )
+    recall.add_texts(data.texts, ids=data.ids)
+    return client, recall.collection
+
+
+# -- systems ------------------------------------------------------------------------------------------------
+def check_systems(names: Sequence[str] | None) -> list[str]:
+    """The systems to run, ``twostage`` first (it is the agreement reference); default: all of them."""
+    names = list(dict.fromkeys([REFERENCE, *(names or SYSTEMS)]))
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        raise InvalidParameterError(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+    return names
+
+
+@dataclass
+class _System:
+    search: Callable[[str], list[str]]  # query -> top-k ids
+    pipeline: TwoStagePipeline | None = None  # ours: where the stage split comes from
+    rerank_max_length: int | None = None
+
+
+def _max_length(model: Any) -> int | None:
+    return getattr(model, "max_seq_length", None) or getattr(model, "max_length", None)
+
+
+def make_systems(
+    names: Sequence[str],
+    *,
+    client: Any,
+    collection: Any,
+    embedder: Embedder,
+    reranker: CrossEncoderReranker,
+    limit: int,
+    top_k: int,
+    rerank_max_length: int | None = None,
+) -> dict[str, _System]:
+    """Build each system the way its users would. ``rerank_max_length`` (None: each stack's default) is set
+    on every cross-encoder; LlamaIndex's ``SentenceTransformerRerank`` hard-codes 512 tokens and has no
+    argument for it, so there it is set on the loaded model."""
+    names = check_systems(names)
+    pipeline = TwoStagePipeline(
+        ChromaRecall(collection, client=client, embedding_model=embedder), reranker, limit=limit, top_k=top_k
+    )
+    systems: dict[str, _System] = {}
+    ours_len = _max_length(reranker.model)
+    if "twostage" in names:
+        systems["twostage"] = _System(lambda q: [h.id for h in pipeline.search(q)], pipeline, ours_len)
+    if any(n.startswith("langchain") or n == "twostage-langchain" for n in names):
+        systems.update(
+            _langchain_systems(names, client, collection, embedder, reranker, limit, top_k, rerank_max_length)
+        )
+    if any(n.startswith("llamaindex") or n == "twostage-llamaindex" for n in names):
+        systems.update(_llamaindex_systems(names, collection, embedder, reranker, limit, top_k, rerank_max_length))
+    return {n: systems[n] for n in names}
+
+
+def _langchain_systems(names, client, collection, embedder, reranker, limit, top_k, rerank_max_length):
+    from langchain_chroma import Chroma
+    from langchain_classic.retrievers import ContextualCompressionRetriever
+    from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
+
+    from .integrations.langchain import TwoStageCompressor, TwoStageEmbeddings, TwoStageRetriever
+
+    with warnings.catch_warnings():  # langchain-community warns on import that it is being sunset
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from langchain_community.cross_encoders import HuggingFaceCrossEncoder
+
+    store = Chroma(client=client, collection_name=collection.name, embedding_function=TwoStageEmbeddings(embedder))
+    base = store.as_retriever(search_kwargs={"k": limit})
+    out: dict[str, _System] = {}
+    if "langchain" in names:
+        kwargs = {"max_length": rerank_max_length} if rerank_max_length else {}
+        hf = HuggingFaceCrossEncoder(model_name=reranker.name, model_kwargs=kwargs)
+        native = ContextualCompressionRetriever(
+            base_compressor=CrossEncoderReranker(model=hf, top_n=top_k), base_retriever=base
+        )
+        out["langchain"] = _System(lambda q: [d.id for d in native.invoke(q)], None, _max_length(hf.client))
+    if "langchain+twostage-compressor" in names:
+        ours = ContextualCompressionRetriever(
+            base_compressor=TwoStageCompressor(reranker=reranker, top_n=top_k), base_retriever=base
+        )
+        out["langchain+twostage-compressor"] = _System(
+            lambda q: [d.id for d in ours.invoke(q)], None, _max_length(reranker.model)
+        )
+    if "twostage-langchain" in names:
+        adapter = TwoStageRetriever.from_chroma(store, reranker=reranker, limit=limit, top_k=top_k)
+        out["twostage-langchain"] = _System(
+            lambda q: [d.id for d in adapter.invoke(q)], adapter.pipeline, _max_length(reranker.model)
+        )
+    return out
+
+
+def _llamaindex_systems(names, collection, embedder, reranker, limit, top_k, rerank_max_length):
+    from llama_index.core import VectorStoreIndex
+    from llama_index.core.postprocessor import SentenceTransformerRerank
+    from llama_index.vector_stores.chroma import ChromaVectorStore
+
+    from .integrations.llama_index import TwoStageEmbedding, TwoStageRerank, TwoStageRetriever
+
+    embed_model = TwoStageEmbedding(embedder)
+    vector_store = ChromaVectorStore(chroma_collection=collection)
+    base = VectorStoreIndex.from_vector_store(vector_store, embed_model=embed_model).as_retriever(
+        similarity_top_k=limit
+    )
+    out: dict[str, _System] = {}
+
+    def chain(postprocessor):
+        return lambda q: [n.node.node_id for n in postprocessor.postprocess_nodes(base.retrieve(q), query_str=q)]
+
+    if "llamaindex" in names:
+        native = SentenceTransformerRerank(model=reranker.name, top_n=top_k)
+        if rerank_max_length:
+            native._model.max_seq_length = rerank_max_length  # noqa: SLF001 - no constructor argument for it
+        out["llamaindex"] = _System(chain(native), None, _max_length(native._model))  # noqa: SLF001
+    if "llamaindex+twostage-rerank" in names:
+        out["llamaindex+twostage-rerank"] = _System(
+            chain(TwoStageRerank(reranker, top_n=top_k)), None, _max_length(reranker.model)
+        )
+    if "twostage-llamaindex" in names:
+        adapter = TwoStageRetriever.from_vector_store(
+            vector_store, reranker, embed_model=embed_model, limit=limit, top_k=top_k
+        )
+        out["twostage-llamaindex"] = _System(
+            lambda q: [n.node.node_id for n in adapter.retrieve(q)], adapter.pipeline, _max_length(reranker.model)
+        )
+    return out
+
+
+# -- running ------------------------------------------------------------------------------------------------
+def machine_info() -> dict[str, Any]:
+    """CPU, threads, load and library versions, to print next to the numbers."""
+    import torch
+
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            versions[pkg] = None
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "python": platform.python_version(),
+        "load_avg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "versions": versions,
+    }
+
+
+def run_benchmark(
+    dataset_dir: str | os.PathLike[str] | None = None,
+    *,
+    max_queries: int = 50,
+    max_docs: int | None = None,
+    limit: int = 20,
+    top_k: int = 5,
+    rerank_model: str | os.PathLike[str] | None = None,
+    rerank_max_length: int | None = None,
+    embedding_model: str | os.PathLike[str] | Embedder | None = None,
+    repeat: int = 1,
+    warmup: int = 2,
+    systems: Sequence[str] | None = None,
+    db: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> BenchReport:
+    """Time every system in ``systems`` (default: all of :data:`SYSTEMS`; ``twostage`` is always added as
+    the agreement reference) on the same queries over one shared collection.
+
+    ``dataset_dir``: a BEIR folder (test split), else the bundled sample corpus. ``db``: where the collection
+    is kept for reuse (default: a temporary folder removed afterwards). ``warmup`` untimed queries run
+    through every system first; then each query runs ``repeat`` times per system, systems in rotated order.
+    ``rerank_max_length``: token limit for every cross-encoder (default: each stack's own; see
+    :func:`make_systems`)."""
+    limit, top_k = check_limit_top_k(limit, top_k)
+    check_positive_int(repeat, "repeat")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise InvalidParameterError(f"warmup must be an integer >= 0, got {warmup!r}")
+    if rerank_max_length is not None:
+        check_positive_int(rerank_max_length, "rerank_max_length")
+    names = check_systems(systems)
+    data = load_bench_data(dataset_dir, max_queries=max_queries, max_docs=max_docs)
+    from .models import resolve_rerank_model
+    from .rerank.cohere import is_cohere_model
+
+    model_name = resolve_rerank_model(rerank_model)
+    if is_cohere_model(model_name) and not os.path.exists(model_name):
+        raise InvalidParameterError(
+            f"{model_name!r} is a hosted Cohere model; the benchmark compares local cross-encoders, which "
+            f"LangChain and LlamaIndex load natively: pass --rerank-model with a cross-encoder folder or hub id"
+        )
+    reranker = CrossEncoderReranker(model_name, max_length=rerank_max_length)  # a missing model stops here
+    embedder = embedding_model if isinstance(embedding_model, Embedder) else Embedder(embedding_model)
+    machine = machine_info()
+    with tempfile.TemporaryDirectory(prefix="twostage-bench-") as tmp:
+        t0 = time.perf_counter()
+        client, collection = build_collection(data, embedder, db if db is not None else tmp, progress=progress)
+        build_s = time.perf_counter() - t0
+        built = make_systems(
+            names,
+            client=client,
+            collection=collection,
+            embedder=embedder,
+            reranker=reranker,
+            limit=limit,
+            top_k=top_k,
+            rerank_max_length=rerank_max_length,
+        )
+        results = {n: SystemResult(n, SYSTEMS[n], built[n].rerank_max_length) for n in names}
+        _run(data, built, results, repeat=repeat, warmup=warmup, progress=progress)
+        del client, collection, built  # let Chroma close its files before the folder goes
+    machine["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    _agreement(data, results)
+    return BenchReport(
+        dataset=data.name,
+        n_docs=len(data.ids),
+        n_queries=len(data.queries),
+        limit=limit,
+        top_k=top_k,
+        repeat=repeat,
+        warmup=warmup,
+        embedding_model=embedder.name,
+        rerank_model=reranker.name,
+        build_s=build_s,
+        systems=list(results.values()),
+        machine=machine,
+    )
+
+
+def _run(data: BenchData, built, results, *, repeat: int, warmup: int, progress: bool) -> None:
+    from tqdm.auto import tqdm
+
+    names = list(built)
+    for i in range(warmup):  # loads lazy pieces (tokenizers, HNSW index, LlamaIndex settings) untimed
+        for name in names:
+            built[name].search(data.queries[i % len(data.queries)][1])
+    for i, (_, query) in enumerate(tqdm(data.queries, desc="benchmark", unit="query", disable=not progress)):
+        for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate: no system always goes first
+            system, result = built[name], results[name]
+            for r in range(repeat):
+                t0 = time.perf_counter()
+                ids = system.search(query)
+                result.latencies_ms.append(1000.0 * (time.perf_counter() - t0))
+                if system.pipeline is not None:
+                    timings = system.pipeline.last_timings
+                    result.recall_ms.append(1000.0 * timings.recall_s)
+                    result.rerank_ms.append(1000.0 * timings.rerank_s)
+                if r == 0:
+                    result.top_ids.append(list(ids))
+
+
+def _agreement(data: BenchData, results: dict[str, SystemResult], examples: int = 3) -> None:
+    reference = results[REFERENCE].top_ids
+    for result in results.values():
+        same = [ours == theirs for ours, theirs in zip(reference, result.top_ids, strict=True)]
+        result.agreement = sum(same) / len(same)
+        result.mismatches = [
+            {"query_id": qid, "query": q, "twostage": ours, result.name: theirs}
+            for (qid, q), ours, theirs, ok in zip(data.queries, reference, result.top_ids, same, strict=True)
+            if not ok
+        ][:examples]
+
+
+# -- output -------------------------------------------------------------------------------------------------
+def write_json(report: BenchReport, path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    out.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    return out
+
+
+def plot_report(report: BenchReport, path: str | os.PathLike[str]) -> Path:
+    """Median (bar) and p95 (whisker) ms per query for each system; our stage split stacked. PNG/SVG/PDF."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [s.name for s in report.systems]
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.6))
+    for y, s in enumerate(report.systems):
+        stages = s.stage_medians_ms()
+        if stages:  # recall and rerank medians stacked; the rest of the median is adapter/framework overhead
+            ax.barh(y, stages["recall"], color="tab:blue", label="recall" if y == 0 else None)
+            ax.barh(y, stages["rerank"], left=stages["recall"], color="tab:orange", label="rerank" if y == 0 else None)
+            rest = max(0.0, s.median_ms - stages["recall"] - stages["rerank"])
+            ax.barh(y, rest, left=stages["recall"] + stages["rerank"], color="tab:gray")
+        else:
+            ax.barh(y, s.median_ms, color="tab:green" if s.name in NATIVE else "tab:gray")
+        ax.errorbar(s.p95_ms, y, fmt="|", color="black", markersize=12)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    ax.set_xlabel("ms per query (bar: median; tick: p95)")
+    ax.set_title(
+        f"{report.dataset}: {report.n_queries} queries, {report.n_docs} docs, limit {report.limit}, "
+        f"top_k {report.top_k}",
+        fontsize=9,
+    )
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
