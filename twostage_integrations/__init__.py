@@ -4,12 +4,14 @@
 """
 
 from .errors import (
+    APIKeyError,
     CollectionNotFoundError,
     InvalidDocumentError,
     InvalidParameterError,
     InvalidQueryError,
     ModelLoadError,
     ModelNotFoundError,
+    RerankAPIError,
     TwoStageError,
 )
 from .hit import Hit
@@ -37,6 +39,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "APIKeyError",
     "AddResult",
     "BM25Recall",
     "CohereReranker",
@@ -52,6 +55,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotFoundError",
     "Recall",
+    "RerankAPIError",
     "Reranker",
     "SearchResult",
     "StageTimings",
