@@ -55,7 +55,9 @@ def test_stage_split_only_for_our_pipeline(report):
         stages = s.stage_medians_ms()
         if s.name in ("twostage", "twostage-langchain", "twostage-llamaindex"):
             assert stages["recall"] > 0 and stages["rerank"] > 0
-            assert stages["recall"] + stages["rerank"] <= s.median_ms * 1.5  # a split of the same calls
+            # a split of the same calls: both stages run inside the timed call
+            for total, recall, rerank in zip(s.latencies_ms, s.recall_ms, s.rerank_ms, strict=True):
+                assert recall + rerank <= total
         else:
             assert stages is None
 

@@ -261,11 +261,11 @@ def make_systems(
     ours_len = _max_length(reranker.model)
     if "twostage" in names:
         systems["twostage"] = _System(lambda q: [h.id for h in pipeline.search(q)], pipeline, ours_len)
-    if any(n.startswith("langchain") or n == "twostage-langchain" for n in names):
+    if any("langchain" in n for n in names):
         systems.update(
             _langchain_systems(names, client, collection, embedder, reranker, limit, top_k, rerank_max_length)
         )
-    if any(n.startswith("llamaindex") or n == "twostage-llamaindex" for n in names):
+    if any("llamaindex" in n for n in names):
         systems.update(_llamaindex_systems(names, collection, embedder, reranker, limit, top_k, rerank_max_length))
     return {n: systems[n] for n in names}
 
@@ -471,11 +471,11 @@ def _agreement(data: BenchData, results: dict[str, SystemResult], examples: int 
     for result in results.values():
         same = [ours == theirs for ours, theirs in zip(reference, result.top_ids, strict=True)]
         result.agreement = sum(same) / len(same)
-        result.mismatches = [
-            {"query_id": qid, "query": q, "twostage": ours, result.name: theirs}
-            for (qid, q), ours, theirs, ok in zip(data.queries, reference, result.top_ids, same, strict=True)
-            if not ok
-        ][:examples]
+        seen: set[str] = set()  # the demo queries repeat: show each differing query once
+        for (qid, query), ours, theirs, ok in zip(data.queries, reference, result.top_ids, same, strict=True):
+            if not ok and qid not in seen and len(seen) < examples:
+                seen.add(qid)
+                result.mismatches.append({"query_id": qid, "query": query, "twostage": ours, result.name: theirs})
 
 
 # -- output -------------------------------------------------------------------------------------------------
