@@ -21,6 +21,7 @@ class FusedReranker:
 
     ``weight=1`` is the reranker's order, ``weight=0`` the input order. The input order is the order of the
     hits passed in (recall order in a two-stage pipeline, the previous stage's order in a cascade).
+    The default weight 0.9 was the best of 0..1 on 40 SciFact *train* queries (see the README table).
     ``rerank_score`` and ``score`` of the returned hits are the fused score.
 
     Useful when the reranker was trained on another domain: a cross-encoder can be worse than good recall
@@ -31,7 +32,7 @@ class FusedReranker:
     >>> fused = FusedReranker(CrossEncoderReranker("path/to/cross-encoder"), weight=0.7)  # doctest: +SKIP
     """
 
-    def __init__(self, reranker: Reranker, *, weight: float = 0.5, method: str = "rrf", k: float = 60.0) -> None:
+    def __init__(self, reranker: Reranker, *, weight: float = 0.9, method: str = "rrf", k: float = 60.0) -> None:
         if not 0.0 <= weight <= 1.0:
             raise InvalidParameterError(f"weight must be between 0 (input order) and 1 (reranker order), got {weight}")
         if method not in METHODS:
