@@ -17,7 +17,7 @@ from .errors import (
 from .hit import Hit
 from .pipeline import SearchResult, StageTimings, TwoStagePipeline
 from .recall import AddResult, ChromaRecall, Recall
-from .rerank import BaseReranker, CrossEncoderReranker, Reranker
+from .rerank import BaseReranker, Cascade, CrossEncoderReranker, FusedReranker, Reranker
 
 __version__ = "0.1.0"
 
@@ -45,9 +45,11 @@ __all__ = [
     "CohereReranker",
     "HybridRecall",
     "BaseReranker",
+    "Cascade",
     "ChromaRecall",
     "CollectionNotFoundError",
     "CrossEncoderReranker",
+    "FusedReranker",
     "Hit",
     "InvalidDocumentError",
     "InvalidParameterError",

@@ -32,6 +32,16 @@ def check_positive_int(value: object, name: str) -> int:
     return value
 
 
+def check_search_args(query: object, limit: object) -> tuple[str, int]:
+    """A stage-1 call: a real query and ``limit >= 1``."""
+    return check_query(query), check_positive_int(limit, "limit")
+
+
+def check_rerank_args(query: object, top_k: object | None) -> tuple[str, int | None]:
+    """A stage-2 call: a real query and ``top_k`` either None (keep all) or >= 1."""
+    return check_query(query), None if top_k is None else check_positive_int(top_k, "top_k")
+
+
 def check_limit_top_k(limit: object, top_k: object) -> tuple[int, int]:
     limit = check_positive_int(limit, "limit")
     top_k = check_positive_int(top_k, "top_k")

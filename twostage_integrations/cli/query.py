@@ -21,7 +21,8 @@ def query(
     rerank_model: Annotated[
         str | None,
         typer.Option(
-            help="Reranker: model folder or hub id [default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2]."
+            help="Reranker: cross-encoder folder or hub id, or a Cohere model such as rerank-v3.5 "
+            "[default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2]."
         ),
     ] = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip stage 2: recall order, cut to --top-k.")] = False,
@@ -61,6 +62,8 @@ def query(
     reranker = None if no_rerank else make_reranker(rerank_model)
     pipe = TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k)
     extra = {"num_candidates": num_candidates} if num_candidates is not None else {}
+    # Warm stage 1 (embedding model load, BM25 index load) so the timings printed are per-query costs.
+    recall.search(text, 1, where=where)
     result = pipe.run(text, where=where, **extra)
     if as_json:
         payload = {

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..hit import Hit
-from ..validation import check_positive_int, check_query
+from ..validation import check_search_args
 from .base import AddResult
 from .chroma import ChromaRecall, default_db_path
 
@@ -178,8 +178,7 @@ class BM25Recall:
         where_document: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
         """Top ``limit`` passages by BM25 score (only passages sharing a term with the query)."""
-        check_query(query)
-        check_positive_int(limit, "limit")
+        check_search_args(query, limit)
         self._ensure_index()
         if not self._ids:
             return []

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..embeddings import Embedder
 from ..errors import CollectionNotFoundError, InvalidParameterError
 from ..hit import Hit
-from ..validation import check_documents, check_positive_int, check_query
+from ..validation import check_documents, check_positive_int, check_search_args
 from .base import AddResult
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,7 @@ class ChromaRecall:
     ) -> list[Hit]:
         """Top ``limit`` passages by cosine similarity. ``where``/``where_document`` are Chroma filters,
         passed through. ``num_candidates`` sets the HNSW search depth (``ef_search``) for this call."""
-        check_query(query)
-        check_positive_int(limit, "limit")
+        check_search_args(query, limit)
         collection = self.collection
         vector = self.embedder.embed_query(query)
         with self._ef_search(collection, num_candidates):

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import InvalidParameterError
 from ..hit import Hit
-from ..validation import check_positive_int, check_query
+from ..validation import check_positive_int, check_search_args
 from .base import AddResult, Recall
 
 RECALL_KINDS = ("dense", "bm25", "hybrid")
@@ -112,8 +112,7 @@ class HybridRecall:
         **dense_kwargs: Any,
     ) -> list[Hit]:
         """Fused top ``limit``. Extra keywords (e.g. ``num_candidates``) go to the dense arm."""
-        check_query(query)
-        check_positive_int(limit, "limit")
+        check_search_args(query, limit)
         n = self._per_arm(limit)
         dense = self.dense.search(query, n, where=where, where_document=where_document, **dense_kwargs)
         sparse = self.sparse.search(query, n, where=where, where_document=where_document)
@@ -128,8 +127,7 @@ class HybridRecall:
         where_document: Mapping[str, Any] | None = None,
         **dense_kwargs: Any,
     ) -> list[Hit]:
-        check_query(query)
-        check_positive_int(limit, "limit")
+        check_search_args(query, limit)
         n = self._per_arm(limit)
         dense, sparse = await asyncio.gather(
             self.dense.asearch(query, n, where=where, where_document=where_document, **dense_kwargs),

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from ..hit import Hit
-from ..validation import check_positive_int, check_query
+from ..validation import check_rerank_args
 
 
 @runtime_checkable
@@ -64,17 +64,13 @@ class BaseReranker(ABC):
         return await asyncio.to_thread(self.score, query, texts)
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
-        check_query(query)
-        if top_k is not None:
-            check_positive_int(top_k, "top_k")
+        check_rerank_args(query, top_k)
         if not hits:
             return []
         return apply_scores(hits, self.score(query, [h.text for h in hits]), top_k)
 
     async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
-        check_query(query)
-        if top_k is not None:
-            check_positive_int(top_k, "top_k")
+        check_rerank_args(query, top_k)
         if not hits:
             return []
         return apply_scores(hits, await self.ascore(query, [h.text for h in hits]), top_k)

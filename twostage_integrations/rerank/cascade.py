@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidParameterError
 from ..hit import Hit
-from ..validation import check_positive_int, check_query
+from ..validation import check_positive_int, check_rerank_args
 from .base import Reranker
 
 
@@ -68,9 +68,7 @@ class Cascade:
 
     def run(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[StageOutput]:
         """Every stage's output in order (the last one is what :meth:`rerank` returns)."""
-        check_query(query)
-        if top_k is not None:
-            check_positive_int(top_k, "top_k")
+        check_rerank_args(query, top_k)
         outputs: list[StageOutput] = []
         current = list(hits)
         for i, (reranker, _) in enumerate(self.stages):
@@ -81,9 +79,7 @@ class Cascade:
         return outputs
 
     async def arun(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[StageOutput]:
-        check_query(query)
-        if top_k is not None:
-            check_positive_int(top_k, "top_k")
+        check_rerank_args(query, top_k)
         outputs: list[StageOutput] = []
         current = list(hits)
         for i, (reranker, _) in enumerate(self.stages):

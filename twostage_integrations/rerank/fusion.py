@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..errors import InvalidParameterError
 from ..hit import Hit
-from ..validation import check_positive_int, check_query
+from ..validation import check_rerank_args
 from .base import Reranker, apply_scores
 
 METHODS = ("rrf", "minmax")
@@ -57,9 +57,7 @@ class FusedReranker:
         return apply_scores(hits, fused, top_k)
 
     def _check(self, query: str, top_k: int | None) -> None:
-        check_query(query)
-        if top_k is not None:
-            check_positive_int(top_k, "top_k")
+        check_rerank_args(query, top_k)
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
         self._check(query, top_k)

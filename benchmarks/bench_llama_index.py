@@ -7,7 +7,7 @@ ones), same cross-encoder. Two numbers:
    the copies and the LlamaIndex events/spans;
 2. end to end: the real model every call (model time dominates; noisy on a busy machine).
 
-Usage: python scripts/bench_llama_index.py BEIR_SCIFACT_DIR CROSS_ENCODER_DIR [N_QUERIES]
+Usage: python benchmarks/bench_llama_index.py BEIR_SCIFACT_DIR CROSS_ENCODER_DIR [N_QUERIES]
 """
 
 from __future__ import annotations
