@@ -162,3 +162,19 @@ def test_eval_hybrid_bm25_and_plot(subset_dir, eval_db, embedder, tmp_path):
     png = plot_limits(by_limit, tmp_path / "limits.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("/work/models/minilm-ce", "minilm-ce"),
+        ("../shared/models/minilm-ce+rrf(0.9)", "minilm-ce+rrf(0.9)"),
+        ("/a/tiny[30] → /b/ce[5]", "tiny[30] → ce[5]"),
+        ("cross-encoder/ms-marco-MiniLM-L-6-v2", "cross-encoder/ms-marco-MiniLM-L-6-v2"),  # hub ids stay whole
+        ("rerank-v3.5", "rerank-v3.5"),
+    ],
+)
+def test_stage_names_shorten_local_model_paths_for_display(name, shown):
+    from twostage_integrations.evaluation.report import display_name
+
+    assert display_name(name) == shown

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameterError
+
+# An absolute or ./ ../ ~ path inside a stage name ("/models/minilm-ce+rrf(0.9)"); hub ids are left alone.
+_LOCAL_PATH = re.compile(r"(?<![\w.-])(?:~|\.{1,2})?/(?:[^\s/]+/)*([^\s/+→\[\]]+)")
+
+
+def display_name(name: str) -> str:
+    """A stage name for tables and plots: local model folders shortened to their last part (the full
+    name stays in ``to_dict``)."""
+    return _LOCAL_PATH.sub(r"\1", name)
 
 
 @dataclass
@@ -81,7 +91,7 @@ class EvalReport:
         table.add_column("queries/s (cum.)", justify="right")
         for s in self.stages:
             table.add_row(
-                s.name,
+                display_name(s.name),
                 f"{s.mean_out:.0f}",
                 *(f"{s.metrics[n]:.3f}" for n in names),
                 f"{s.ms_per_query:.1f}",
@@ -111,7 +121,7 @@ def plot_limits(reports: Sequence[EvalReport], path: str | os.PathLike[str], *, 
     ax2.plot(limits, latency, "s--", color="tab:red", label="ms/query")
     ax2.set_ylabel("ms per query (all stages)", color="tab:red")
     r0 = reports[0]
-    ax.set_title(f"{r0.dataset} {r0.split}: recall={r0.recall}, {r0.stages[-1].name}", fontsize=9)
+    ax.set_title(f"{r0.dataset} {r0.split}: recall={r0.recall}, {display_name(r0.stages[-1].name)}", fontsize=9)
     fig.tight_layout()
     out = Path(path)
     fig.savefig(out, dpi=120)
