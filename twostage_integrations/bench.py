@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from .embeddings import Embedder
+from .embeddings import Embedder, as_embedder
 from .errors import InvalidParameterError
 from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall, make_client
@@ -407,7 +407,7 @@ def run_benchmark(
             f"LangChain and LlamaIndex load natively: pass --rerank-model with a cross-encoder folder or hub id"
         )
     reranker = CrossEncoderReranker(model_name, max_length=rerank_max_length)  # a missing model stops here
-    embedder = embedding_model if isinstance(embedding_model, Embedder) else Embedder(embedding_model)
+    embedder = as_embedder(embedding_model)
     machine = machine_info()
     with tempfile.TemporaryDirectory(prefix="twostage-bench-") as tmp:
         t0 = time.perf_counter()

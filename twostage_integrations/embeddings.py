@@ -73,3 +73,8 @@ class Embedder:
 
     def embed_query(self, query: str) -> np.ndarray:
         return self.embed([query])[0]
+
+
+def as_embedder(model: str | os.PathLike[str] | Embedder | None = None) -> Embedder:
+    """``model`` itself when it is already an :class:`Embedder` (shares the loaded model), else a new one."""
+    return model if isinstance(model, Embedder) else Embedder(model)

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..embeddings import Embedder
+from ..embeddings import Embedder, as_embedder
 from ..errors import InvalidDocumentError
 from ..recall.chroma import ChromaRecall, default_db_path, make_client
 from ..validation import check_positive_int
@@ -119,7 +119,7 @@ def index_corpus(
     """The dataset's corpus in an embedded Chroma collection keyed by dataset + embedding model.
 
     Embeds only what is missing, so re-runs (and interrupted runs) reuse the stored vectors."""
-    embedder = embedding_model if isinstance(embedding_model, Embedder) else Embedder(embedding_model)
+    embedder = as_embedder(embedding_model)
     client = make_client(path=db if db is not None else default_db_path())
     chroma = ChromaRecall(
         collection_name(dataset, embedder), client=client, embedding_model=embedder, progress=progress

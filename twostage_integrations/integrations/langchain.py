@@ -27,7 +27,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from ..embeddings import Embedder
+from ..embeddings import Embedder, as_embedder
 from ..hit import Hit
 from ..pipeline import TwoStagePipeline
 from ..recall.chroma import ChromaRecall
@@ -71,7 +71,7 @@ class TwoStageEmbeddings(Embeddings):
     """
 
     def __init__(self, model: str | os.PathLike[str] | Embedder | None = None) -> None:
-        self.embedder = model if isinstance(model, Embedder) else Embedder(model)
+        self.embedder = as_embedder(model)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         return self.embedder.embed(texts).tolist()
@@ -184,7 +184,7 @@ class TwoStageRetriever(BaseRetriever):
         holds unit-length vectors (any Chroma space: l2, ip or cosine); otherwise only its order is meaningful.
         """
         if embedding_model is not None:
-            embedder = embedding_model if isinstance(embedding_model, Embedder) else Embedder(embedding_model)
+            embedder = as_embedder(embedding_model)
         elif isinstance(vectorstore.embeddings, TwoStageEmbeddings):
             embedder = vectorstore.embeddings.embedder
         elif vectorstore.embeddings is not None:

@@ -30,7 +30,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-from ..embeddings import Embedder
+from ..embeddings import Embedder, as_embedder
 from ..errors import InvalidParameterError, InvalidQueryError
 from ..hit import Hit
 from ..pipeline import TwoStagePipeline
@@ -361,7 +361,7 @@ class TwoStageEmbedding(BaseEmbedding):
     _embedder: Embedder = PrivateAttr()
 
     def __init__(self, embedder: Embedder | str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
-        embedder = embedder if isinstance(embedder, Embedder) else Embedder(embedder)
+        embedder = as_embedder(embedder)
         kwargs.setdefault("embed_batch_size", embedder.batch_size)
         super().__init__(model_name=embedder.name, **kwargs)
         self._embedder = embedder

@@ -13,7 +13,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..embeddings import Embedder
+from ..embeddings import Embedder, as_embedder
 from ..errors import CollectionNotFoundError, InvalidParameterError
 from ..hit import Hit
 from ..validation import check_documents, check_positive_int, check_search_args
@@ -84,7 +84,7 @@ class ChromaRecall:
         batch_size: int = 64,
         progress: bool = True,
     ) -> None:
-        self.embedder = embedding_model if isinstance(embedding_model, Embedder) else Embedder(embedding_model)
+        self.embedder = as_embedder(embedding_model)
         self.batch_size = batch_size
         self.progress = progress
         if isinstance(collection, str):
