@@ -439,7 +439,6 @@ NOTEBOOKS["04_evaluation.ipynb"] = [
     code("""
         import json
         import os
-        import random
         import tempfile
         from pathlib import Path
         from statistics import median
@@ -464,9 +463,7 @@ NOTEBOOKS["04_evaluation.ipynb"] = [
     """),
     code("""
         full = load_beir(SCIFACT, "test", max_queries=N_QUERIES)
-        relevant = {doc for docs in full.qrels.values() for doc in docs}
-        distractors = random.Random(SEED).sample(sorted(set(full.corpus) - relevant), N_DOCS - len(relevant))
-        keep = relevant | set(distractors)
+        keep = set(full.subset(N_DOCS, seed=SEED).corpus)  # judged abstracts + seeded distractors
 
         work = Path(tempfile.mkdtemp())
         subset = work / "scifact-subset"
@@ -484,6 +481,7 @@ NOTEBOOKS["04_evaluation.ipynb"] = [
         )
 
         data = load_beir(subset, "test")
+        relevant = {doc for docs in data.qrels.values() for doc in docs}
         print(f"{len(data.queries)} queries, {len(data.corpus)} abstracts, {len(relevant)} judged relevant")
         print("example query:", next(iter(data.queries.values())))
     """),

@@ -184,23 +184,22 @@ def load_bench_data(
     check_positive_int(max_queries, "max_queries")
     if max_docs is not None:
         check_positive_int(max_docs, "max_docs")
-    rng = random.Random(seed)
     if dataset_dir is None:
         from .demo import DEMO_QUERIES, load_sample_corpus
 
         rows = load_sample_corpus()
         corpus = {r["id"]: r["text"] for r in rows}
         queries = [(f"demo-{i % len(DEMO_QUERIES)}", DEMO_QUERIES[i % len(DEMO_QUERIES)]) for i in range(max_queries)]
-        keep = list(corpus) if max_docs is None else sorted(rng.sample(list(corpus), min(max_docs, len(corpus))))
+        keep = list(corpus)
+        if max_docs is not None:
+            keep = sorted(random.Random(seed).sample(keep, min(max_docs, len(keep))))
         return BenchData("sample corpus", keep, [corpus[d] for d in keep], queries)
     from .evaluation.beir import load_beir
 
     data = load_beir(dataset_dir, "test", max_queries=max_queries)
+    if max_docs is not None:
+        data = data.subset(max_docs, seed=seed)
     keep = list(data.corpus)
-    if max_docs is not None and max_docs < len(keep):
-        relevant = list(dict.fromkeys(d for q in data.qrels.values() for d in q if d in data.corpus))
-        others = sorted(set(keep) - set(relevant))
-        keep = relevant + rng.sample(others, max(0, max_docs - len(relevant)))
     return BenchData(f"{data.name} ({data.split})", keep, [data.corpus[d] for d in keep], list(data.queries.items()))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,17 @@ class BeirDataset:
         """The same dataset with only its first ``n`` judged queries."""
         keep = list(self.queries)[: check_positive_int(n, "max_queries")]
         return replace(self, queries={q: self.queries[q] for q in keep}, qrels={q: self.qrels[q] for q in keep})
+
+    def subset(self, max_docs: int, *, seed: int = 13) -> BeirDataset:
+        """At most ``max_docs`` documents: every one judged for the kept queries first, then seeded random
+        distractors (a quick, reproducible stand-in for the full corpus; easier than it, so numbers run higher)."""
+        check_positive_int(max_docs, "max_docs")
+        if max_docs >= len(self.corpus):
+            return self
+        relevant = list(dict.fromkeys(d for q in self.qrels.values() for d in q if d in self.corpus))
+        others = sorted(set(self.corpus) - set(relevant))
+        keep = relevant + random.Random(seed).sample(others, max(0, max_docs - len(relevant)))
+        return replace(self, corpus={d: self.corpus[d] for d in keep}, titles={d: self.titles[d] for d in keep})
 
 
 def passage_text(title: str, text: str) -> str:
