@@ -36,6 +36,7 @@ from ..hit import Hit
 from ..pipeline import TwoStagePipeline
 from ..recall.chroma import ChromaRecall
 from ..rerank.base import Reranker
+from ..rerank.factory import make_reranker
 from ..validation import check_limit_top_k, check_positive_int
 
 dispatcher = get_dispatcher(__name__)
@@ -66,9 +67,9 @@ class UnsupportedFilterError(InvalidParameterError):
 class TwoStageRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes with any of our rerankers; keep the best ``top_n``.
 
-    ``reranker``: a core reranker (:class:`CrossEncoderReranker`, Cohere...). ``None`` loads
-    ``CrossEncoderReranker()`` with its default model (``TWOSTAGE_RERANK_MODEL`` or the MS MARCO
-    MiniLM-L6 hub id). ``top_n``: nodes to keep (``None`` keeps all, reordered).
+    ``reranker``: a core reranker (:class:`CrossEncoderReranker`, Cohere...). ``None`` loads the
+    default reranker, as ``--rerank-model`` does (``TWOSTAGE_RERANK_MODEL``, else the MS MARCO MiniLM-L6
+    cross-encoder). ``top_n``: nodes to keep (``None`` keeps all, reordered).
     ``keep_retrieval_score``: store each node's incoming score in ``metadata["retrieval_score"]``.
     ``metadata_mode``: what the reranker reads, as in LlamaIndex's own rerankers (``EMBED``: text plus
     the metadata the node lets embeddings see; ``NONE``: text only).
@@ -100,9 +101,7 @@ class TwoStageRerank(BaseNodePostprocessor):
         if top_n is not None:
             check_positive_int(top_n, "top_n")
         if reranker is None:
-            from ..rerank.cross_encoder import CrossEncoderReranker
-
-            reranker = CrossEncoderReranker()
+            reranker = make_reranker()  # like --rerank-model's default: TWOSTAGE_RERANK_MODEL, else ms-marco
         super().__init__(
             model=reranker.name,
             top_n=top_n,
@@ -317,7 +316,7 @@ class TwoStageRetriever(BaseRetriever):
     ) -> TwoStageRetriever:
         """Two-stage retrieval over the collection of a LlamaIndex ``ChromaVectorStore`` (e.g.
         ``index.vector_store``); nothing is re-embedded. ``embed_model`` must be the model that wrote the
-        vectors (default all-MiniLM-L6-v2). ``reranker=None`` loads the default ``CrossEncoderReranker()``.
+        vectors (default all-MiniLM-L6-v2). ``reranker=None`` loads the default reranker (``make_reranker()``).
         Other keywords (``filters``, ``where_document``...) go to the constructor."""
         from chromadb.api.models.Collection import Collection
 
@@ -328,9 +327,7 @@ class TwoStageRetriever(BaseRetriever):
                 f"for other stores build a ChromaRecall/TwoStagePipeline and pass it to TwoStageRetriever"
             )
         if reranker is None:
-            from ..rerank.cross_encoder import CrossEncoderReranker
-
-            reranker = CrossEncoderReranker()
+            reranker = make_reranker()  # like --rerank-model's default: TWOSTAGE_RERANK_MODEL, else ms-marco
         embedder = embed_model.embedder if isinstance(embed_model, TwoStageEmbedding) else embed_model
         recall = ChromaRecall(collection, embedding_model=embedder)
         return cls(TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k), **kwargs)
