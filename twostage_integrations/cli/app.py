@@ -26,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Chroma collection name.")]
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", help="Embedded Chroma folder [default: $TWOSTAGE_DB or ~/.local/share/twostage/chroma]."),
+    typer.Option("--db", help="Embedded Chroma folder (default: $TWOSTAGE_DB or ~/.local/share/twostage/chroma)."),
 ]
 HostOpt = Annotated[str | None, typer.Option("--host", help="Chroma server host (instead of --db).")]
 PortOpt = Annotated[int | None, typer.Option("--port", help="Chroma server port (instead of --db).")]
@@ -34,7 +34,15 @@ EmbeddingOpt = Annotated[
     str | None,
     typer.Option(
         "--embedding-model",
-        help="Embedding model id or folder [default: $TWOSTAGE_EMBEDDING_MODEL or all-MiniLM-L6-v2].",
+        help="Embedding model id or folder (default: $TWOSTAGE_EMBEDDING_MODEL or all-MiniLM-L6-v2).",
+    ),
+]
+RerankModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rerank-model",
+        help="Reranker: cross-encoder folder or hub id, or a Cohere model such as rerank-v3.5 "
+        "(default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2).",
     ),
 ]
 

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DbOpt, app, friendly_errors
+from .app import DbOpt, RerankModelOpt, app, friendly_errors
 from .render import snippet
 
 
@@ -14,9 +14,7 @@ from .render import snippet
 @friendly_errors
 def demo(
     db: DbOpt = None,
-    rerank_model: Annotated[
-        str | None, typer.Option(help="Reranker model folder or hub id [default: $TWOSTAGE_RERANK_MODEL or ms-marco].")
-    ] = None,
+    rerank_model: RerankModelOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 20,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results shown per query.")] = 5,
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Your own query (repeatable).")] = None,

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DbOpt, EmbeddingOpt, app, fail, friendly_errors
+from .app import DbOpt, EmbeddingOpt, RerankModelOpt, app, fail, friendly_errors
 
 DEFAULT_PLOT_LIMITS = "10,20,50,100"
 
@@ -28,12 +28,7 @@ def eval_command(
     recall: Annotated[str, typer.Option(help="Stage 1: dense, bm25 or hybrid (RRF of both).")] = "dense",
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 100,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Cut-off of nDCG@k, Recall@k and MRR@k.")] = 10,
-    rerank_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Reranker model folder or hub id [default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2]."
-        ),
-    ] = None,
+    rerank_model: RerankModelOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Measure recall only.")] = False,
     stage: Annotated[
         list[str] | None,
@@ -50,7 +45,7 @@ def eval_command(
     fusion_method: Annotated[str, typer.Option(help="Fusion: rrf (of ranks) or minmax (of scores).")] = "rrf",
     rrf_k: Annotated[float, typer.Option(help="RRF constant for --recall hybrid.")] = 60.0,
     per_arm: Annotated[
-        int | None, typer.Option(help="Hybrid: candidates from each arm before fusion [default: --limit].")
+        int | None, typer.Option(help="Hybrid: candidates from each arm before fusion (default: --limit).")
     ] = None,
     max_queries: Annotated[int | None, typer.Option(help="Evaluate only the first N judged queries.")] = None,
     json_out: Annotated[

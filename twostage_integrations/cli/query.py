@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from .app import CollectionOpt, DbOpt, EmbeddingOpt, HostOpt, PortOpt, app, fail, friendly_errors, make_recall
+from .app import (
+    CollectionOpt,
+    DbOpt,
+    EmbeddingOpt,
+    HostOpt,
+    PortOpt,
+    RerankModelOpt,
+    app,
+    fail,
+    friendly_errors,
+    make_recall,
+)
 from .render import hits_table
 
 
@@ -18,19 +29,13 @@ def query(
     collection: CollectionOpt,
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled by stage 1.")] = 20,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results kept after reranking.")] = 5,
-    rerank_model: Annotated[
-        str | None,
-        typer.Option(
-            help="Reranker: cross-encoder folder or hub id, or a Cohere model such as rerank-v3.5 "
-            "[default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2]."
-        ),
-    ] = None,
+    rerank_model: RerankModelOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip stage 2: recall order, cut to --top-k.")] = False,
     recall_kind: Annotated[
         str, typer.Option("--recall", help="Stage 1: dense, bm25 (keywords) or hybrid (RRF of both).")
     ] = "dense",
     num_candidates: Annotated[
-        int | None, typer.Option(help="ANN search depth (Chroma HNSW ef_search) [default: the collection's].")
+        int | None, typer.Option(help="ANN search depth (Chroma HNSW ef_search) (default: the collection's).")
     ] = None,
     filter: Annotated[
         str | None, typer.Option("--filter", help='Chroma metadata filter as JSON, e.g. \'{"source": "a.md"}\'.')
