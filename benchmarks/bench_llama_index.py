@@ -22,7 +22,7 @@ from pathlib import Path
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 
 from twostage_integrations import BaseReranker, CrossEncoderReranker, Hit
-from twostage_integrations.integrations.llama_index import TwoStageRerank
+from twostage_integrations.llama_index import TwoStageRerank
 
 N_CANDIDATES, TOP_N, REPEATS = 20, 5, 50
 

@@ -131,7 +131,7 @@ NOTEBOOKS["02_langchain.ipynb"] = [
 
         from twostage_integrations import CrossEncoderReranker
         from twostage_integrations.demo import load_sample_corpus
-        from twostage_integrations.integrations.langchain import (
+        from twostage_integrations.langchain import (
             TwoStageCompressor,
             TwoStageEmbeddings,
             TwoStageRetriever,
@@ -290,7 +290,7 @@ NOTEBOOKS["03_llamaindex.ipynb"] = [
 
         from twostage_integrations import CrossEncoderReranker
         from twostage_integrations.demo import load_sample_corpus
-        from twostage_integrations.integrations.llama_index import TwoStageEmbedding, TwoStageRerank, TwoStageRetriever
+        from twostage_integrations.llama_index import TwoStageEmbedding, TwoStageRerank, TwoStageRetriever
 
         MODULES = {"subprocess", "os", "json", "pickle", "hashlib", "hmac", "base64", "tempfile", "shutil", "asyncio"}
         nodes = [

@@ -352,7 +352,7 @@ def test_empty_candidate_list_makes_no_request(server):
 def test_langchain_compressor_with_cohere_by_name_and_with_fallback(server, monkeypatch):
     from langchain_core.documents import Document
 
-    from twostage_integrations.integrations.langchain import TwoStageCompressor
+    from twostage_integrations.langchain import TwoStageCompressor
 
     monkeypatch.setenv("CO_API_KEY", KEY)
     monkeypatch.setenv("TWOSTAGE_COHERE_BASE_URL", server.url)
@@ -373,7 +373,7 @@ def test_langchain_compressor_with_cohere_by_name_and_with_fallback(server, monk
 async def test_llama_index_postprocessor_with_cohere(server):
     from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-    from twostage_integrations.integrations.llama_index import TwoStageRerank
+    from twostage_integrations.llama_index import TwoStageRerank
 
     nodes = [NodeWithScore(node=TextNode(text=h.text, id_=h.id), score=h.recall_score) for h in make_hits(6)]
     post = TwoStageRerank(reranker=reranker(server), top_n=4)

@@ -20,7 +20,7 @@ from langchain_tests.integration_tests import RetrieversIntegrationTests
 
 from twostage_integrations import Hit, InvalidParameterError, InvalidQueryError, ModelNotFoundError
 from twostage_integrations.errors import RerankAPIError
-from twostage_integrations.integrations.langchain import (
+from twostage_integrations.langchain import (
     TwoStageCompressor,
     TwoStageEmbeddings,
     TwoStageRetriever,

@@ -23,7 +23,7 @@ from llama_index.core.vector_stores import FilterCondition, FilterOperator, Meta
 from llama_index.vector_stores.chroma import ChromaVectorStore
 
 from twostage_integrations import ChromaRecall, Hit, InvalidParameterError, InvalidQueryError, TwoStagePipeline
-from twostage_integrations.integrations.llama_index import (
+from twostage_integrations.llama_index import (
     MissingQueryError,
     TwoStageEmbedding,
     TwoStageRerank,

@@ -274,7 +274,7 @@ def _langchain_systems(names, client, collection, embedder, reranker, limit, top
     from langchain_classic.retrievers import ContextualCompressionRetriever
     from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
 
-    from .integrations.langchain import TwoStageCompressor, TwoStageEmbeddings, TwoStageRetriever
+    from .langchain import TwoStageCompressor, TwoStageEmbeddings, TwoStageRetriever
 
     with warnings.catch_warnings():  # langchain-community warns on import that it is being sunset
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -310,7 +310,7 @@ def _llamaindex_systems(names, collection, embedder, reranker, limit, top_k, rer
     from llama_index.core.postprocessor import SentenceTransformerRerank
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
-    from .integrations.llama_index import TwoStageEmbedding, TwoStageRerank, TwoStageRetriever
+    from .llama_index import TwoStageEmbedding, TwoStageRerank, TwoStageRetriever
 
     embed_model = TwoStageEmbedding(embedder)
     vector_store = ChromaVectorStore(chroma_collection=collection)

@@ -5,7 +5,7 @@ Only types are translated here (``NodeWithScore`` <-> :class:`Hit`, ``MetadataFi
 Needs the ``llamaindex`` extra: ``pip install "twostage-integrations[llamaindex]"``.
 
 >>> from llama_index.core.schema import NodeWithScore, TextNode
->>> from twostage_integrations.integrations.llama_index import TwoStageRerank
+>>> from twostage_integrations.llama_index import TwoStageRerank
 >>> rerank = TwoStageRerank(top_n=1)  # doctest: +SKIP
 >>> nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in ["Bananas are yellow.", "Paris is in France."]]
 >>> rerank.postprocess_nodes(nodes, query_str="capital of France")[0].node.text  # doctest: +SKIP
@@ -30,14 +30,14 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-from ..embeddings import Embedder, as_embedder
-from ..errors import InvalidParameterError, InvalidQueryError
-from ..hit import Hit
-from ..pipeline import TwoStagePipeline
-from ..recall.chroma import ChromaRecall
-from ..rerank.base import Reranker
-from ..rerank.factory import make_reranker
-from ..validation import check_limit_top_k, check_positive_int
+from .embeddings import Embedder, as_embedder
+from .errors import InvalidParameterError, InvalidQueryError
+from .hit import Hit
+from .pipeline import TwoStagePipeline
+from .recall.chroma import ChromaRecall
+from .rerank.base import Reranker
+from .rerank.factory import make_reranker
+from .validation import check_limit_top_k, check_positive_int
 
 dispatcher = get_dispatcher(__name__)
 

@@ -4,7 +4,7 @@ Only type translation lives here (``Hit`` <-> ``Document``, LangChain ``Embeddin
 searching, scoring and argument checks are the core's. Needs the ``langchain`` extra.
 
 >>> from twostage_integrations import ChromaRecall, CrossEncoderReranker, TwoStagePipeline
->>> from twostage_integrations.integrations.langchain import TwoStageRetriever
+>>> from twostage_integrations.langchain import TwoStageRetriever
 >>> pipe = TwoStagePipeline(ChromaRecall("docs"), CrossEncoderReranker(), limit=20, top_k=5)  # doctest: +SKIP
 >>> docs = TwoStageRetriever(pipeline=pipe).invoke("does aspirin prevent stroke?")  # doctest: +SKIP
 >>> docs[0].metadata["relevance_score"]  # doctest: +SKIP
@@ -27,13 +27,13 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from ..embeddings import Embedder, as_embedder
-from ..hit import Hit
-from ..pipeline import TwoStagePipeline
-from ..recall.chroma import ChromaRecall
-from ..rerank.base import Reranker
-from ..rerank.factory import make_reranker
-from ..validation import check_limit_top_k
+from .embeddings import Embedder, as_embedder
+from .hit import Hit
+from .pipeline import TwoStagePipeline
+from .recall.chroma import ChromaRecall
+from .rerank.base import Reranker
+from .rerank.factory import make_reranker
+from .validation import check_limit_top_k
 
 __all__ = ["TwoStageCompressor", "TwoStageEmbeddings", "TwoStageRetriever", "hit_to_document"]
 

@@ -1,1 +1,0 @@
-"""Thin adapters from the core pipeline to LangChain and LlamaIndex types."""
