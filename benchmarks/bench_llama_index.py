@@ -12,7 +12,6 @@ Usage: python benchmarks/bench_llama_index.py BEIR_SCIFACT_DIR CROSS_ENCODER_DIR
 
 from __future__ import annotations
 
-import json
 import random
 import statistics
 import sys
@@ -21,42 +20,24 @@ from pathlib import Path
 
 from llama_index.core.schema import MetadataMode, NodeWithScore, TextNode
 
-from twostage_integrations import BaseReranker, CrossEncoderReranker, Hit
+from twostage_integrations import CrossEncoderReranker, Hit
+from twostage_integrations.evaluation import CachedReranker, load_beir
 from twostage_integrations.llama_index import TwoStageRerank
 
 N_CANDIDATES, TOP_N, REPEATS = 20, 5, 50
 
 
 def load(folder: Path, n_queries: int) -> list[tuple[str, list[Hit]]]:
-    def lines(name: str) -> list[str]:
-        return (folder / name).read_text(encoding="utf-8").splitlines()
-
-    corpus = {d["_id"]: f"{d['title']}. {d['text']}" for d in map(json.loads, lines("corpus.jsonl"))}
-    queries = {d["_id"]: d["text"] for d in map(json.loads, lines("queries.jsonl"))}
-    qrels: dict[str, list[str]] = {}
-    for line in lines("qrels/test.tsv")[1:]:
-        qid, doc, _ = line.split("\t")
-        qrels.setdefault(qid, []).append(doc)
-    rng, ids = random.Random(13), sorted(corpus)
+    """Each judged query with N_CANDIDATES candidates: its relevant abstracts, then seeded random ones."""
+    data = load_beir(folder, "test", max_queries=n_queries)
+    rng, ids = random.Random(13), sorted(data.corpus)
     cases = []
-    for qid in sorted(qrels, key=int)[:n_queries]:
-        docs = (qrels[qid] + rng.sample(ids, N_CANDIDATES))[:N_CANDIDATES]
-        hits = [Hit(id=d, text=corpus[d], score=1 - r / 100, recall_score=1 - r / 100, recall_rank=r)
+    for qid, query in data.queries.items():
+        docs = (list(data.qrels[qid]) + rng.sample(ids, N_CANDIDATES))[:N_CANDIDATES]
+        hits = [Hit(id=d, text=data.corpus[d], score=1 - r / 100, recall_score=1 - r / 100, recall_rank=r)
                 for r, d in enumerate(docs, start=1)]  # fmt: skip
-        cases.append((queries[qid], hits))
+        cases.append((query, hits))
     return cases
-
-
-class Memoised(BaseReranker):
-    """The real model's scores, computed once per (query, passage) and then reused."""
-
-    def __init__(self, inner: BaseReranker) -> None:
-        self.inner, self.name, self.cache = inner, inner.name, {}
-
-    def score(self, query, texts):
-        missing = [t for t in texts if (query, t) not in self.cache]
-        self.cache.update({(query, t): s for t, s in zip(missing, self.inner.score(query, missing), strict=True)})
-        return [self.cache[(query, t)] for t in texts]
 
 
 def per_call(fn, cases, repeats: int) -> list[float]:
@@ -83,7 +64,7 @@ def main() -> None:
         post = TwoStageRerank(reranker, top_n=TOP_N, metadata_mode=MetadataMode.NONE)
         return lambda q, hits, nodes: post.postprocess_nodes(nodes, query_str=q)
 
-    memo = Memoised(ce)
+    memo = CachedReranker(ce)
     per_call(core(memo), cases, 1)  # fill the cache
     # interleave so machine load hits both sides alike
     core_t, adapter_t = [], []

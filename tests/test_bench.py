@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
-from twostage_integrations.bench import SYSTEMS, check_systems, load_bench_data, run_benchmark
 from twostage_integrations.errors import InvalidParameterError
+from twostage_integrations.evaluation.bench import SYSTEMS, check_systems, load_bench_data, run_benchmark
 
 TOP_K = 3
 
@@ -75,7 +75,7 @@ def test_json_and_ratios(report, tmp_path):
 
 
 def test_plot_is_written(report, tmp_path):
-    from twostage_integrations.bench import plot_report
+    from twostage_integrations.evaluation.bench import plot_report
 
     out = plot_report(report, tmp_path / "bench.png")
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import EmbeddingOpt, app, friendly_errors
+from .app import EmbeddingOpt, RerankModelOpt, app, friendly_errors
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -29,10 +29,7 @@ def bench_command(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 20,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results kept after reranking.")] = 5,
-    rerank_model: Annotated[
-        str | None,
-        typer.Option(help="Cross-encoder folder or hub id. Default: $TWOSTAGE_RERANK_MODEL, else ms-marco MiniLM-L6."),
-    ] = None,
+    rerank_model: RerankModelOpt = None,
     rerank_max_length: Annotated[
         int | None,
         typer.Option(help="Token limit for every system's cross-encoder. Default: each stack's own."),
@@ -54,7 +51,7 @@ def bench_command(
     (same collection, models and queries, one process), and check they return the same top-k ids."""
     from rich.console import Console
 
-    from ..bench import plot_report, run_benchmark, write_json
+    from ..evaluation.bench import plot_report, run_benchmark, write_json
 
     console = Console()
     report = run_benchmark(

@@ -20,7 +20,7 @@ Systems (:data:`SYSTEMS`):
 
 Needs the ``bench`` extra: ``pip install "twostage-integrations[bench]"``.
 
->>> from twostage_integrations.bench import run_benchmark
+>>> from twostage_integrations.evaluation.bench import run_benchmark
 >>> report = run_benchmark(max_queries=10, rerank_model="path/to/cross-encoder")  # doctest: +SKIP
 >>> {s.name: round(s.median_ms) for s in report.systems}  # doctest: +SKIP
 {'twostage': 210, 'langchain': 214, ...}
@@ -44,12 +44,12 @@ from typing import Any
 
 import numpy as np
 
-from .embeddings import Embedder, as_embedder
-from .errors import InvalidParameterError
-from .pipeline import TwoStagePipeline
-from .recall.chroma import ChromaRecall, make_client
-from .rerank.cross_encoder import CrossEncoderReranker
-from .validation import check_limit_top_k, check_positive_int
+from ..embeddings import Embedder, as_embedder
+from ..errors import InvalidParameterError
+from ..pipeline import TwoStagePipeline
+from ..recall.chroma import ChromaRecall, make_client
+from ..rerank.cross_encoder import CrossEncoderReranker
+from ..validation import check_limit_top_k, check_positive_int
 
 REFERENCE = "twostage"
 SYSTEMS: dict[str, str] = {
@@ -185,7 +185,7 @@ def load_bench_data(
     if max_docs is not None:
         check_positive_int(max_docs, "max_docs")
     if dataset_dir is None:
-        from .demo import DEMO_QUERIES, load_sample_corpus
+        from ..demo import DEMO_QUERIES, load_sample_corpus
 
         rows = load_sample_corpus()
         corpus = {r["id"]: r["text"] for r in rows}
@@ -194,7 +194,7 @@ def load_bench_data(
         if max_docs is not None:
             keep = sorted(random.Random(seed).sample(keep, min(max_docs, len(keep))))
         return BenchData("sample corpus", keep, [corpus[d] for d in keep], queries)
-    from .evaluation.beir import load_beir
+    from .beir import load_beir
 
     data = load_beir(dataset_dir, "test", max_queries=max_queries)
     if max_docs is not None:
@@ -274,7 +274,7 @@ def _langchain_systems(names, client, collection, embedder, reranker, limit, top
     from langchain_classic.retrievers import ContextualCompressionRetriever
     from langchain_classic.retrievers.document_compressors import CrossEncoderReranker
 
-    from .langchain import TwoStageCompressor, TwoStageEmbeddings, TwoStageRetriever
+    from ..langchain import TwoStageCompressor, TwoStageEmbeddings, TwoStageRetriever
 
     with warnings.catch_warnings():  # langchain-community warns on import that it is being sunset
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -310,7 +310,7 @@ def _llamaindex_systems(names, collection, embedder, reranker, limit, top_k, rer
     from llama_index.core.postprocessor import SentenceTransformerRerank
     from llama_index.vector_stores.chroma import ChromaVectorStore
 
-    from .llama_index import TwoStageEmbedding, TwoStageRerank, TwoStageRetriever
+    from ..llama_index import TwoStageEmbedding, TwoStageRerank, TwoStageRetriever
 
     embed_model = TwoStageEmbedding(embedder)
     vector_store = ChromaVectorStore(chroma_collection=collection)
@@ -396,8 +396,8 @@ def run_benchmark(
         check_positive_int(rerank_max_length, "rerank_max_length")
     names = check_systems(systems)
     data = load_bench_data(dataset_dir, max_queries=max_queries, max_docs=max_docs)
-    from .models import resolve_rerank_model
-    from .rerank.cohere import is_cohere_model
+    from ..models import resolve_rerank_model
+    from ..rerank.cohere import is_cohere_model
 
     model_name = resolve_rerank_model(rerank_model)
     if is_cohere_model(model_name) and not os.path.exists(model_name):
