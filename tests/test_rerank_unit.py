@@ -61,3 +61,21 @@ async def test_base_reranker_sync_and_async_agree():
     assert [h.id for h in sync] == ["1", "3"]
     assert [h.id for h in await r.arerank("q", hits, top_k=2)] == ["1", "3"]
     assert r.rerank("q", []) == []
+
+
+def test_score_pairs_mixes_queries_and_keeps_input_order():
+    class Lengths(BaseReranker):
+        name = "lengths"
+
+        def __init__(self):
+            self.calls = []
+
+        def score(self, query, texts):
+            self.calls.append(query)
+            return [float(len(query) * 100 + len(t)) for t in texts]  # a plumbing fake, not a model
+
+    r = Lengths()
+    pairs = [("ab", "x"), ("abc", "yy"), ("ab", "zzz"), ("abc", "")]
+    assert r.score_pairs(pairs) == [201.0, 302.0, 203.0, 300.0]
+    assert r.calls == ["ab", "abc"]  # one score() call per distinct query
+    assert r.score_pairs([]) == []

@@ -63,6 +63,19 @@ class BaseReranker(ABC):
     async def ascore(self, query: str, texts: Sequence[str]) -> list[float]:
         return await asyncio.to_thread(self.score, query, texts)
 
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One score per ``(query, text)`` pair, pairs from many queries mixed (what a server batching several
+        requests into one model call needs). The default scores each query's texts with one ``score`` call;
+        models that can batch across queries override it."""
+        by_query: dict[str, list[int]] = {}
+        for i, (query, _) in enumerate(pairs):
+            by_query.setdefault(query, []).append(i)
+        out = [0.0] * len(pairs)
+        for query, idx in by_query.items():
+            for i, s in zip(idx, self.score(query, [pairs[i][1] for i in idx]), strict=True):
+                out[i] = s
+        return out
+
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
         check_rerank_args(query, top_k)
         if not hits:

@@ -52,13 +52,16 @@ class CrossEncoderReranker(BaseReranker):
         )
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
-        if not texts:
+        return self.score_pairs([(query, t) for t in texts])
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        if not pairs:
             return []
         scores = self.model.predict(
-            [(query, t) for t in texts],
+            [tuple(p) for p in pairs],
             batch_size=self.batch_size,
             show_progress_bar=False,
             convert_to_numpy=True,
         )
         # Plain floats: numpy float32 breaks JSON serialisation downstream.
-        return [float(s) for s in scores.reshape(len(texts), -1)[:, 0]]
+        return [float(s) for s in scores.reshape(len(pairs), -1)[:, 0]]
