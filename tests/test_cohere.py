@@ -308,10 +308,13 @@ def test_fallback_returns_recall_order_marked_not_reranked(server, caplog):
     with caplog.at_level(logging.WARNING):
         out = reranker(server, on_error="fallback", max_retries=1).rerank("query", hits, top_k=5)
     assert [h.id for h in out] == [h.id for h in hits[:5]]
-    assert all(h.rerank_score is None and h.rerank_rank is None and h.score == h.recall_score for h in out)
-    assert "recall order, not reranked" in caplog.text
+    # The reranker contract holds: finite scores, best first, ranks 1..n, and a marker with the reason.
+    assert [h.rerank_rank for h in out] == [1, 2, 3, 4, 5]
+    assert [h.rerank_score for h in out] == [h.score for h in out] == [1 / r for r in range(1, 6)]
+    assert all(h.metadata["rerank_fallback"] is True and "503" in h.metadata["rerank_fallback_reason"] for h in out)
+    assert "not reranked" in caplog.text
     assert len(server.requests) == 2
-    assert hits[0].rerank_score is None and hits[0].metadata is not out[0].metadata  # inputs untouched, copies out
+    assert hits[0].rerank_score is None and "rerank_fallback" not in hits[0].metadata  # inputs untouched
 
 
 async def test_async_fallback_returns_recall_order(server):
@@ -319,7 +322,27 @@ async def test_async_fallback_returns_recall_order(server):
     hits = make_hits(4)
     out = await reranker(server, on_error="fallback", timeout=0.2, max_retries=0).arerank("query", hits)
     assert [h.id for h in out] == [h.id for h in hits]
-    assert all(h.rerank_score is None for h in out)
+    assert [h.rerank_rank for h in out] == [1, 2, 3, 4] and all(h.metadata["rerank_fallback"] for h in out)
+
+
+def test_fallback_keeps_fusion_and_cascade_working(server):
+    """What used to break: FusedReranker raised TypeError on None scores; a later cascade stage kept stage-0
+    scores."""
+    from twostage_integrations import Cascade, FusedReranker
+
+    server.reset(default=("status", 500, "down", {}))
+    hits = make_hits(6)
+    down = reranker(server, on_error="fallback", max_retries=0)
+    fused = FusedReranker(down, weight=0.9).rerank("query", hits, top_k=4)
+    assert [h.id for h in fused] == [h.id for h in hits[:4]]  # both orders agree: the input order
+    assert all(h.metadata["rerank_fallback"] for h in fused)
+    server.reset()
+    stage2 = reranker(server)  # healthy: the second stage really reranks what the fallback passed on
+    out = Cascade([(reranker(server, on_error="fallback", max_retries=0), 5), (stage2, 3)])
+    server.reset(("status", 500, "down", {}))  # only the first stage's request fails
+    result = out.rerank("query", hits)
+    assert [h.id for h in result] == expected_order(hits[:5])[:3]
+    assert [h.rerank_score for h in result] == pytest.approx([fake_score(h.text) for h in result])
 
 
 # -- the key stays secret ---------------------------------------------------------------------------------
@@ -367,7 +390,7 @@ def test_langchain_compressor_with_cohere_by_name_and_with_fallback(server, monk
     fallback = TwoStageCompressor(reranker=reranker(server, on_error="fallback", max_retries=0), top_n=3)
     out = fallback.compress_documents(docs, "query")
     assert [d.page_content for d in out] == [d.page_content for d in docs[:3]]
-    assert all(d.metadata["rerank_score"] is None for d in out)
+    assert [d.metadata["rerank_score"] for d in out] == [1.0, 0.5, pytest.approx(1 / 3)]
 
 
 async def test_llama_index_postprocessor_with_cohere(server):

@@ -47,3 +47,19 @@ class RerankAPIError(TwoStageError, RuntimeError):
         super().__init__(message)
         self.status_code = status_code
         self.attempts = attempts
+
+
+class MissingDependencyError(TwoStageError, ImportError):
+    """An optional dependency (an "extra") is not installed; the message gives the exact ``pip install`` line."""
+
+
+class RerankScoresError(TwoStageError, RuntimeError):
+    """A reranker broke the stage-2 contract: wrong number of scores, or a score that is NaN or infinite."""
+
+
+class ChromaUnavailableError(TwoStageError, ConnectionError):
+    """The Chroma server could not be reached or dropped the connection (the message names host:port)."""
+
+
+class StorageError(TwoStageError, OSError):
+    """Chroma's database could not be opened, read or written (unwritable folder, corrupted files...)."""

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from ..errors import RerankScoresError
 from ..hit import Hit
 from ..validation import check_rerank_args
 
@@ -29,19 +31,36 @@ class Reranker(Protocol):
 
 
 def apply_scores(hits: Sequence[Hit], scores: Sequence[float], top_k: int | None = None) -> list[Hit]:
-    """Copies of ``hits`` ordered by ``scores`` (higher first; ties keep recall order), cut to ``top_k``."""
+    """Copies of ``hits`` ordered by ``scores`` (higher first; ties keep recall order), cut to ``top_k``.
+
+    Raises :class:`~twostage_integrations.errors.RerankScoresError` when there is not exactly one score per hit
+    or a score is NaN/infinite (no order can be trusted then; wrap the reranker in
+    :class:`~twostage_integrations.rerank.fallback.FallbackReranker` to keep the input order instead).
+
+    >>> [h.id for h in apply_scores([Hit(id="a", text="A"), Hit(id="b", text="B")], [0.1, 0.7])]
+    ['b', 'a']
+    """
     if len(scores) != len(hits):
-        raise RuntimeError(f"reranker returned {len(scores)} scores for {len(hits)} hits")
-    order = sorted(range(len(hits)), key=lambda i: -float(scores[i]))  # stable: ties keep input order
+        raise RerankScoresError(
+            f"reranker returned {len(scores)} scores for {len(hits)} hits; a reranker must score every hit once"
+        )
+    values = [float(s) for s in scores]
+    bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+    if bad:
+        raise RerankScoresError(
+            f"reranker returned a non-finite score ({values[bad[0]]}) for hit {hits[bad[0]].id!r} "
+            f"({len(bad)} of {len(values)}); check the model's output"
+        )
+    order = sorted(range(len(hits)), key=lambda i: -values[i])  # stable: ties keep input order
     if top_k is not None:
         order = order[:top_k]
     return [
         dataclasses.replace(
             hits[i],
             metadata=dict(hits[i].metadata),
-            rerank_score=float(scores[i]),
+            rerank_score=values[i],
             rerank_rank=rank,
-            score=float(scores[i]),
+            score=values[i],
         )
         for rank, i in enumerate(order, start=1)
     ]

@@ -7,7 +7,6 @@ at a compatible server and nothing else changes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import email.utils
 import logging
 import os
@@ -19,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..errors import APIKeyError, InvalidParameterError, RerankAPIError
+from ..extras import require_extra
 from ..hit import Hit
 from ..validation import check_positive_int
 from .base import BaseReranker
+from .fallback import FallbackReranker
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +85,10 @@ class CohereReranker(BaseReranker):
     dropped connection or a malformed answer, waiting ``backoff * 2**n`` seconds with jitter (at most
     ``max_backoff``) or what ``Retry-After`` asks. The SDK's own retries are off so these are the only ones.
     ``on_error``: ``"raise"`` (default) raises :class:`RerankAPIError` when the API fails; ``"fallback"``
-    logs a warning and returns the hits in recall order, not reranked (``rerank_score``/``rerank_rank``
-    ``None``, ``score`` = ``recall_score``). A rejected key always raises :class:`APIKeyError`.
+    logs a warning and returns the hits in the order given (recall order), not reranked, through
+    :class:`~twostage_integrations.rerank.fallback.FallbackReranker`: ``rerank_score`` = ``score`` =
+    ``1 / position`` and ``metadata["rerank_fallback"] = True`` with the reason. A rejected key always raises
+    :class:`APIKeyError`.
 
     >>> from twostage_integrations import CohereReranker, Hit
     >>> co = CohereReranker("rerank-v3.5", api_key="...")  # doctest: +SKIP
@@ -109,12 +112,7 @@ class CohereReranker(BaseReranker):
         max_backoff: float = 30.0,
         on_error: Literal["raise", "fallback"] = "raise",
     ) -> None:
-        try:
-            import cohere
-        except ImportError as exc:
-            raise ImportError(
-                "CohereReranker needs the cohere SDK: pip install 'twostage-integrations[cohere]'"
-            ) from exc
+        cohere = require_extra("cohere", "cohere", feature="CohereReranker")
         if not isinstance(model, str) or not model.removeprefix(COHERE_PREFIX).strip():
             raise InvalidParameterError(f"model must be a Cohere rerank model name such as {DEFAULT_COHERE_MODEL!r}")
         self.model = model.removeprefix(COHERE_PREFIX)
@@ -138,6 +136,9 @@ class CohereReranker(BaseReranker):
         if on_error not in ("raise", "fallback"):
             raise InvalidParameterError(f'on_error must be "raise" or "fallback", got {on_error!r}')
         self.on_error = on_error
+        # API failures (after retries) fall back to the input order through the shared wrapper, so the hits
+        # keep the reranker contract (finite rerank_score/rerank_rank); a rejected key still raises.
+        self._fallback = FallbackReranker(_Strict(self), catch=(RerankAPIError,))
 
         key = api_key if api_key is not None else next((os.environ[e] for e in API_KEY_ENVS if os.environ.get(e)), "")
         if not isinstance(key, str) or not key.strip():
@@ -257,32 +258,30 @@ class CohereReranker(BaseReranker):
 
     # -- fallback ------------------------------------------------------------------------------------
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
-        try:
-            return super().rerank(query, hits, top_k)
-        except RerankAPIError as exc:
-            if self.on_error == "raise":
-                raise
-            return _recall_order(exc, hits, top_k)
+        if self.on_error == "fallback":
+            return self._fallback.rerank(query, hits, top_k)
+        return super().rerank(query, hits, top_k)
 
     async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
-        try:
-            return await super().arerank(query, hits, top_k)
-        except RerankAPIError as exc:
-            if self.on_error == "raise":
-                raise
-            return _recall_order(exc, hits, top_k)
+        if self.on_error == "fallback":
+            return await self._fallback.arerank(query, hits, top_k)
+        return await super().arerank(query, hits, top_k)
 
     def __repr__(self) -> str:
         return f"CohereReranker(model={self.model!r}, base_url={self.base_url!r}, on_error={self.on_error!r})"
 
 
-def _recall_order(exc: RerankAPIError, hits: Sequence[Hit], top_k: int | None) -> list[Hit]:
-    logger.warning("%s; returning %d hits in recall order, not reranked", exc, min(len(hits), top_k or len(hits)))
-    keep = list(hits)[:top_k] if top_k is not None else list(hits)
-    return [
-        dataclasses.replace(h, metadata=dict(h.metadata), rerank_score=None, rerank_rank=None, score=h.recall_score)
-        for h in keep
-    ]
+class _Strict:
+    """The reranker itself with ``on_error="raise"``: what the fallback wrapper calls first."""
+
+    def __init__(self, co: CohereReranker) -> None:
+        self.co, self.name = co, co.name
+
+    def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        return BaseReranker.rerank(self.co, query, hits, top_k)
+
+    async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        return await BaseReranker.arerank(self.co, query, hits, top_k)
 
 
 def _scores_from(response: Any, n: int) -> list[float]:

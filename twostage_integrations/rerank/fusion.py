@@ -8,6 +8,7 @@ from ..errors import InvalidParameterError
 from ..hit import Hit
 from ..validation import check_rerank_args
 from .base import Reranker, apply_scores
+from .fallback import FALLBACK_KEY, REASON_KEY
 
 METHODS = ("rrf", "minmax")
 
@@ -54,7 +55,13 @@ class FusedReranker:
             model = _minmax([by_id[h.id].score for h in hits])
             given = _minmax([h.score for h in hits])
             fused = [w * m + (1 - w) * g for m, g in zip(model, given, strict=True)]
-        return apply_scores(hits, fused, top_k)
+        out = apply_scores(hits, fused, top_k)
+        # apply_scores copies the *input* hits; keep the wrapped reranker's fallback marker on what it marked.
+        for h in out:
+            marked = by_id[h.id].metadata
+            if marked.get(FALLBACK_KEY):
+                h.metadata.update({k: marked[k] for k in (FALLBACK_KEY, REASON_KEY) if k in marked})
+        return out
 
     def _check(self, query: str, top_k: int | None) -> None:
         check_rerank_args(query, top_k)

@@ -1,0 +1,50 @@
+"""Optional dependencies ("extras"): one check, one error with the exact install line.
+
+Call :func:`require_extra` where an extra is first needed, and as early as possible (before indexing a corpus or
+loading a model), so a partial install fails in a second with the line to run instead of after minutes of work.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from .errors import MissingDependencyError
+
+PACKAGE = "twostage-integrations"
+
+# import name -> distribution name, where they differ (for the message only)
+_DISTRIBUTIONS = {"Stemmer": "PyStemmer", "ir_measures": "ir-measures"}
+
+
+def install_line(extra: str) -> str:
+    """The command that installs ``extra``.
+
+    >>> install_line("eval")
+    'pip install "twostage-integrations[eval]"'
+    """
+    return f'pip install "{PACKAGE}[{extra}]"'
+
+
+def require_extra(module: str, extra: str, *, feature: str | None = None) -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra that provides it.
+
+    ``feature`` says what needed it (default: the module name), e.g. ``"twostage eval"``.
+
+    >>> require_extra("json", "eval").__name__
+    'json'
+    >>> require_extra("no_such_module_xyz", "eval", feature="BM25 recall")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    twostage_integrations.errors.MissingDependencyError: BM25 recall needs no_such_module_xyz, ...[eval]"
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        # Only a missing *top-level* package is ours to explain; a broken install of it is a different problem.
+        if getattr(exc, "name", None) not in (module, module.split(".")[0]):
+            raise
+        what = _DISTRIBUTIONS.get(module, module)
+        raise MissingDependencyError(
+            f"{feature or what} needs {what}, which is not installed; install it with: {install_line(extra)}"
+        ) from None
