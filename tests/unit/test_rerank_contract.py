@@ -36,6 +36,7 @@ finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinit
 @st.composite
 def hit_lists(draw) -> list[Hit]:
     ids = draw(st.lists(st.text("abcdefgh0123", min_size=1, max_size=4), unique=True, max_size=25))
+    scores = draw(st.lists(finite, min_size=len(ids), max_size=len(ids)))
     return [
         Hit(
             id=doc_id,
@@ -45,7 +46,7 @@ def hit_lists(draw) -> list[Hit]:
             recall_score=s,
             recall_rank=i + 1,
         )
-        for i, (doc_id, s) in enumerate(zip(ids, draw(st.lists(finite, min_size=len(ids), max_size=len(ids)))))
+        for i, (doc_id, s) in enumerate(zip(ids, scores, strict=True))
     ]
 
 
