@@ -1,7 +1,7 @@
 """Sparse (keyword) recall with BM25 (``bm25s``) over the passages of a Chroma collection.
 
 Chroma stays the one place passages live; the BM25 index is derived from it, saved beside the Chroma data
-(``<db>/bm25/<collection>/``) and rebuilt only when the collection's ids or texts change.
+(``<db>/bm25/<collection>/<fingerprint>/``) and rebuilt only when the collection's ids or texts change.
 """
 
 from __future__ import annotations
@@ -11,22 +11,43 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..extras import require_extra
 from ..hit import Hit
 from ..validation import check_search_args
 from .base import AddResult
-from .chroma import ChromaRecall, default_db_path
+from .chroma import ChromaRecall, check_filters, default_db_path
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "twostage.json"
 _PAGE = 5000  # passages per Chroma get() while reading the corpus
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """Everything one search reads, built completely before it is published with one assignment.
+
+    ``version`` is the collection's ``(count, stamp)`` read *before* the corpus, so a write that lands while the
+    corpus is read changes the stamp again and the next check rebuilds.
+    """
+
+    retriever: Any
+    ids: tuple[str, ...]
+    texts: tuple[str, ...]
+    metas: tuple[dict[str, Any], ...]
+    version: tuple[int, str]
+    fingerprint: str
 
 
 class BM25Recall:
@@ -41,10 +62,14 @@ class BM25Recall:
     every passage, then keeps only the ids Chroma returns for ``get(where=..., where_document=...)``, so any
     filter Chroma supports works here too (at the cost of one ``get`` per filtered query).
 
-    Freshness: the index is checked against Chroma on first use and whenever the collection's count changes
-    (or after :meth:`add_texts` / :meth:`refresh`); it is rebuilt only if the fingerprint of ids and texts
-    differs from the saved one. A passage *edited* in place by another process is picked up by
-    :meth:`refresh`.
+    Freshness: searches read an immutable snapshot (index, ids, texts, metadata) that is swapped in with one
+    assignment, so a search never sees a half-built index and needs no lock. Whether the collection changed is
+    checked with its version stamp (count + a hash chain of written ids and texts, kept in the collection
+    metadata by :meth:`ChromaRecall.add_texts` / :meth:`ChromaRecall.delete` in any process): right after a
+    write through this process, else at most every ``refresh_interval`` seconds (default 1; two small Chroma
+    calls, never one per query). A changed stamp rebuilds the snapshot (loading the saved index when the
+    corpus fingerprint matches it). :meth:`refresh` re-reads the whole corpus at once, which also catches
+    writes made with the raw Chroma API (they do not move the stamp).
 
     ``index_dir``: where the index is saved; default ``<chroma path>/bm25/<collection>`` for an embedded
     Chroma, else ``<default db path>/bm25/<collection>``.
@@ -67,7 +92,16 @@ class BM25Recall:
         k1: float = 1.5,
         b: float = 0.75,
         progress: bool = False,
+        refresh_interval: float = 1.0,
     ) -> None:
+        require_extra("bm25s", "eval", feature="BM25 recall (--recall bm25/hybrid)")
+        if stemmer is not None:
+            require_extra("Stemmer", "eval", feature=f"stemmer={stemmer!r}")
+        if isinstance(refresh_interval, bool) or not isinstance(refresh_interval, (int, float)) or refresh_interval < 0:
+            from ..errors import InvalidParameterError
+
+            raise InvalidParameterError(f"refresh_interval must be seconds >= 0, got {refresh_interval!r}")
+        self.refresh_interval = float(refresh_interval)
         self.chroma = chroma
         self.name = f"bm25:{chroma.name}"
         self.stopwords = stopwords if isinstance(stopwords, str) or stopwords is None else list(stopwords)
@@ -75,12 +109,11 @@ class BM25Recall:
         self.k1, self.b = k1, b
         self.progress = progress
         self.index_dir = Path(index_dir) if index_dir is not None else _default_index_dir(chroma)
-        self._lock = threading.Lock()
-        self._retriever = None
-        self._ids: list[str] = []
-        self._texts: list[str] = []
-        self._metas: list[dict[str, Any]] = []
-        self._count = -1  # collection count when the index was last checked; -1 = check on next search
+        self._lock = threading.Lock()  # one rebuild at a time; searches never take it once a snapshot exists
+        self._snapshot: _Snapshot | None = None
+        self._checked_at = float("-inf")  # monotonic time of the last version check
+        self._writes_seen = -1  # chroma._writes at the last check: a write through this process forces a check
+        self._stale = True  # set by our own add_texts/delete: check before the next search
 
     # -- index lifecycle -------------------------------------------------------------------------------
     @property
@@ -112,7 +145,8 @@ class BM25Recall:
         metas: list[dict[str, Any]] = []
         offset = 0
         while True:
-            page = collection.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
+            with self.chroma._errors():
+                page = collection.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
             ids.extend(page["ids"])
             texts.extend(doc or "" for doc in page["documents"])
             metas.extend(dict(m or {}) for m in page["metadatas"])
@@ -128,34 +162,112 @@ class BM25Recall:
         return digest.hexdigest()
 
     def refresh(self) -> None:
-        """Re-read the collection; load the saved index if it still matches, else rebuild and save it."""
+        """Re-read the whole collection now and rebuild the snapshot if ids or texts differ from the index
+        (also catches edits made with the raw Chroma API, which do not move the version stamp)."""
+        with self._lock:
+            self._rebuild(self.chroma.version())
+
+    def _needs_check(self) -> bool:
+        return (
+            self._snapshot is None
+            or self._stale
+            or self._writes_seen != self.chroma._writes
+            or time.monotonic() - self._checked_at >= self.refresh_interval
+        )
+
+    def _current(self) -> _Snapshot:
+        """The snapshot to search, after the cheap version check if one is due."""
+        if self._needs_check():
+            with self._lock:
+                if self._needs_check():  # another thread may have just done it
+                    version = self.chroma.version()
+                    snapshot = self._snapshot
+                    if snapshot is None or version != snapshot.version:
+                        self._rebuild(version)
+                    else:
+                        self._mark_checked()
+        snapshot = self._snapshot
+        assert snapshot is not None
+        return snapshot
+
+    def _mark_checked(self) -> None:
+        self._checked_at = time.monotonic()
+        self._writes_seen = self.chroma._writes
+        self._stale = False
+
+    def _rebuild(self, version: tuple[int, str]) -> None:
+        """Build the next snapshot completely, then publish it with one assignment. Caller holds the lock."""
+        writes = self.chroma._writes
+        ids, texts, metas = self._read_corpus()
+        fingerprint = self._fingerprint(ids, texts)
+        current = self._snapshot
+        if current is not None and current.fingerprint == fingerprint:  # same ids and texts: keep the index
+            new_metas = tuple(metas_by(current.ids, ids, metas))  # metadata may still have changed
+            snapshot = _Snapshot(current.retriever, current.ids, current.texts, new_metas, version, fingerprint)
+        else:
+            snapshot = self._load_or_build(ids, texts, metas, fingerprint, version)
+        self._snapshot = snapshot
+        self._checked_at, self._writes_seen, self._stale = time.monotonic(), writes, False
+
+    def _load_or_build(self, ids, texts, metas, fingerprint: str, version: tuple[int, str]) -> _Snapshot:
         import bm25s
 
-        with self._lock:
-            ids, texts, metas = self._read_corpus()
-            fingerprint = self._fingerprint(ids, texts)
-            stamp = self.index_dir / FINGERPRINT_FILE
-            saved = json.loads(stamp.read_text()) if stamp.exists() else {}
-            if saved.get("fingerprint") == fingerprint:
-                retriever = bm25s.BM25.load(str(self.index_dir), show_progress=False)
-                # row i of the saved index is saved["ids"][i]; get() order is not guaranteed to match
-                row = {doc_id: i for i, doc_id in enumerate(ids)}
-                order = [row[doc_id] for doc_id in saved["ids"]]
-                ids, texts, metas = saved["ids"], [texts[i] for i in order], [metas[i] for i in order]
-            else:
-                log.info("building BM25 index for %r (%d passages) in %s", self.chroma.name, len(ids), self.index_dir)
-                retriever = bm25s.BM25(k1=self.k1, b=self.b)
-                if ids:
-                    retriever.index(self._tokenize(texts, return_ids=True), show_progress=self.progress)
-                    self.index_dir.mkdir(parents=True, exist_ok=True)
-                    retriever.save(str(self.index_dir), show_progress=False)
-                    stamp.write_text(json.dumps({"fingerprint": fingerprint, "ids": ids, **self._settings()}))
-            self._retriever, self._ids, self._texts, self._metas = retriever, ids, texts, metas
-            self._count = len(ids)
+        folder = self.index_dir / fingerprint[:32]
+        saved = self._load(folder, fingerprint)
+        if saved is not None:
+            retriever, saved_ids = saved
+            # row i of the saved index is saved_ids[i]; get() order is not guaranteed to match
+            row = {doc_id: i for i, doc_id in enumerate(ids)}
+            order = [row[doc_id] for doc_id in saved_ids]
+            return _Snapshot(
+                retriever,
+                tuple(saved_ids),
+                tuple(texts[i] for i in order),
+                tuple(metas[i] for i in order),
+                version,
+                fingerprint,
+            )
+        log.info("building BM25 index for %r (%d passages) in %s", self.chroma.name, len(ids), folder)
+        retriever = bm25s.BM25(k1=self.k1, b=self.b)
+        if ids:
+            retriever.index(self._tokenize(texts, return_ids=True), show_progress=self.progress)
+            self._save(retriever, ids, fingerprint, folder)
+        return _Snapshot(retriever, tuple(ids), tuple(texts), tuple(metas), version, fingerprint)
 
-    def _ensure_index(self) -> None:
-        if self._count < 0 or self.chroma.count() != self._count:
-            self.refresh()
+    def _load(self, folder: Path, fingerprint: str):
+        import bm25s
+
+        stamp = folder / FINGERPRINT_FILE
+        if not stamp.is_file():
+            return None
+        try:
+            saved = json.loads(stamp.read_text())
+            if saved.get("fingerprint") != fingerprint:
+                return None
+            return bm25s.BM25.load(str(folder), show_progress=False), list(saved["ids"])
+        except (OSError, ValueError, KeyError) as exc:  # removed or half-written by another process: rebuild
+            log.warning("could not load the saved BM25 index in %s (%s); rebuilding it", folder, exc)
+            return None
+
+    def _save(self, retriever, ids: Sequence[str], fingerprint: str, folder: Path) -> None:
+        """Write to a temporary folder, then rename it into place: another process loading this index sees all of
+        it or none of it. Folders of older fingerprints are removed."""
+        try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
+            retriever.save(str(tmp), show_progress=False)
+            (tmp / FINGERPRINT_FILE).write_text(
+                json.dumps({"fingerprint": fingerprint, "ids": list(ids), **self._settings()})
+            )
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process saved the same fingerprint first; theirs is identical
+                shutil.rmtree(tmp, ignore_errors=True)
+            for old in self.index_dir.iterdir():
+                if old.is_dir() and old.name != folder.name and not old.name.startswith(".tmp-"):
+                    shutil.rmtree(old, ignore_errors=True)
+        except OSError as exc:  # a read-only disk only costs a rebuild next time
+            log.warning("could not save the BM25 index in %s (%s); it lives in memory only", self.index_dir, exc)
 
     # -- Recall protocol -------------------------------------------------------------------------------
     def add_texts(
@@ -166,8 +278,14 @@ class BM25Recall:
     ) -> AddResult:
         """Store passages in the underlying Chroma collection; the BM25 index follows on the next search."""
         result = self.chroma.add_texts(texts, metadatas=metadatas, ids=ids)
-        self._count = -1  # even "unchanged" here may be new to the index when another recall wrote it first
+        self._stale = True  # even "unchanged" here may be new to the index when another recall wrote it first
         return result
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete passages from the Chroma collection; the next search no longer returns them."""
+        deleted = self.chroma.delete(ids)
+        self._stale = True
+        return deleted
 
     def search(
         self,
@@ -179,28 +297,30 @@ class BM25Recall:
     ) -> list[Hit]:
         """Top ``limit`` passages by BM25 score (only passages sharing a term with the query)."""
         check_search_args(query, limit)
-        self._ensure_index()
-        if not self._ids:
+        check_filters(where, where_document)
+        snap = self._current()  # everything below reads this one snapshot, whatever refreshes meanwhile
+        if not snap.ids:
             return []
         tokens = self._tokenize([query], return_ids=False)[0]
-        scores = np.asarray(self._retriever.get_scores(tokens), dtype=np.float64)
+        scores = np.asarray(snap.retriever.get_scores(tokens), dtype=np.float64)
         if where or where_document:
-            allowed = set(
-                self.chroma.collection.get(
-                    where=dict(where) if where else None,
-                    where_document=dict(where_document) if where_document else None,
-                    include=[],
-                )["ids"]
-            )
-            scores[[i for i, doc_id in enumerate(self._ids) if doc_id not in allowed]] = 0.0
+            with self.chroma._errors():
+                allowed = set(
+                    self.chroma.collection.get(
+                        where=dict(where) if where else None,
+                        where_document=dict(where_document) if where_document else None,
+                        include=[],
+                    )["ids"]
+                )
+            scores[[i for i, doc_id in enumerate(snap.ids) if doc_id not in allowed]] = 0.0
         candidates = np.flatnonzero(scores > 0)
         # Highest score first; ties by index position so results are deterministic.
         order = candidates[np.lexsort((candidates, -scores[candidates]))][:limit]
         return [
             Hit(
-                id=self._ids[i],
-                text=self._texts[i],
-                metadata=dict(self._metas[i]),
+                id=snap.ids[i],
+                text=snap.texts[i],
+                metadata=dict(snap.metas[i]),
                 score=float(scores[i]),
                 recall_score=float(scores[i]),
                 recall_rank=rank,
@@ -228,6 +348,12 @@ class BM25Recall:
 
     def __repr__(self) -> str:
         return f"BM25Recall(collection={self.chroma.name!r}, stemmer={self.stemmer_language!r})"
+
+
+def metas_by(order: Sequence[str], ids: Sequence[str], metas: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``metas`` (given for ``ids``) re-ordered to follow ``order``."""
+    row = {doc_id: i for i, doc_id in enumerate(ids)}
+    return [metas[row[doc_id]] for doc_id in order]
 
 
 def _default_index_dir(chroma: ChromaRecall) -> Path:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,12 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..embeddings import Embedder, as_embedder
-from ..errors import CollectionNotFoundError, InvalidParameterError
+from ..errors import (
+    ChromaUnavailableError,
+    CollectionNotFoundError,
+    InvalidParameterError,
+    StorageError,
+)
 from ..hit import Hit
 from ..validation import check_documents, check_positive_int, check_search_args
 from .base import AddResult
@@ -24,6 +31,14 @@ log = logging.getLogger(__name__)
 DB_ENV = "TWOSTAGE_DB"
 MODEL_KEY = "twostage:embedding_model"
 DIM_KEY = "twostage:dimension"
+# A stamp our writers change on every write (add/update/delete), so readers of derived indexes (BM25) can tell
+# the collection changed -- also an edit in place by another process -- with one metadata read.
+VERSION_KEY = "twostage:version"
+
+FILTER_HELP = (
+    'a valid filter looks like {"source": "a.md"}, {"passage": {"$gte": 2}}, {"source": {"$in": ["a.md", "b.md"]}} '
+    'or {"$and": [{"source": "a.md"}, {"passage": {"$lt": 5}}]}; $gt/$gte/$lt/$lte need numbers'
+)
 
 
 def default_db_path() -> Path:
@@ -41,10 +56,70 @@ def make_client(*, path: str | os.PathLike[str] | None = None, host: str | None 
     if host is not None or port is not None:
         if path is not None:
             raise InvalidParameterError("pass either path (embedded Chroma) or host/port (Chroma server), not both")
-        return chromadb.HttpClient(host=host or "localhost", port=int(port or 8000))
+        where = f"{host or 'localhost'}:{int(port or 8000)}"
+        with chroma_errors(where, server=True):
+            try:
+                return chromadb.HttpClient(host=host or "localhost", port=int(port or 8000))
+            except ValueError as exc:  # chromadb's own "Could not connect to a Chroma server"
+                raise _unavailable(where, exc) from None
     db = Path(path).expanduser() if path is not None else default_db_path()
-    db.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(db))
+    with chroma_errors(str(db), server=False):
+        db.mkdir(parents=True, exist_ok=True)
+        return chromadb.PersistentClient(path=str(db))
+
+
+def _unavailable(where: str, exc: BaseException) -> ChromaUnavailableError:
+    return ChromaUnavailableError(
+        f"cannot reach the Chroma server at {where} ({type(exc).__name__}: {exc}); check that it is running "
+        f"(`chroma run --path DB --port PORT`) and try again"
+    )
+
+
+@contextmanager
+def chroma_errors(where: str, *, server: bool) -> Iterator[None]:
+    """Turn Chroma's transport and storage failures into our typed errors naming ``where`` (host:port or path)."""
+    import httpx
+    from chromadb.errors import InternalError
+
+    try:
+        yield
+    except httpx.TransportError as exc:  # refused, reset, or the server died mid-request
+        raise _unavailable(where, exc) from exc
+    except ConnectionError as exc:
+        if server:
+            raise _unavailable(where, exc) from exc
+        raise
+    except InternalError as exc:
+        raise StorageError(
+            f"Chroma could not use the database at {where} ({exc}); check that the folder is writable and is a "
+            f"Chroma database (not corrupted), or point --db / TWOSTAGE_DB elsewhere"
+        ) from exc
+    except OSError as exc:
+        if isinstance(exc, StorageError):
+            raise
+        raise StorageError(
+            f"cannot use the Chroma folder {where} ({exc.strerror or exc}); pass a writable folder with --db "
+            f"or TWOSTAGE_DB"
+        ) from exc
+
+
+def check_filters(where: Mapping[str, Any] | None, where_document: Mapping[str, Any] | None) -> None:
+    """Chroma's own filter validation, up front, as :class:`InvalidParameterError` saying what a valid one is."""
+    from chromadb.api.types import validate_where, validate_where_document
+
+    for label, value, check in (
+        ("where", where, validate_where),
+        ("where_document", where_document, validate_where_document),
+    ):
+        if value is None or (isinstance(value, Mapping) and not value):
+            continue  # no filter
+        if not isinstance(value, Mapping):
+            raise InvalidParameterError(f"{label} filter must be a JSON object/dict, got {value!r}; {FILTER_HELP}")
+        try:
+            check(dict(value))
+        except (ValueError, TypeError) as exc:
+            reason = str(exc).removesuffix(" in query.").removesuffix(".")
+            raise InvalidParameterError(f"invalid {label} filter {dict(value)!r}: {reason}; {FILTER_HELP}") from None
 
 
 def _cosine_from_distance(space: str):
@@ -87,6 +162,13 @@ class ChromaRecall:
         self.embedder = as_embedder(embedding_model)
         self.batch_size = batch_size
         self.progress = progress
+        self._server = host is not None or port is not None
+        if self._server:
+            self.location = f"{host or 'localhost'}:{int(port or 8000)}"
+        else:
+            self.location = str(Path(path).expanduser() if path is not None else default_db_path())
+        self._writes = 0  # writes through this object; derived indexes compare it to skip a round trip
+        self._write_lock = threading.Lock()
         if isinstance(collection, str):
             check_collection_name(collection)
             self.name = collection
@@ -96,11 +178,19 @@ class ChromaRecall:
             self.name = collection.name
             self._collection = collection
             self.client = client
+            self.location = f"collection {collection.name!r}"
 
     # -- collection handling -------------------------------------------------------------------------
+    def _errors(self):
+        return chroma_errors(self.location, server=self._server)
+
     def _get_collection(self, *, create: bool):
         if self._collection is not None:
             return self._collection
+        with self._errors():
+            return self._open_collection(create=create)
+
+    def _open_collection(self, *, create: bool):
         if create:
             self._collection = self.client.get_or_create_collection(
                 self.name,
@@ -144,7 +234,43 @@ class ChromaRecall:
         return hnsw.get("space") or (collection.metadata or {}).get("hnsw:space") or "l2"
 
     def count(self) -> int:
-        return self.collection.count()
+        with self._errors():
+            return self.collection.count()
+
+    def version(self) -> tuple[int, str]:
+        """``(count, stamp)`` read fresh from Chroma (two small calls): what a derived index compares to see
+        whether the collection changed. The stamp changes on every write through :meth:`add_texts` /
+        :meth:`delete` (in any process); the count also catches adds and deletes by other writers."""
+        with self._errors():
+            return self.collection.count(), str(self._fresh_metadata().get(VERSION_KEY, ""))
+
+    def _fresh_metadata(self) -> dict[str, Any]:
+        # Collection.metadata is a snapshot taken when the handle was made; another process may have written since.
+        collection = self.collection
+        if self.client is not None:
+            return dict(self.client.get_collection(self.name, embedding_function=None).metadata or {})
+        model = collection._client.get_collection(  # a bare Collection handle: ask its server API directly
+            name=collection.name, tenant=collection.tenant, database=collection.database
+        )
+        return dict(model.metadata or {})
+
+    def _bump_version(self, collection, op: str, ids: Sequence[str], texts: Sequence[str] | None = None) -> None:
+        """Chain a new stamp onto the stored one: sha256(previous stamp, operation, ids and text hashes)."""
+        with self._write_lock:
+            self._bump_version_locked(collection, op, ids, texts)
+
+    def _bump_version_locked(self, collection, op: str, ids: Sequence[str], texts: Sequence[str] | None) -> None:
+        digest = hashlib.sha256()
+        meta = self._fresh_metadata()
+        digest.update(f"{meta.get(VERSION_KEY, '')}\n{op}\n".encode())
+        rows = sorted(zip(ids, texts if texts is not None else [""] * len(ids), strict=True))
+        for doc_id, text in rows:
+            digest.update(doc_id.encode() + b"\0" + hashlib.sha256(text.encode()).digest())
+        # modify() replaces the whole metadata; legacy hnsw:* keys cannot be re-sent (Chroma refuses), and the
+        # HNSW settings live in the collection configuration anyway.
+        keep = {k: v for k, v in meta.items() if not k.startswith("hnsw:")}
+        collection.modify(metadata={**keep, VERSION_KEY: digest.hexdigest()[:32]})
+        self._writes += 1
 
     # -- writing ---------------------------------------------------------------------------------------
     def add_texts(
@@ -162,12 +288,33 @@ class ChromaRecall:
             return result
         collection = self._get_collection(create=True)
         step = max(self.batch_size, 256)
-        with tqdm(total=len(texts), desc=f"adding to {self.name}", unit="passage", disable=not self.progress) as bar:
+        with (
+            self._errors(),
+            tqdm(total=len(texts), desc=f"adding to {self.name}", unit="passage", disable=not self.progress) as bar,
+        ):
             for start in range(0, len(texts), step):
                 batch = slice(start, start + step)
                 result += self._upsert_batch(collection, texts[batch], metas[batch], doc_ids[batch])
                 bar.update(len(doc_ids[batch]))
         return result
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete passages by id (ids not stored are ignored); returns how many were stored.
+
+        Through this method (or :meth:`BM25Recall.delete` / :meth:`HybridRecall.delete`) the version stamp
+        changes, so BM25 indexes over the collection drop the passages too."""
+        if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
+            raise InvalidParameterError(f"ids must be a list of strings, got {ids!r}")
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return 0
+        with self._errors():
+            collection = self.collection
+            stored = collection.get(ids=ids, include=[])["ids"]
+            if stored:
+                collection.delete(ids=stored)
+                self._bump_version(collection, "delete", stored)
+        return len(stored)
 
     def _upsert_batch(self, collection, texts, metas, ids) -> AddResult:
         stored = collection.get(ids=ids, include=["documents", "metadatas"])
@@ -188,6 +335,8 @@ class ChromaRecall:
             )
             result.updated = sum(1 for k in todo if ids[k] in existing)
             result.added = len(todo) - result.updated
+            # After the data: a reader that sees the new stamp also sees the rows it stands for.
+            self._bump_version(collection, "upsert", [ids[k] for k in todo], [texts[k] for k in todo])
         return result
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -200,25 +349,31 @@ class ChromaRecall:
         where_document: Mapping[str, Any] | None = None,
         num_candidates: int | None = None,
     ) -> list[Hit]:
-        """Top ``limit`` passages by cosine similarity. ``where``/``where_document`` are Chroma filters,
-        passed through. ``num_candidates`` sets the HNSW search depth (``ef_search``) for this call."""
+        """Top ``limit`` passages by cosine similarity. ``where``/``where_document`` are Chroma filters
+        (checked first: a malformed one raises :class:`InvalidParameterError` saying what a valid one looks like).
+
+        ``num_candidates``: HNSW search depth for this call. Chroma has no per-query ``ef_search``, but HNSW
+        explores at least as many nodes as results asked for, so this asks for ``max(limit, num_candidates)``
+        results and keeps the best ``limit``. Nothing is written: concurrent searches with different depths do
+        not interfere and the collection's configuration is never touched."""
         check_search_args(query, limit)
-        collection = self.collection
-        vector = self.embedder.embed_query(query)
-        with self._ef_search(collection, num_candidates):
+        if num_candidates is not None:
+            check_positive_int(num_candidates, "num_candidates")
+        check_filters(where, where_document)
+        with self._errors():
+            collection = self.collection
+            vector = self.embedder.embed_query(query)
             res = collection.query(
                 query_embeddings=[vector],
-                n_results=limit,
+                n_results=max(limit, num_candidates or 0),
                 where=dict(where) if where else None,
                 where_document=dict(where_document) if where_document else None,
                 include=["documents", "metadatas", "distances"],
             )
         to_cosine = _cosine_from_distance(self._space(collection))
         hits = []
-        for rank, (doc_id, text, meta, dist) in enumerate(
-            zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True),
-            start=1,
-        ):
+        rows = zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True)
+        for rank, (doc_id, text, meta, dist) in enumerate(list(rows)[:limit], start=1):
             score = float(to_cosine(dist))
             hits.append(
                 Hit(
@@ -244,21 +399,6 @@ class ChromaRecall:
         return await asyncio.to_thread(
             self.search, query, limit, where=where, where_document=where_document, num_candidates=num_candidates
         )
-
-    @contextmanager
-    def _ef_search(self, collection, num_candidates: int | None):
-        # Chroma has no per-query ef; set it on the collection for this call and put it back after.
-        if num_candidates is None:
-            yield
-            return
-        check_positive_int(num_candidates, "num_candidates")
-        previous = ((getattr(collection, "configuration", None) or {}).get("hnsw") or {}).get("ef_search")
-        collection.modify(configuration={"hnsw": {"ef_search": num_candidates}})
-        try:
-            yield
-        finally:
-            if previous is not None and previous != num_candidates:
-                collection.modify(configuration={"hnsw": {"ef_search": previous}})
 
     def __repr__(self) -> str:
         return f"ChromaRecall(collection={self.name!r}, embedding_model={self.embedder.name!r})"
