@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import itertools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,14 +39,19 @@ class SearchResult:
     candidates: list[Hit] = field(default_factory=list)
 
 
+_PIPELINE_IDS = itertools.count()
+
+
 class TwoStagePipeline:
     """Stage 1 recalls ``limit`` candidates; stage 2 reranks them and keeps ``top_k``.
 
     ``reranker=None`` skips stage 2 (recall order, cut to ``top_k``), like ``vai query --no-rerank``.
     A list of ``(reranker, keep)`` pairs runs them as a :class:`~twostage_integrations.rerank.cascade.Cascade`
     (each keeps its ``keep`` best for the next; ``top_k`` cuts the last).
-    ``search`` returns the hits; ``run`` returns hits, stage-1 candidates and per-stage timings (also
-    kept in ``last_timings`` for quick looks; use ``run`` when searching concurrently).
+    ``search`` returns the hits; ``run`` returns hits, stage-1 candidates and per-stage timings.
+    ``last_timings`` is the timings of the last search *in the current thread or asyncio task* (a
+    :mod:`contextvars` variable), so callers sharing one pipeline never read each other's numbers. A task
+    started with ``asyncio.gather``/``create_task`` has its own context: read ``run(...).timings`` there.
 
     >>> from twostage_integrations import ChromaRecall, CrossEncoderReranker, TwoStagePipeline
     >>> pipe = TwoStagePipeline(ChromaRecall("docs"), CrossEncoderReranker(), limit=20, top_k=5)  # doctest: +SKIP
@@ -67,7 +74,19 @@ class TwoStagePipeline:
 
             reranker = Cascade(reranker)
         self.reranker = reranker
-        self.last_timings = StageTimings()
+        # One variable per pipeline, so two pipelines used in one thread keep their own numbers too.
+        self._last_timings: contextvars.ContextVar[StageTimings | None] = contextvars.ContextVar(
+            f"twostage_last_timings_{next(_PIPELINE_IDS)}", default=None
+        )
+
+    @property
+    def last_timings(self) -> StageTimings:
+        """Timings of the last search made by this thread/task with this pipeline (zeros before the first)."""
+        return self._last_timings.get() or StageTimings()
+
+    @last_timings.setter
+    def last_timings(self, timings: StageTimings) -> None:
+        self._last_timings.set(timings)
 
     def add_texts(
         self,

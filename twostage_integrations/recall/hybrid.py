@@ -147,6 +147,15 @@ class HybridRecall:
         self.sparse.add_texts(texts, metadatas=metadatas, ids=ids)
         return result
 
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete from both arms (once when they share a Chroma collection); returns how many the dense arm had."""
+        deleted = self.dense.delete(ids)
+        if getattr(self.sparse, "chroma", None) is self.dense:
+            self.sparse._stale = True  # same collection, already deleted: only tell the BM25 snapshot
+        else:
+            self.sparse.delete(ids)
+        return deleted
+
     def __repr__(self) -> str:
         return f"HybridRecall(dense={self.dense!r}, sparse={self.sparse!r}, k={self.k})"
 
