@@ -48,3 +48,13 @@ def require_extra(module: str, extra: str, *, feature: str | None = None) -> Mod
         raise MissingDependencyError(
             f"{feature or what} needs {what}, which is not installed; install it with: {install_line(extra)}"
         ) from None
+
+
+def check_eval_extras(recall: object = "dense", *, plot: bool = False) -> None:
+    """What ``twostage eval`` / :func:`~twostage_integrations.evaluation.evaluate` need, checked before any
+    indexing: ir-measures always, bm25s for BM25/hybrid recall, matplotlib for plots."""
+    require_extra("ir_measures", "eval", feature="evaluation (twostage eval)")
+    if recall in ("bm25", "hybrid"):
+        require_extra("bm25s", "eval", feature=f"{recall} recall")
+    if plot:
+        require_extra("matplotlib", "eval", feature="--plot")

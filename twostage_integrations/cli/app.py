@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from ..errors import TwoStageError
@@ -53,18 +55,70 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+DEBUG_ENV = "TWOSTAGE_DEBUG"
+
+
+@app.callback()
+def main(
+    debug: Annotated[
+        bool,
+        typer.Option("--debug", help="Show the full traceback on errors (also: TWOSTAGE_DEBUG=1).", envvar=DEBUG_ENV),
+    ] = False,
+) -> None:
+    """Two-stage retrieval: recall candidates from Chroma, rerank them with a cross-encoder."""
+    if debug:
+        os.environ[DEBUG_ENV] = "1"  # read by friendly_errors, wherever the error happens
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def describe_error(exc: BaseException) -> tuple[str, int] | None:
+    """One line for an error the user can act on, and the exit code; None for anything else (a bug)."""
+    if isinstance(exc, TwoStageError):
+        return str(exc), 2
+    chroma_errors = sys.modules.get("chromadb.errors")  # only loaded if Chroma ran, so only then can it be one
+    if chroma_errors is not None and isinstance(exc, chroma_errors.ChromaError):
+        return f"Chroma: {exc}", 2
+    httpx = sys.modules.get("httpx")
+    if httpx is not None and isinstance(exc, httpx.TransportError):
+        return f"connection failed ({type(exc).__name__}: {exc}); is the server running?", 2
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}", 2
+    return None
+
+
+def _one_line(message: str) -> str:
+    return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
 def friendly_errors(func: F) -> F:
-    """Our typed errors become one line on stderr and exit code 2, never a traceback."""
+    """Errors become one ``error:`` line on stderr, never a traceback (unless ``--debug`` / ``TWOSTAGE_DEBUG=1``).
+
+    Exit codes: 2 for errors with a message saying what to do (our typed errors, Chroma, files, connections),
+    1 for anything unexpected (a bug: the line says so and how to see the traceback), 130 for Ctrl-C."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except TwoStageError as exc:
-            raise fail(str(exc)) from None
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.Abort, click.ClickException, SystemExit):
+            raise  # already an exit code / a usage message in click's format
         except KeyboardInterrupt:
-            typer.echo("interrupted; re-run the same command to finish (nothing is stored twice)", err=True)
+            if debug_enabled():
+                raise
+            typer.echo("error: interrupted; re-run the same command to finish (nothing is stored twice)", err=True)
             sys.exit(130)
+        except Exception as exc:
+            if debug_enabled():
+                raise
+            known = describe_error(exc)
+            if known is None:
+                message = _one_line(f"unexpected {type(exc).__name__}: {exc}")
+                raise fail(f"{message} (re-run with --debug for the traceback)", 1) from None
+            raise fail(_one_line(known[0]) or type(exc).__name__, known[1]) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -65,6 +65,7 @@ def eval_command(
     from rich.console import Console
 
     from ..evaluation import evaluate, evaluate_limits, load_beir, plot_limits
+    from ..extras import check_eval_extras
     from ..rerank import make_reranker
 
     if no_rerank and (rerank_model or stage or fusion_weight is not None):
@@ -75,6 +76,7 @@ def eval_command(
         limits = sorted({int(x) for x in plot_limits.split(",") if x.strip()}) if plot else []
     except ValueError:
         raise fail(f"--plot-limits must be comma-separated integers, got {plot_limits!r}") from None
+    check_eval_extras(recall, plot=plot is not None)  # a missing extra fails before any model or index work
     data = load_beir(dataset_dir, split, max_queries=max_queries)  # fail on a bad folder before loading models
     stages = None
     if not no_rerank:

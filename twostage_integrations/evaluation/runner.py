@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..embeddings import Embedder
 from ..errors import InvalidDocumentError
+from ..extras import check_eval_extras
 from ..recall.base import Recall
 from ..recall.hybrid import recall_by_kind
 from ..rerank.base import BaseReranker, Reranker
@@ -77,6 +78,7 @@ def evaluate(
     """
     limit = check_positive_int(limit, "limit")
     top_k = check_positive_int(top_k, "top_k")
+    check_eval_extras(recall)  # a missing extra fails now, not after indexing the corpus
     if isinstance(dataset, BeirDataset):
         data = dataset.head(max_queries) if max_queries is not None else dataset
     else:

@@ -21,6 +21,7 @@ from ..errors import (
     CollectionNotFoundError,
     InvalidParameterError,
     StorageError,
+    TwoStageError,
 )
 from ..hit import Hit
 from ..validation import check_documents, check_positive_int, check_search_args
@@ -83,6 +84,8 @@ def chroma_errors(where: str, *, server: bool) -> Iterator[None]:
 
     try:
         yield
+    except TwoStageError:
+        raise  # already ours (raised inside the block)
     except httpx.TransportError as exc:  # refused, reset, or the server died mid-request
         raise _unavailable(where, exc) from exc
     except ConnectionError as exc:
@@ -95,8 +98,6 @@ def chroma_errors(where: str, *, server: bool) -> Iterator[None]:
             f"Chroma database (not corrupted), or point --db / TWOSTAGE_DB elsewhere"
         ) from exc
     except OSError as exc:
-        if isinstance(exc, StorageError):
-            raise
         raise StorageError(
             f"cannot use the Chroma folder {where} ({exc.strerror or exc}); pass a writable folder with --db "
             f"or TWOSTAGE_DB"
