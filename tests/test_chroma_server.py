@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
 
 from twostage_integrations import ChromaRecall, TwoStagePipeline
+from twostage_integrations.errors import ChromaUnavailableError
 
 
 def free_port() -> int:
@@ -18,22 +20,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory):
+def start_server(path, port: int) -> subprocess.Popen:
+    """`chroma run` on 127.0.0.1:port over ``path``, once it answers a heartbeat."""
     exe = shutil.which("chroma")
     assert exe, "the `chroma` CLI ships with chromadb; is chromadb installed?"
-    port = free_port()
     proc = subprocess.Popen(
-        [
-            exe,
-            "run",
-            "--path",
-            str(tmp_path_factory.mktemp("chroma-server")),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -43,18 +35,29 @@ def chroma_server(tmp_path_factory):
     while True:
         try:
             chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
-            break
+            return proc
         except Exception:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
                 pytest.fail(f"chroma server did not start on port {port} (exit code {proc.poll()})")
             time.sleep(0.3)
-    yield "127.0.0.1", port
+
+
+def stop_server(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="module")
+def chroma_server(tmp_path_factory):
+    port = free_port()
+    proc = start_server(tmp_path_factory.mktemp("chroma-server"), port)
+    yield "127.0.0.1", port
+    stop_server(proc)
 
 
 def test_ingest_and_query_through_host_and_port(chroma_server, embedder, cross_encoder, scifact_subset):
@@ -72,3 +75,44 @@ def test_ingest_and_query_through_host_and_port(chroma_server, embedder, cross_e
     assert len(hits) == 3 and all(h.rerank_rank for h in hits)
     recalled = [h.id for h in again.search(queries[qid], 10)]
     assert any(d in recalled for d in qrels[qid])  # the relevant abstract is recalled
+
+
+def test_server_killed_mid_query_then_restarted(tmp_path, embedder, scifact_subset):
+    """A server that dies under load gives one clear error naming host:port (never a raw httpx traceback), and
+    the same pipeline object works again once the server is back."""
+    doc_ids, texts, metas, queries, _ = scifact_subset
+    path, port = tmp_path / "server-db", free_port()
+    proc = start_server(path, port)
+    try:
+        recall = ChromaRecall("restart-test", host="127.0.0.1", port=port, embedding_model=embedder, progress=False)
+        recall.add_texts(texts[:60], metadatas=metas[:60], ids=doc_ids[:60])
+        pipe = TwoStagePipeline(recall, None, limit=10, top_k=5)
+        query = next(iter(queries.values()))
+        before = [h.id for h in pipe.search(query)]
+
+        errors: list[BaseException] = []
+        searched = threading.Event()
+
+        def keep_searching():
+            while True:
+                try:
+                    pipe.search(query)
+                    searched.set()
+                except Exception as exc:  # noqa: BLE001 - the test inspects what came out
+                    errors.append(exc)
+                    return
+
+        worker = threading.Thread(target=keep_searching)
+        worker.start()
+        assert searched.wait(60)
+        proc.kill()  # SIGKILL while queries are in flight
+        proc.wait()
+        worker.join(60)
+        assert len(errors) == 1 and isinstance(errors[0], ChromaUnavailableError), errors
+        message = str(errors[0])
+        assert f"127.0.0.1:{port}" in message and "\n" not in message
+
+        proc = start_server(path, port)  # same data, same port
+        assert [h.id for h in pipe.search(query)] == before  # the same pipeline object, no reconnect call
+    finally:
+        stop_server(proc)
