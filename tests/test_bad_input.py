@@ -104,3 +104,16 @@ def test_reranker_rejects_bad_top_k(cross_encoder):
         cross_encoder.rerank("aspirin", hits, top_k=0)
     with pytest.raises(InvalidQueryError):
         cross_encoder.rerank(" ", hits)
+
+
+@pytest.mark.parametrize(
+    "where", [{"source": {"$bad": 1}}, {"passage": {"$gt": "a"}}, {"source": ["a"]}, {"$and": [{"a": 1}]}, "source"]
+)
+def test_invalid_filter_is_a_typed_error_in_every_arm(recall, where):
+    from twostage_integrations import BM25Recall, HybridRecall
+
+    for arm in (recall, BM25Recall(recall), HybridRecall.from_chroma(recall)):
+        with pytest.raises(InvalidParameterError, match="a valid filter looks like"):
+            arm.search("aspirin", 2, where=where)
+    with pytest.raises(InvalidParameterError, match="where_document"):
+        recall.search("aspirin", 2, where_document={"$bad": "x"})
