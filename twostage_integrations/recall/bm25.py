@@ -229,9 +229,12 @@ class BM25Recall:
             )
         log.info("building BM25 index for %r (%d passages) in %s", self.chroma.name, len(ids), folder)
         retriever = bm25s.BM25(k1=self.k1, b=self.b)
-        if ids:
-            retriever.index(self._tokenize(texts, return_ids=True), show_progress=self.progress)
+        tokens = self._tokenize(texts, return_ids=True) if ids else None
+        if tokens is not None and tokens.vocab:
+            retriever.index(tokens, show_progress=self.progress)
             self._save(retriever, ids, fingerprint, folder)
+        else:  # no passages, or only stopwords: nothing can match
+            retriever = None
         return _Snapshot(retriever, tuple(ids), tuple(texts), tuple(metas), version, fingerprint)
 
     def _load(self, folder: Path, fingerprint: str):
@@ -299,7 +302,7 @@ class BM25Recall:
         check_search_args(query, limit)
         check_filters(where, where_document)
         snap = self._current()  # everything below reads this one snapshot, whatever refreshes meanwhile
-        if not snap.ids:
+        if snap.retriever is None:
             return []
         tokens = self._tokenize([query], return_ids=False)[0]
         scores = np.asarray(snap.retriever.get_scores(tokens), dtype=np.float64)
