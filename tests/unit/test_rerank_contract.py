@@ -134,6 +134,9 @@ RERANKERS: dict[str, tuple[Callable[[], object], int | None]] = {
 }
 
 
+_BUILT: dict[str, object] = {}
+
+
 def check_contract(hits: list[Hit], before: list[Hit], out: list[Hit], top_k: int | None, cap=None) -> None:
     assert len(out) == min(top_k or len(hits), cap or len(hits), len(hits))
     ids = [h.id for h in out]
@@ -153,7 +156,9 @@ def check_contract(hits: list[Hit], before: list[Hit], out: list[Hit], top_k: in
 @given(hits=hit_lists(), top_k=top_ks)
 def test_every_reranker_keeps_the_contract(kind, hits, top_k):
     factory, cap = RERANKERS[kind]
-    reranker = factory()
+    if kind not in _BUILT:  # one instance per kind: rerankers are stateless between calls, and building is slow
+        _BUILT[kind] = factory()
+    reranker = _BUILT[kind]
     before = copy.deepcopy(hits)
     check_contract(hits, before, reranker.rerank("a query", hits, top_k), top_k, cap)
     check_contract(hits, before, asyncio.run(reranker.arerank("a query", hits, top_k)), top_k, cap)
