@@ -104,6 +104,19 @@ def chroma_errors(where: str, *, server: bool) -> Iterator[None]:
         ) from exc
 
 
+def _location_of(client: Any) -> tuple[str, bool]:
+    """(``host:port``, True) for a Chroma server client, (database folder, False) for an embedded one."""
+    try:
+        settings = client.get_settings()
+    except Exception:  # noqa: BLE001 - a client without settings only loses detail in error messages
+        return "Chroma", False
+    if settings.chroma_server_host and "fastapi" in str(settings.chroma_api_impl).lower():
+        return f"{settings.chroma_server_host}:{settings.chroma_server_http_port}", True
+    if settings.is_persistent:
+        return str(settings.persist_directory), False
+    return "in-memory Chroma", False
+
+
 def check_filters(where: Mapping[str, Any] | None, where_document: Mapping[str, Any] | None) -> None:
     """Chroma's own filter validation, up front, as :class:`InvalidParameterError` saying what a valid one is."""
     from chromadb.api.types import validate_where, validate_where_document
@@ -163,11 +176,6 @@ class ChromaRecall:
         self.embedder = as_embedder(embedding_model)
         self.batch_size = batch_size
         self.progress = progress
-        self._server = host is not None or port is not None
-        if self._server:
-            self.location = f"{host or 'localhost'}:{int(port or 8000)}"
-        else:
-            self.location = str(Path(path).expanduser() if path is not None else default_db_path())
         self._writes = 0  # writes through this object; derived indexes compare it to skip a round trip
         self._write_lock = threading.Lock()
         if isinstance(collection, str):
@@ -179,7 +187,9 @@ class ChromaRecall:
             self.name = collection.name
             self._collection = collection
             self.client = client
-            self.location = f"collection {collection.name!r}"
+        # Where the data lives, for error messages: host:port of a server, else the database folder.
+        api = self.client if self.client is not None else getattr(collection, "_client", None)
+        self.location, self._server = _location_of(api)
 
     # -- collection handling -------------------------------------------------------------------------
     def _errors(self):
