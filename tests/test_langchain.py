@@ -351,8 +351,8 @@ def test_compressor_top_n_none_keeps_all_and_works_without_ids(compressor, cross
 
 
 def test_compressor_fallback_keeps_input_scores_and_order(corpus, query):
-    """A Cohere reranker that cannot reach its server and may fall back: recall order, input scores kept,
-    marked as not reranked."""
+    """A Cohere reranker that cannot reach its server and may fall back: recall order, with the fallback
+    contract's scores (1 / position, see docs/reliability.md) so downstream code always gets numbers."""
     from twostage_integrations import CohereReranker
 
     with socket.socket() as s:
@@ -366,8 +366,8 @@ def test_compressor_fallback_keeps_input_scores_and_order(corpus, query):
     ]
     out = fallback.compress_documents(docs, query)
     assert ids(out) == ["0", "1"]
-    assert [d.metadata["relevance_score"] for d in out] == [0.9, 0.8]
-    assert all(d.metadata["rerank_score"] is None and d.metadata["rerank_rank"] is None for d in out)
+    assert [d.metadata["relevance_score"] for d in out] == [1.0, 0.5]
+    assert [(d.metadata["rerank_score"], d.metadata["rerank_rank"]) for d in out] == [(1.0, 1), (0.5, 2)]
     with pytest.raises(RerankAPIError):
         TwoStageCompressor(reranker=CohereReranker(**settings)).compress_documents(docs, query)
 
