@@ -75,17 +75,24 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+def check_model_path(name: str, *, kind: str, env_var: str | None = None) -> str:
+    """``name`` unchanged, or :class:`ModelNotFoundError` at once when it looks like a path that does not exist
+    (cheap: no weights are read)."""
+    if looks_like_path(name) and not Path(name).expanduser().exists():
+        env_var = env_var or (RERANK_MODEL_ENV if kind == "rerank" else EMBEDDING_MODEL_ENV)
+        raise ModelNotFoundError(
+            f"{kind} model path {str(Path(name).expanduser())!r} does not exist; pass an existing model folder or a "
+            f"hub id (or set {env_var})"
+        )
+    return name
+
+
 def load_model(name: str, loader: Callable[[str, bool], T], *, kind: str, env_var: str, hint: str = "") -> T:
     """Load ``name`` with ``loader(name, local_files_only)``; a missing path or an unreachable hub becomes
     one clear error instead of a stack trace (and instead of a minute of hub retries when offline)."""
     if looks_like_path(name):
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise ModelNotFoundError(
-                f"{kind} model path {str(path)!r} does not exist; pass an existing model folder or a hub id "
-                f"(or set {env_var})"
-            )
-        return _load(str(path), loader, False, kind, env_var, hint)
+        check_model_path(name, kind=kind, env_var=env_var)
+        return _load(str(Path(name).expanduser()), loader, False, kind, env_var, hint)
     try:
         return loader(name, True)  # a cached copy needs no network
     except (OSError, ValueError) as exc:
