@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -115,3 +116,21 @@ def _load(name: str, loader: Callable[[str, bool], T], local_only: bool, kind: s
             f"cannot load {kind} model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
             f"point {env_var} or the model argument at a local model folder{hint}"
         ) from exc
+
+
+def quiet_model_libraries() -> None:
+    """Silence the progress bars and info logs of the model libraries (``Loading weights: 100%...`` from
+    transformers, hub download bars, sentence-transformers info lines). Our own tqdm bars are unaffected.
+
+    The CLI calls this unless ``--verbose``. Environment variables the user set win (``setdefault``)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] not in ("0", "false", "False") and "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()  # imported before we could set the env var
+    if "transformers" in sys.modules:
+        transformers_logging = sys.modules["transformers"].utils.logging
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+    for name in ("sentence_transformers", "transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.WARNING)

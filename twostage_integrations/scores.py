@@ -24,6 +24,7 @@ SCORE_KINDS: dict[str, str] = {
     "fused_minmax": "min-max normalised reranker and input scores blended, 0..1 (FusedReranker method='minmax')",
     "fallback_recall": "the reranker failed and fell back: the order and score are stage 1's",
     "input": "the score the caller's documents/nodes came with (compressor or postprocessor, nothing reranked)",
+    "fake_overlap": "share of the query's words found in the passage, 0..1 (testing.FakeReranker, no model)",
     "recall": "a custom stage 1 that does not declare its score_kind",
     "rerank": "a custom reranker that does not declare its score_kind",
 }
