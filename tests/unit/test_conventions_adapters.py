@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from twostage_integrations import (
-    ChromaRecall,
     Hit,
     InvalidParameterError,
     ModelNotFoundError,
@@ -20,7 +19,7 @@ from twostage_integrations import (
 )
 from twostage_integrations.models import DEFAULT_RERANK_MODEL
 from twostage_integrations.scores import SCORE_KINDS, cross_encoder_score_kind, hit_score_kind
-from twostage_integrations.testing import FakeEmbedder, FakeReranker
+from twostage_integrations.testing import FakeReranker
 
 DOCS = {
     "a": "Aspirin lowers the risk of a second stroke.",
