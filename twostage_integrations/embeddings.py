@@ -57,7 +57,7 @@ class BaseEmbedder(ABC):
         (384,)
         """
         unique = list(dict.fromkeys(queries))
-        vectors = self.embed_queries(unique, progress=progress) if unique else []
+        vectors = self.embed_queries(unique, progress=progress) if unique else np.zeros((0, 0), dtype=np.float32)
         previous = self._query_cache
         self._query_cache = {**previous, **dict(zip(unique, vectors, strict=True))}
         try:
