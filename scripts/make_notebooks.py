@@ -154,7 +154,8 @@ NOTEBOOKS["02_langchain.ipynb"] = [
 
         `from_chroma` reuses the store's collection (nothing is re-embedded): stage 1 recalls `limit=20`
         candidates, the cross-encoder reranks them, the best `top_k=4` come back as `Document`s whose metadata
-        carries every stage's score and rank.
+        carries every stage's score and rank. `score_kind` says which stage and scale `relevance_score` comes
+        from (`ce_sigmoid`: the cross-encoder's probability; see `docs/scores.md` for all kinds).
     """),
     code("""
         reranker = CrossEncoderReranker()  # one model, shared by everything below
@@ -165,7 +166,7 @@ NOTEBOOKS["02_langchain.ipynb"] = [
 
 
         def table(docs):
-            keys = ["relevance_score", "recall_score", "recall_rank", "rerank_rank"]
+            keys = ["relevance_score", "score_kind", "recall_score", "recall_rank", "rerank_rank"]
             records = [{"id": d.id, **{k: d.metadata.get(k) for k in keys}} for d in docs]
             return pd.DataFrame(records).dropna(axis=1, how="all").round(3)  # the compressor has no recall_*
 

@@ -63,8 +63,10 @@ def test_query_table_shows_ranks_and_timings(ingested):
 
 def test_query_json_reranked(ingested):
     e, _, _ = ingested
-    out = twostage(e, "query", "does aspirin prevent stroke?", "-c", "clitest", "--top-k", "4", "--json").stdout
-    payload = json.loads(out)
+    proc = twostage(e, "query", "does aspirin prevent stroke?", "-c", "clitest", "--top-k", "4", "--json")
+    assert "Loading weights" not in proc.stderr  # library progress bars are hidden unless --verbose
+    payload = json.loads(proc.stdout)
+    assert payload["score_kind"] == "ce_sigmoid"
     hits = payload["hits"]
     assert len(hits) == 4 and payload["limit"] == 20
     assert [h["rerank_rank"] for h in hits] == [1, 2, 3, 4]
@@ -85,6 +87,13 @@ def test_query_no_rerank_and_filter(ingested):
     out = twostage(e, "query", "bone density", "-c", "clitest", "--json", "--filter", json.dumps({"source": source}))
     hits = json.loads(out.stdout)["hits"]
     assert [h["metadata"]["source"] for h in hits] == [source]
+    # the bare file name, as people type it, is stored too; the path as typed is not a file name
+    by_name = twostage(
+        e, "query", "bone density", "-c", "clitest", "--no-rerank", "--json", "--filter", '{"filename": "bones.txt"}'
+    )
+    assert [h["metadata"]["source"] for h in json.loads(by_name.stdout)["hits"]] == [source]
+    missed = twostage(e, "query", "bone density", "-c", "clitest", "--no-rerank", "--filter", '{"source": "bones.txt"}')
+    assert "no passage matches --filter" in missed.stderr and '"filename"' in missed.stderr
 
 
 @pytest.mark.parametrize(

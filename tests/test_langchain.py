@@ -106,7 +106,7 @@ def test_documents_carry_ids_text_metadata_and_every_score(retriever, corpus, em
         meta = doc.metadata
         assert meta["title"] == corpus["metas"][corpus["ids"].index(doc.id)]["title"]
         assert meta["rerank_rank"] == rank
-        assert meta["relevance_score"] == meta["rerank_score"]
+        assert meta["relevance_score"] == meta["rerank_score"] and meta["score_kind"] == "ce_sigmoid"
         assert 1 <= meta["recall_rank"] <= 20
         # The store is l2 space; recall_score must still be the cosine similarity.
         cosine = float(qv @ embedder.embed([doc.page_content])[0])
@@ -334,9 +334,10 @@ def test_compressor_copies_documents_and_keeps_ids(store, compressor, query):
         src = originals[doc.id]
         assert doc is not src and doc.metadata is not src.metadata
         assert doc.page_content == src.page_content
-        added = {"relevance_score", "rerank_score", "rerank_rank"}
+        added = {"relevance_score", "score_kind", "rerank_score", "rerank_rank"}
         assert {k: v for k, v in doc.metadata.items() if k not in added} == src.metadata
         assert doc.metadata["relevance_score"] == doc.metadata["rerank_score"]
+        assert doc.metadata["score_kind"] == "ce_sigmoid"  # the SciFact model has a sigmoid head
     assert [d.metadata["rerank_rank"] for d in out] == list(range(1, len(out) + 1))
 
 
@@ -368,6 +369,7 @@ def test_compressor_fallback_keeps_input_scores_and_order(corpus, query):
     assert ids(out) == ["0", "1"]
     assert [d.metadata["relevance_score"] for d in out] == [1.0, 0.5]
     assert [(d.metadata["rerank_score"], d.metadata["rerank_rank"]) for d in out] == [(1.0, 1), (0.5, 2)]
+    assert all(d.metadata["score_kind"] == "fallback_recall" for d in out)
     with pytest.raises(RerankAPIError):
         TwoStageCompressor(reranker=CohereReranker(**settings)).compress_documents(docs, query)
 

@@ -331,6 +331,7 @@ def test_retriever_reads_a_collection_llamaindex_wrote(li_store, embedder, cross
         assert {k: n.node.metadata[k] for k in original.metadata} == original.metadata  # the node was restored
         assert "_node_content" not in n.node.metadata
         assert n.node.metadata["rerank_rank"] == rank
+        assert n.node.metadata["score_kind"] == "ce_sigmoid"  # n.score is the sigmoid cross-encoder's
         # l2 distances from the LlamaIndex-made collection come back as cosine similarity
         assert n.node.metadata["recall_score"] == pytest.approx(float(np.dot(q, vectors[n.node.node_id])), abs=1e-4)
 

@@ -1,9 +1,11 @@
-"""Sentence-transformers embeddings for stage 1."""
+"""Embeddings for stage 1: the :class:`BaseEmbedder` contract and the sentence-transformers :class:`Embedder`."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cached_property
 
 import numpy as np
@@ -12,10 +14,63 @@ from tqdm.auto import tqdm
 from .models import EMBEDDING_MODEL_ENV, load_model, resolve_embedding_model
 
 
-class Embedder:
-    """Unit-length sentence embeddings (so a dot product is the cosine similarity).
+class BaseEmbedder(ABC):
+    """What stage 1 needs from an embedding model: ``embed`` documents, ``embed_query`` one query.
+
+    ``name`` is recorded in the collection, so a query with another model is reported. Subclasses implement
+    :meth:`embed` and :attr:`dimension`; models that embed queries differently from documents (instruction
+    prefixes...) override :meth:`embed_queries` too.
+
+    :meth:`cached_queries` embeds many queries in one batched pass up front and serves them to
+    ``embed_query`` inside a ``with`` block (what evaluation does; recall code needs no change).
+    """
+
+    def __init__(self, name: str, *, batch_size: int = 64) -> None:
+        self.name = name
+        self.batch_size = batch_size
+        self._query_cache: dict[str, np.ndarray] = {}
+
+    @property
+    @abstractmethod
+    def dimension(self) -> int:
+        """Length of one vector."""
+
+    @abstractmethod
+    def embed(self, texts: Sequence[str], *, progress: bool = False, desc: str = "embedding") -> np.ndarray:
+        """One row per text (documents), float32."""
+
+    def embed_queries(self, queries: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """One row per query. Default: the same as :meth:`embed` (symmetric models)."""
+        return self.embed(queries, progress=progress, desc="embedding queries")
+
+    def embed_query(self, query: str) -> np.ndarray:
+        cached = self._query_cache.get(query)
+        return cached if cached is not None else self.embed_queries([query])[0]
+
+    @contextmanager
+    def cached_queries(self, queries: Sequence[str], *, progress: bool = False) -> Iterator[None]:
+        """Embed ``queries`` now, batched, and let ``embed_query`` serve them from memory inside the block.
+
+        >>> emb = Embedder()
+        >>> with emb.cached_queries(["aspirin", "stroke"]):
+        ...     emb.embed_query("aspirin").shape
+        (384,)
+        """
+        unique = list(dict.fromkeys(queries))
+        vectors = self.embed_queries(unique, progress=progress) if unique else np.zeros((0, 0), dtype=np.float32)
+        previous = self._query_cache
+        self._query_cache = {**previous, **dict(zip(unique, vectors, strict=True))}
+        try:
+            yield
+        finally:
+            self._query_cache = previous
+
+
+class Embedder(BaseEmbedder):
+    """Unit-length sentence-transformers embeddings (so a dot product is the cosine similarity).
 
     ``model``: hub id or local folder; default all-MiniLM-L6-v2 (see :func:`resolve_embedding_model`).
+    The model loads on first use.
 
     >>> emb = Embedder()
     >>> emb.embed(["aspirin and stroke"]).shape
@@ -29,8 +84,8 @@ class Embedder:
         batch_size: int = 64,
         device: str | None = None,
     ) -> None:
-        self.load_from, self.name = resolve_embedding_model(model)
-        self.batch_size = batch_size
+        self.load_from, name = resolve_embedding_model(model)
+        super().__init__(name, batch_size=batch_size)
         self.device = device
 
     @cached_property
@@ -71,10 +126,7 @@ class Embedder:
                 bar.update(len(batch))
         return np.vstack(chunks).astype(np.float32, copy=False)
 
-    def embed_query(self, query: str) -> np.ndarray:
-        return self.embed([query])[0]
 
-
-def as_embedder(model: str | os.PathLike[str] | Embedder | None = None) -> Embedder:
-    """``model`` itself when it is already an :class:`Embedder` (shares the loaded model), else a new one."""
-    return model if isinstance(model, Embedder) else Embedder(model)
+def as_embedder(model: str | os.PathLike[str] | BaseEmbedder | None = None) -> BaseEmbedder:
+    """``model`` itself when it is already an embedder (shares the loaded model), else a new :class:`Embedder`."""
+    return model if isinstance(model, BaseEmbedder) else Embedder(model)

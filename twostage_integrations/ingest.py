@@ -4,10 +4,13 @@
   most ``max_chars`` characters (default 1,000). Each passage after the first starts with the last
   ``overlap_chars`` (default 150, cut at a word boundary) of the one before, so a sentence that straddles
   a boundary is still found. A paragraph longer than ``max_chars`` is cut at word boundaries.
-  Metadata: ``source`` (the path as given) and ``passage`` (0-based index within the file).
+  Metadata: ``source`` (the path as given, e.g. ``notes/aspirin.md``), ``filename`` (``aspirin.md``, what
+  people filter on: ``--filter '{"filename": "aspirin.md"}'``) and ``passage`` (0-based index within the file).
 - ``.jsonl``: one passage per line, from the ``text`` field. ``id`` or ``_id`` becomes the passage id;
   every other field becomes metadata (lists/dicts Chroma cannot store are kept as JSON strings, nulls are
-  dropped). ``source`` and ``line`` are added.
+  dropped). ``source``, ``filename`` and ``line`` are added.
+- Files that are not UTF-8 text (NUL bytes, or bytes that do not decode: a binary renamed ``.txt``, a
+  Latin-1 file) are skipped with a warning, never stored as garbage; :func:`read_documents` lists them.
 
 Passage ids are the caller's (``id``/``_id``) or a hash of the passage text, so ingesting the same files
 again, or re-running an interrupted ingest, stores every passage exactly once.
@@ -16,6 +19,7 @@ again, or re-running an interrupted ingest, stores every passage exactly once.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,12 +32,30 @@ from .validation import content_id, is_storable
 TEXT_SUFFIXES = {".txt", ".md", ".markdown"}
 JSONL_SUFFIXES = {".jsonl"}
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class Passage:
     text: str
     id: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SkippedFile:
+    """A file left out of the ingest, and why (in words a user can act on)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class ReadResult:
+    """What :func:`read_documents` found: the passages, and the files it skipped."""
+
+    passages: list[Passage] = field(default_factory=list)
+    skipped: list[SkippedFile] = field(default_factory=list)
 
 
 def split_passages(text: str, *, max_chars: int = 1000, overlap_chars: int = 150) -> list[str]:
@@ -79,20 +101,47 @@ def _tail(text: str, n: int) -> str:
     return tail[cut + 1 :].strip() if cut >= 0 and len(text) > n else tail.strip()
 
 
-def read_passages(paths: Iterable[str | Path], *, max_chars: int = 1000, overlap_chars: int = 150) -> list[Passage]:
-    """All passages of ``paths`` (files, or folders searched recursively for supported files).
+def read_documents(paths: Iterable[str | Path], *, max_chars: int = 1000, overlap_chars: int = 150) -> ReadResult:
+    """All passages of ``paths`` (files, or folders searched recursively for supported files), and the files
+    skipped because they are not UTF-8 text.
 
-    Raises :class:`InvalidDocumentError` naming the file (and line) on anything unreadable, before
+    Raises :class:`InvalidDocumentError` naming the file (and line) on anything else unreadable, before
     anything is stored."""
-    passages: list[Passage] = []
+    result = ReadResult()
     for file in _expand(paths):
+        text, reason = _read_text(file)
+        if text is None:
+            result.skipped.append(SkippedFile(file, reason))
+            continue
+        meta = {"source": str(file), "filename": file.name}
         if file.suffix.lower() in JSONL_SUFFIXES:
-            passages.extend(_read_jsonl(file))
+            result.passages.extend(_read_jsonl(file, text, meta))
         else:
-            text = file.read_text(encoding="utf-8", errors="replace")
             for i, chunk in enumerate(split_passages(text, max_chars=max_chars, overlap_chars=overlap_chars)):
-                passages.append(Passage(text=chunk, id=content_id(chunk), metadata={"source": str(file), "passage": i}))
-    return passages
+                result.passages.append(Passage(text=chunk, id=content_id(chunk), metadata={**meta, "passage": i}))
+    return result
+
+
+def read_passages(paths: Iterable[str | Path], *, max_chars: int = 1000, overlap_chars: int = 150) -> list[Passage]:
+    """The passages of :func:`read_documents`; skipped (non-text) files are logged as warnings."""
+    result = read_documents(paths, max_chars=max_chars, overlap_chars=overlap_chars)
+    for skipped in result.skipped:
+        log.warning("skipped %s: %s", skipped.path, skipped.reason)
+    return result.passages
+
+
+def _read_text(file: Path) -> tuple[str | None, str]:
+    """(text, "") for a UTF-8 text file; (None, reason) for anything binary or in another encoding."""
+    data = file.read_bytes()
+    if b"\0" in data:  # text files never hold NUL bytes; binaries nearly always do
+        return None, "binary file (NUL bytes), not text"
+    try:
+        return data.decode("utf-8-sig"), ""
+    except UnicodeDecodeError as exc:
+        return None, (
+            f"not UTF-8 text (undecodable byte at offset {exc.start}); if it is text, convert it first, "
+            f"e.g. iconv -f latin1 -t utf-8"
+        )
 
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -113,22 +162,23 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def _read_jsonl(file: Path) -> Iterator[Passage]:
-    with open(file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+def _read_jsonl(file: Path, text: str, base: dict[str, Any]) -> Iterator[Passage]:
+    for lineno, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 may sit in a JSON string
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InvalidDocumentError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
+            raise InvalidDocumentError(f"{file}:{lineno}: each line needs a non-empty string field 'text'")
+        passage_text = record.pop("text")
+        doc_id = record.pop("id", None) or record.pop("_id", None)
+        meta: dict[str, Any] = {**base, "line": lineno}
+        for key, value in record.items():
+            if value is None:
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidDocumentError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
-                raise InvalidDocumentError(f"{file}:{lineno}: each line needs a non-empty string field 'text'")
-            text = record.pop("text")
-            doc_id = record.pop("id", None) or record.pop("_id", None)
-            meta: dict[str, Any] = {"source": str(file), "line": lineno}
-            for key, value in record.items():
-                if value is None:
-                    continue
-                meta[key] = value if is_storable(value) else json.dumps(value, ensure_ascii=False)
-            yield Passage(text=text, id=str(doc_id) if doc_id is not None else content_id(text), metadata=meta)
+            meta[key] = value if is_storable(value) else json.dumps(value, ensure_ascii=False)
+        yield Passage(
+            text=passage_text, id=str(doc_id) if doc_id is not None else content_id(passage_text), metadata=meta
+        )

@@ -25,28 +25,32 @@ from langchain_core.callbacks import (
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, PrivateAttr
 
-from .embeddings import Embedder, as_embedder
+from .embeddings import BaseEmbedder, Embedder, as_embedder
+from .errors import InvalidParameterError
 from .hit import Hit
 from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
 from .rerank.base import Reranker
-from .rerank.factory import make_reranker
-from .validation import check_limit_top_k
+from .rerank.lazy import LazyReranker
+from .scores import hit_score_kind, score_kind_of
+from .validation import check_limit_top_k, check_positive_int
 
 __all__ = ["TwoStageCompressor", "TwoStageEmbeddings", "TwoStageRetriever", "hit_to_document"]
 
 
-def hit_to_document(hit: Hit) -> Document:
+def hit_to_document(hit: Hit, score_kind: str | None = None) -> Document:
     """A LangChain ``Document`` for a hit: id, text, the stored metadata plus every stage's score.
 
-    ``relevance_score`` is the final score (LangChain's key for it); ``rerank_score``/``rerank_rank``
+    ``relevance_score`` is the final score (LangChain's key for it) and ``score_kind`` names the stage and
+    scale that produced it (see docs/scores.md; omitted when ``None``); ``rerank_score``/``rerank_rank``
     are ``None`` when the pipeline has no reranker.
     """
     metadata = {
         **hit.metadata,
         "relevance_score": hit.score,
+        **({"score_kind": score_kind} if score_kind is not None else {}),
         "recall_score": hit.recall_score,
         "recall_rank": hit.recall_rank,
         "rerank_score": hit.rerank_score,
@@ -56,8 +60,14 @@ def hit_to_document(hit: Hit) -> Document:
 
 
 def _reranker(reranker: Reranker | str | os.PathLike[str] | None) -> Reranker:
-    # A model name or folder (or None for the default cross-encoder) picks a reranker like --rerank-model.
-    return make_reranker(reranker) if reranker is None or isinstance(reranker, (str, os.PathLike)) else reranker
+    # A model name or folder (or None for the default cross-encoder) picks a reranker like --rerank-model,
+    # loaded on the first query so building a retriever stays cheap.
+    return LazyReranker(reranker) if reranker is None or isinstance(reranker, (str, os.PathLike)) else reranker
+
+
+def _pipeline_kinds(pipeline: TwoStagePipeline) -> tuple[str, str | None]:
+    recall_kind = score_kind_of(pipeline.recall, "recall")
+    return recall_kind, None if pipeline.reranker is None else score_kind_of(pipeline.reranker, "rerank")
 
 
 class TwoStageEmbeddings(Embeddings):
@@ -70,7 +80,7 @@ class TwoStageEmbeddings(Embeddings):
     >>> store = Chroma("docs", embedding_function=TwoStageEmbeddings(), persist_directory="db")  # doctest: +SKIP
     """
 
-    def __init__(self, model: str | os.PathLike[str] | Embedder | None = None) -> None:
+    def __init__(self, model: str | os.PathLike[str] | BaseEmbedder | None = None) -> None:
         self.embedder = as_embedder(model)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -80,16 +90,15 @@ class TwoStageEmbeddings(Embeddings):
         return self.embedder.embed_query(text).tolist()
 
 
-class _LangChainEmbedder(Embedder):
-    """Any LangChain ``Embeddings`` seen as an ``Embedder``, so stage 1 embeds queries exactly as the store
-    it reads from does. Vectors are passed through unchanged (normalising them would change l2 rankings)."""
+class _LangChainEmbedder(BaseEmbedder):
+    """Any LangChain ``Embeddings`` seen as a :class:`BaseEmbedder`, so stage 1 embeds queries exactly as the
+    store it reads from does. Vectors are passed through unchanged (normalising them would change l2 rankings)."""
 
-    def __init__(self, embeddings: Embeddings) -> None:  # no super().__init__: there is no model to resolve
-        self.embeddings = embeddings
+    def __init__(self, embeddings: Embeddings, *, batch_size: int = 64) -> None:
         model = getattr(embeddings, "model", None) or getattr(embeddings, "model_name", None)
-        self.name = f"langchain:{type(embeddings).__name__}" + (f":{model}" if isinstance(model, str) else "")
-        self.load_from = self.name
-        self.batch_size = 64
+        name = f"langchain:{type(embeddings).__name__}" + (f":{model}" if isinstance(model, str) else "")
+        super().__init__(name, batch_size=batch_size)
+        self.embeddings = embeddings
 
     @property
     def dimension(self) -> int:
@@ -98,8 +107,9 @@ class _LangChainEmbedder(Embedder):
     def embed(self, texts: Sequence[str], *, progress: bool = False, desc: str = "embedding") -> np.ndarray:
         return np.asarray(self.embeddings.embed_documents(list(texts)), dtype=np.float32)
 
-    def embed_query(self, query: str) -> np.ndarray:
-        return np.asarray(self.embeddings.embed_query(query), dtype=np.float32)
+    def embed_queries(self, queries: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        # LangChain embeds queries one by one (some models prefix queries differently from documents).
+        return np.asarray([self.embeddings.embed_query(q) for q in queries], dtype=np.float32)
 
 
 class TwoStageRetriever(BaseRetriever):
@@ -108,10 +118,14 @@ class TwoStageRetriever(BaseRetriever):
     ``limit`` candidates are recalled, ``top_k`` documents returned (default: the pipeline's). ``where`` and
     ``where_document`` are Chroma filters. All four can be set per call,
     ``retriever.invoke(query, top_k=3, where={"source": "faq"})``, or made configurable with
-    ``configurable_fields``. Extra ``invoke`` keywords go to stage 1 (e.g. ``num_candidates``).
+    ``configurable_fields``. ``k`` is accepted as LangChain's name for ``top_k`` (``invoke(query, k=3)``,
+    as with ``search_kwargs={"k": 3}``); passing both with different values raises
+    :class:`~twostage_integrations.InvalidParameterError`. Other ``invoke`` keywords go to stage 1
+    (e.g. ``num_candidates``).
 
     Each ``Document`` has ``id`` = the passage id and metadata = the stored metadata plus
-    ``relevance_score`` (final score), ``recall_score``, ``recall_rank``, ``rerank_score``, ``rerank_rank``.
+    ``relevance_score`` (final score), ``score_kind`` (which stage/scale produced it, see docs/scores.md),
+    ``recall_score``, ``recall_rank``, ``rerank_score``, ``rerank_rank``.
     ``ainvoke``/``abatch`` run the models off the event loop. Bad input raises the core's typed errors
     (:class:`~twostage_integrations.InvalidQueryError`, :class:`~twostage_integrations.InvalidParameterError`).
 
@@ -148,7 +162,7 @@ class TwoStageRetriever(BaseRetriever):
         port: int | None = None,
         client: Any = None,
         reranker: Reranker | str | os.PathLike[str] | None = None,
-        embedding_model: str | os.PathLike[str] | Embedder | None = None,
+        embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
         limit: int = 20,
         top_k: int = 5,
         **kwargs: Any,
@@ -156,7 +170,7 @@ class TwoStageRetriever(BaseRetriever):
         """A retriever over a Chroma collection written by ``twostage ingest`` / ``add_texts``.
 
         Location arguments are :class:`~twostage_integrations.ChromaRecall`'s. ``reranker``: a reranker,
-        or a cross-encoder name/folder (``None``: the default cross-encoder). Other keywords
+        or a model name/folder loaded on the first query (``None``: the default, as ``--rerank-model``). Other keywords
         (``where``, ``tags``...) are retriever fields.
         """
         recall = ChromaRecall(name, path=path, host=host, port=port, client=client, embedding_model=embedding_model)
@@ -169,7 +183,8 @@ class TwoStageRetriever(BaseRetriever):
         vectorstore: Any,
         *,
         reranker: Reranker | str | os.PathLike[str] | None = None,
-        embedding_model: str | os.PathLike[str] | Embedder | None = None,
+        embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
+        client: Any = None,
         limit: int = 20,
         top_k: int = 5,
         **kwargs: Any,
@@ -182,16 +197,20 @@ class TwoStageRetriever(BaseRetriever):
         the model that wrote the store). A store without an embedding function falls back to
         all-MiniLM-L6-v2, Chroma's default model. ``recall_score`` is the cosine similarity when the store
         holds unit-length vectors (any Chroma space: l2, ip or cosine); otherwise only its order is meaningful.
+        ``client``: the store's Chroma client, if you have it; only :class:`BM25Recall` uses it (to keep its
+        index beside an embedded database), so it can be left out.
         """
+        embeddings = vectorstore.embeddings  # public property of langchain_chroma.Chroma
+        embedder: BaseEmbedder
         if embedding_model is not None:
             embedder = as_embedder(embedding_model)
-        elif isinstance(vectorstore.embeddings, TwoStageEmbeddings):
-            embedder = vectorstore.embeddings.embedder
-        elif vectorstore.embeddings is not None:
-            embedder = _LangChainEmbedder(vectorstore.embeddings)
+        elif isinstance(embeddings, TwoStageEmbeddings):
+            embedder = embeddings.embedder
+        elif embeddings is not None:
+            embedder = _LangChainEmbedder(embeddings)
         else:
             embedder = Embedder()
-        recall = ChromaRecall(vectorstore._collection, client=vectorstore._client, embedding_model=embedder)
+        recall = ChromaRecall(_store_collection(vectorstore), client=client, embedding_model=embedder)
         pipeline = TwoStagePipeline(recall, _reranker(reranker), limit=limit, top_k=top_k)
         return cls(pipeline=pipeline, **kwargs)
 
@@ -199,10 +218,18 @@ class TwoStageRetriever(BaseRetriever):
         self,
         limit: int | None,
         top_k: int | None,
+        k: int | None,
         where: Mapping[str, Any] | None,
         where_document: Mapping[str, Any] | None,
         recall_kwargs: dict[str, Any],
     ) -> dict[str, Any]:
+        if k is not None:  # LangChain's name for the number of documents
+            check_positive_int(k, "k")
+            if top_k is not None and top_k != k:
+                raise InvalidParameterError(
+                    f"got k={k} and top_k={top_k}; they are the same setting (documents returned), pass one"
+                )
+            top_k = k
         return {
             "limit": self.limit if limit is None else limit,
             "top_k": self.top_k if top_k is None else top_k,
@@ -211,6 +238,10 @@ class TwoStageRetriever(BaseRetriever):
             **recall_kwargs,
         }
 
+    def _documents(self, hits: Sequence[Hit]) -> list[Document]:
+        recall_kind, rerank_kind = _pipeline_kinds(self.pipeline)
+        return [hit_to_document(h, hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind)) for h in hits]
+
     def _get_relevant_documents(
         self,
         query: str,
@@ -218,12 +249,13 @@ class TwoStageRetriever(BaseRetriever):
         run_manager: CallbackManagerForRetrieverRun,
         limit: int | None = None,
         top_k: int | None = None,
+        k: int | None = None,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
         **recall_kwargs: Any,
     ) -> list[Document]:
-        result = self.pipeline.run(query, **self._search_kwargs(limit, top_k, where, where_document, recall_kwargs))
-        return [hit_to_document(hit) for hit in result.hits]
+        kwargs = self._search_kwargs(limit, top_k, k, where, where_document, recall_kwargs)
+        return self._documents(self.pipeline.run(query, **kwargs).hits)
 
     async def _aget_relevant_documents(
         self,
@@ -232,13 +264,29 @@ class TwoStageRetriever(BaseRetriever):
         run_manager: AsyncCallbackManagerForRetrieverRun,
         limit: int | None = None,
         top_k: int | None = None,
+        k: int | None = None,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
         **recall_kwargs: Any,
     ) -> list[Document]:
-        kwargs = self._search_kwargs(limit, top_k, where, where_document, recall_kwargs)
-        result = await self.pipeline.arun(query, **kwargs)
-        return [hit_to_document(hit) for hit in result.hits]
+        kwargs = self._search_kwargs(limit, top_k, k, where, where_document, recall_kwargs)
+        return self._documents((await self.pipeline.arun(query, **kwargs)).hits)
+
+
+def _store_collection(vectorstore: Any) -> Any:
+    """The chromadb ``Collection`` behind a ``langchain_chroma.Chroma`` store.
+
+    langchain-chroma (<= 1.1) has no public accessor: ``_collection`` is the documented property its own
+    methods and LangChain's docs use, so it is read here, in one place, and a store without it gets a typed
+    error instead of an AttributeError.
+    """
+    try:
+        return vectorstore._collection
+    except (AttributeError, ValueError) as exc:  # ValueError: the store's collection was deleted
+        raise InvalidParameterError(
+            f"from_chroma needs a langchain_chroma.Chroma store with a collection, got {type(vectorstore).__name__} "
+            f"({exc}); for another store use TwoStageCompressor with store.as_retriever()"
+        ) from exc
 
 
 def _documents_to_hits(documents: Sequence[Document]) -> list[Hit]:
@@ -260,12 +308,17 @@ def _documents_to_hits(documents: Sequence[Document]) -> list[Hit]:
     return hits
 
 
-def _reranked_documents(documents: Sequence[Document], hits: Sequence[Hit]) -> list[Document]:
+def _reranked_documents(documents: Sequence[Document], hits: Sequence[Hit], rerank_kind: str) -> list[Document]:
     # Copies: the caller's documents (and their metadata dicts) are never touched; Document.id is kept.
     out = []
     for hit in hits:
         doc = documents[hit.recall_rank - 1]
-        scores = {"relevance_score": hit.score, "rerank_score": hit.rerank_score, "rerank_rank": hit.rerank_rank}
+        scores = {
+            "relevance_score": hit.score,
+            "score_kind": hit_score_kind(hit, recall_kind="input", rerank_kind=rerank_kind),
+            "rerank_score": hit.rerank_score,
+            "rerank_rank": hit.rerank_rank,
+        }
         out.append(doc.model_copy(update={"metadata": {**doc.metadata, **scores}}))
     return out
 
@@ -274,12 +327,19 @@ class TwoStageCompressor(BaseDocumentCompressor):
     """Stage 2 alone, for an existing retriever: reranks its documents with any core reranker.
 
     Returns new ``Document`` copies, best first, at most ``top_n`` (all when ``None``), with the original
-    ``id`` and metadata plus ``relevance_score`` (the final score), ``rerank_score`` and ``rerank_rank``.
-    Input documents are not changed. An input ``relevance_score`` is taken as the stage-1 score: a reranker
-    that falls back to recall order (Cohere with ``on_error="fallback"``) keeps it and sets ``rerank_*`` to ``None``.
+    ``id`` and metadata plus ``relevance_score`` (the final score), ``score_kind`` (its scale, see
+    docs/scores.md), ``rerank_score`` and ``rerank_rank``. Input documents are not changed. An input
+    ``relevance_score`` is taken as the stage-1 score: a reranker that falls back to recall order (Cohere with
+    ``on_error="fallback"``) keeps it and ``score_kind`` says ``fallback_recall``.
+
+    ``reranker``: a core :class:`~twostage_integrations.Reranker`, or a model name (a cross-encoder folder or
+    hub id, ``"rerank-v3.5"`` for Cohere) that is loaded on the first ``compress_documents`` call, so the
+    compressor is cheap to build, copy and serialise (``model_dump()`` gives ``{"model": ..., "top_n": ...}``
+    and ``TwoStageCompressor(**that)`` rebuilds it). ``model`` is the same as a name. Default:
+    ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO MiniLM-L6 cross-encoder.
 
     >>> from langchain_classic.retrievers import ContextualCompressionRetriever
-    >>> compressor = TwoStageCompressor(reranker="rerank-v3.5", top_n=5)  # doctest: +SKIP
+    >>> compressor = TwoStageCompressor(model="rerank-v3.5", top_n=5)  # doctest: +SKIP
     >>> retriever = ContextualCompressionRetriever(  # doctest: +SKIP
     ...     base_compressor=compressor, base_retriever=store.as_retriever(search_kwargs={"k": 20})
     ... )
@@ -287,18 +347,29 @@ class TwoStageCompressor(BaseDocumentCompressor):
 
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
-    reranker: Reranker = Field(default_factory=make_reranker)
-    """A core :class:`~twostage_integrations.Reranker`, or a model name for ``make_reranker`` (a cross-encoder
-    folder or hub id, ``"rerank-v3.5"`` for Cohere). Default: ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO
-    MiniLM-L6 cross-encoder."""
+    model: str | None = None
+    """The reranker's model name (set from ``reranker.name`` when a reranker object is given)."""
     top_n: int | None = 3
     """Documents to keep (LangChain's default is 3); ``None`` keeps all, reordered."""
 
-    def __init__(self, **data: Any) -> None:
-        # Resolved before validation so a bad name raises the core's typed error, not a ValidationError.
-        if isinstance(data.get("reranker"), (str, os.PathLike)):
-            data["reranker"] = make_reranker(data["reranker"])
+    _reranker: Reranker = PrivateAttr()
+
+    def __init__(self, reranker: Reranker | str | os.PathLike[str] | None = None, **data: Any) -> None:
+        if isinstance(reranker, (str, os.PathLike)):
+            if data.get("model") not in (None, str(reranker)):
+                raise InvalidParameterError(f"got reranker={str(reranker)!r} and model={data['model']!r}; pass one")
+            data["model"], reranker = str(reranker), None
+        if reranker is None:
+            # Named now (a missing folder fails here, with the core's typed error), loaded on first use.
+            reranker = LazyReranker(data.get("model"))
+        data["model"] = reranker.name
         super().__init__(**data)
+        self._reranker = reranker
+
+    @property
+    def reranker(self) -> Reranker:
+        """The reranker doing the work (loads a named model now if it was not loaded yet)."""
+        return self._reranker.get() if isinstance(self._reranker, LazyReranker) else self._reranker
 
     def compress_documents(
         self,
@@ -306,8 +377,8 @@ class TwoStageCompressor(BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        hits = self.reranker.rerank(query, _documents_to_hits(documents), self.top_n)
-        return _reranked_documents(documents, hits)
+        hits = self._reranker.rerank(query, _documents_to_hits(documents), self.top_n)
+        return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"))
 
     async def acompress_documents(
         self,
@@ -315,5 +386,5 @@ class TwoStageCompressor(BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
-        hits = await self.reranker.arerank(query, _documents_to_hits(documents), self.top_n)
-        return _reranked_documents(documents, hits)
+        hits = await self._reranker.arerank(query, _documents_to_hits(documents), self.top_n)
+        return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"))

@@ -6,7 +6,7 @@ Needs the ``llamaindex`` extra: ``pip install "twostage-integrations[llamaindex]
 
 >>> from llama_index.core.schema import NodeWithScore, TextNode
 >>> from twostage_integrations.llama_index import TwoStageRerank
->>> rerank = TwoStageRerank(top_n=1)  # doctest: +SKIP
+>>> rerank = TwoStageRerank(model="path/to/cross-encoder", top_n=1)  # doctest: +SKIP
 >>> nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in ["Bananas are yellow.", "Paris is in France."]]
 >>> rerank.postprocess_nodes(nodes, query_str="capital of France")[0].node.text  # doctest: +SKIP
 'Paris is in France.'
@@ -30,13 +30,15 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
 from llama_index.core.vector_stores.utils import metadata_dict_to_node
 
-from .embeddings import Embedder, as_embedder
+from .embeddings import BaseEmbedder, as_embedder
 from .errors import InvalidParameterError, InvalidQueryError
 from .hit import Hit
+from .models import DEFAULT_RERANK_MODEL
 from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
 from .rerank.base import Reranker
-from .rerank.factory import make_reranker
+from .rerank.lazy import LazyReranker
+from .scores import hit_score_kind, score_kind_of
 from .validation import check_limit_top_k, check_positive_int
 
 dispatcher = get_dispatcher(__name__)
@@ -52,7 +54,7 @@ __all__ = [
 ]
 
 # Stage scores the retriever adds to node metadata; kept out of embedding and LLM text.
-SCORE_KEYS = ("recall_score", "recall_rank", "rerank_rank")
+SCORE_KEYS = ("recall_score", "recall_rank", "rerank_rank", "score_kind")
 
 
 class MissingQueryError(InvalidQueryError):
@@ -67,22 +69,32 @@ class UnsupportedFilterError(InvalidParameterError):
 class TwoStageRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes with any of our rerankers; keep the best ``top_n``.
 
-    ``reranker``: a core reranker (:class:`CrossEncoderReranker`, Cohere...). ``None`` loads the
-    default reranker, as ``--rerank-model`` does (``TWOSTAGE_RERANK_MODEL``, else the MS MARCO MiniLM-L6
-    cross-encoder). ``top_n``: nodes to keep (``None`` keeps all, reordered).
+    ``reranker``: a core reranker (:class:`CrossEncoderReranker`, Cohere...), or a model name, also
+    accepted as ``model=`` like LlamaIndex's own rerankers: a cross-encoder folder or hub id, or a Cohere
+    model (``"rerank-v3.5"``). ``None`` means the default reranker, as ``--rerank-model`` (``TWOSTAGE_RERANK_MODEL``,
+    else the MS MARCO MiniLM-L6 cross-encoder). A named model loads on the first ``postprocess_nodes`` call,
+    so the postprocessor is cheap to build and round-trips through ``to_dict``/``from_dict``.
+    ``top_n``: nodes to keep (``None`` keeps all, reordered). The default is 5, not the 2 of LlamaIndex's own
+    rerankers: it matches our pipeline's and CLI's ``top_k`` (the README numbers are nDCG@10/top-5 after a
+    20-candidate recall), and 2 passages is a thin context for most answers.
     ``keep_retrieval_score``: store each node's incoming score in ``metadata["retrieval_score"]``.
     ``metadata_mode``: what the reranker reads, as in LlamaIndex's own rerankers (``EMBED``: text plus
     the metadata the node lets embeddings see; ``NONE``: text only).
 
-    Returned nodes are copies with ``score`` = the rerank score (a plain float); the input is untouched.
+    Returned nodes are copies with ``score`` = the rerank score (a plain float) and
+    ``metadata["score_kind"]`` = its scale (see docs/scores.md); the input is untouched.
 
     >>> from llama_index.core.schema import NodeWithScore, TextNode
-    >>> from twostage_integrations import CrossEncoderReranker
-    >>> rerank = TwoStageRerank(CrossEncoderReranker("path/to/cross-encoder"), top_n=2)  # doctest: +SKIP
+    >>> rerank = TwoStageRerank(model="path/to/cross-encoder", top_n=2)  # doctest: +SKIP
+    >>> TwoStageRerank.from_dict(rerank.to_dict()).model  # doctest: +SKIP
+    'path/to/cross-encoder'
     >>> engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])  # doctest: +SKIP
     """
 
-    model: str = Field(description="Name of the reranker's model.")
+    model: str = Field(
+        default=DEFAULT_RERANK_MODEL,
+        description="The reranker's model: a cross-encoder folder or hub id, or a Cohere model such as rerank-v3.5.",
+    )
     top_n: int | None = Field(default=5, description="Nodes to return, best first (None: all).")
     keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in metadata.")
     metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node content the reranker reads.")
@@ -91,17 +103,25 @@ class TwoStageRerank(BaseNodePostprocessor):
 
     def __init__(
         self,
-        reranker: Reranker | None = None,
+        reranker: Reranker | str | os.PathLike[str] | None = None,
         top_n: int | None = 5,
         *,
+        model: str | os.PathLike[str] | None = None,
         keep_retrieval_score: bool = False,
         metadata_mode: MetadataMode = MetadataMode.EMBED,
         callback_manager: CallbackManager | None = None,
     ) -> None:
         if top_n is not None:
             check_positive_int(top_n, "top_n")
+        if isinstance(reranker, (str, os.PathLike)):
+            if model is not None and str(model) != str(reranker):
+                raise InvalidParameterError(f"got reranker={str(reranker)!r} and model={str(model)!r}; pass one")
+            reranker, model = None, reranker
+        elif reranker is not None and model is not None and str(model) != reranker.name:
+            raise InvalidParameterError(f"got a reranker named {reranker.name!r} and model={str(model)!r}; pass one")
         if reranker is None:
-            reranker = make_reranker()  # like --rerank-model's default: TWOSTAGE_RERANK_MODEL, else ms-marco
+            # Named now (a missing folder fails here with the core's typed error), loaded on first use.
+            reranker = LazyReranker(model)
         super().__init__(
             model=reranker.name,
             top_n=top_n,
@@ -117,7 +137,8 @@ class TwoStageRerank(BaseNodePostprocessor):
 
     @property
     def reranker(self) -> Reranker:
-        return self._reranker
+        """The reranker doing the work (loads a named model now if it was not loaded yet)."""
+        return self._reranker.get() if isinstance(self._reranker, LazyReranker) else self._reranker
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
@@ -176,13 +197,18 @@ class TwoStageRerank(BaseNodePostprocessor):
         }
 
     def _finish(self, nodes: Sequence[NodeWithScore], hits: Sequence[Hit]) -> list[NodeWithScore]:
+        rerank_kind = score_kind_of(self._reranker, "rerank")
         out = []
         for hit in hits:
             original = nodes[hit.recall_rank - 1]
             node = original.node.model_copy()  # shallow: give it its own metadata dict before writing
             node.metadata = dict(original.node.metadata)
+            node.excluded_embed_metadata_keys = list(original.node.excluded_embed_metadata_keys)
+            node.excluded_llm_metadata_keys = list(original.node.excluded_llm_metadata_keys)
             if self.keep_retrieval_score:
                 node.metadata["retrieval_score"] = original.score
+            node.metadata["score_kind"] = hit_score_kind(hit, recall_kind="input", rerank_kind=rerank_kind)
+            _hide_from_text(node, ("score_kind",))
             out.append(NodeWithScore(node=node, score=hit.score))
         return out
 
@@ -253,22 +279,32 @@ def _clause(f: MetadataFilter) -> dict[str, Any]:
     return {f.key: {op: f.value}}
 
 
-def hit_to_node(hit: Hit) -> NodeWithScore:
+def hit_to_node(hit: Hit, score_kind: str | None = None) -> NodeWithScore:
     """A :class:`Hit` as a ``NodeWithScore`` (score = the last stage's score).
 
-    The node's metadata is the hit's plus ``recall_score``, ``recall_rank`` and ``rerank_rank`` (hidden
-    from embedding and LLM text). Collections written by LlamaIndex's ``ChromaVectorStore`` keep the whole
-    node in ``_node_content``; that node (ids, relationships, metadata) is restored.
+    The node's metadata is the hit's plus ``recall_score``, ``recall_rank``, ``rerank_rank`` and
+    ``score_kind`` (the scale of the score, see docs/scores.md; left out when ``None``), all hidden from
+    embedding and LLM text. Collections written by LlamaIndex's ``ChromaVectorStore`` keep the whole node in
+    ``_node_content``; that node (ids, relationships, metadata) is restored.
     """
     if "_node_content" in hit.metadata:
         node = metadata_dict_to_node(hit.metadata, text=hit.text)
     else:
         node = TextNode(id_=hit.id, text=hit.text, metadata=dict(hit.metadata))
-    stages = {"recall_score": hit.recall_score, "recall_rank": hit.recall_rank, "rerank_rank": hit.rerank_rank}
+    stages = {
+        "recall_score": hit.recall_score,
+        "recall_rank": hit.recall_rank,
+        "rerank_rank": hit.rerank_rank,
+        "score_kind": score_kind,
+    }
     node.metadata.update({k: v for k, v in stages.items() if v is not None})
-    for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
-        excluded.extend(k for k in SCORE_KEYS if k not in excluded)
+    _hide_from_text(node, SCORE_KEYS)
     return NodeWithScore(node=node, score=hit.score)
+
+
+def _hide_from_text(node: Any, keys: Sequence[str]) -> None:
+    for excluded in (node.excluded_embed_metadata_keys, node.excluded_llm_metadata_keys):
+        excluded.extend(k for k in keys if k not in excluded)
 
 
 class TwoStageRetriever(BaseRetriever):
@@ -307,16 +343,17 @@ class TwoStageRetriever(BaseRetriever):
     def from_vector_store(
         cls,
         vector_store: Any,
-        reranker: Reranker | None = None,
+        reranker: Reranker | str | os.PathLike[str] | None = None,
         *,
-        embed_model: TwoStageEmbedding | Embedder | str | os.PathLike[str] | None = None,
+        embed_model: TwoStageEmbedding | BaseEmbedder | str | os.PathLike[str] | None = None,
         limit: int = 20,
         top_k: int = 5,
         **kwargs: Any,
     ) -> TwoStageRetriever:
         """Two-stage retrieval over the collection of a LlamaIndex ``ChromaVectorStore`` (e.g.
         ``index.vector_store``); nothing is re-embedded. ``embed_model`` must be the model that wrote the
-        vectors (default all-MiniLM-L6-v2). ``reranker=None`` loads the default reranker (``make_reranker()``).
+        vectors (default all-MiniLM-L6-v2). ``reranker``: a reranker or a model name, loaded on the first query
+        (``None``: the default reranker, as ``--rerank-model``).
         Other keywords (``filters``, ``where_document``...) go to the constructor."""
         from chromadb.api.models.Collection import Collection
 
@@ -326,8 +363,8 @@ class TwoStageRetriever(BaseRetriever):
                 f"from_vector_store needs a llama_index ChromaVectorStore, got {type(vector_store).__name__}; "
                 f"for other stores build a ChromaRecall/TwoStagePipeline and pass it to TwoStageRetriever"
             )
-        if reranker is None:
-            reranker = make_reranker()  # like --rerank-model's default: TWOSTAGE_RERANK_MODEL, else ms-marco
+        if reranker is None or isinstance(reranker, (str, os.PathLike)):
+            reranker = LazyReranker(reranker)  # like --rerank-model; loads on the first query
         embedder = embed_model.embedder if isinstance(embed_model, TwoStageEmbedding) else embed_model
         recall = ChromaRecall(collection, embedding_model=embedder)
         return cls(TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k), **kwargs)
@@ -335,12 +372,16 @@ class TwoStageRetriever(BaseRetriever):
     def _kwargs(self) -> dict[str, Any]:
         return {"limit": self.limit, "top_k": self.top_k, "where": self.where, "where_document": self.where_document}
 
+    def _nodes(self, hits: Sequence[Hit]) -> list[NodeWithScore]:
+        recall_kind = score_kind_of(self.pipeline.recall, "recall")
+        rerank_kind = None if self.pipeline.reranker is None else score_kind_of(self.pipeline.reranker, "rerank")
+        return [hit_to_node(h, hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind)) for h in hits]
+
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return [hit_to_node(h) for h in self.pipeline.run(query_bundle.query_str, **self._kwargs()).hits]
+        return self._nodes(self.pipeline.run(query_bundle.query_str, **self._kwargs()).hits)
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        result = await self.pipeline.arun(query_bundle.query_str, **self._kwargs())
-        return [hit_to_node(h) for h in result.hits]
+        return self._nodes((await self.pipeline.arun(query_bundle.query_str, **self._kwargs())).hits)
 
 
 # -- our embeddings for LlamaIndex indexes ------------------------------------------------------------------
@@ -355,9 +396,9 @@ class TwoStageEmbedding(BaseEmbedding):
     384
     """
 
-    _embedder: Embedder = PrivateAttr()
+    _embedder: BaseEmbedder = PrivateAttr()
 
-    def __init__(self, embedder: Embedder | str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
+    def __init__(self, embedder: BaseEmbedder | str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         embedder = as_embedder(embedder)
         kwargs.setdefault("embed_batch_size", embedder.batch_size)
         super().__init__(model_name=embedder.name, **kwargs)
@@ -368,7 +409,7 @@ class TwoStageEmbedding(BaseEmbedding):
         return "TwoStageEmbedding"
 
     @property
-    def embedder(self) -> Embedder:
+    def embedder(self) -> BaseEmbedder:
         return self._embedder
 
     def _get_query_embedding(self, query: str) -> Embedding:

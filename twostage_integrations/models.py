@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -75,17 +76,24 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     return True
 
 
+def check_model_path(name: str, *, kind: str, env_var: str | None = None) -> str:
+    """``name`` unchanged, or :class:`ModelNotFoundError` at once when it looks like a path that does not exist
+    (cheap: no weights are read)."""
+    if looks_like_path(name) and not Path(name).expanduser().exists():
+        env_var = env_var or (RERANK_MODEL_ENV if kind == "rerank" else EMBEDDING_MODEL_ENV)
+        raise ModelNotFoundError(
+            f"{kind} model path {str(Path(name).expanduser())!r} does not exist; pass an existing model folder or a "
+            f"hub id (or set {env_var})"
+        )
+    return name
+
+
 def load_model(name: str, loader: Callable[[str, bool], T], *, kind: str, env_var: str, hint: str = "") -> T:
     """Load ``name`` with ``loader(name, local_files_only)``; a missing path or an unreachable hub becomes
     one clear error instead of a stack trace (and instead of a minute of hub retries when offline)."""
     if looks_like_path(name):
-        path = Path(name).expanduser()
-        if not path.exists():
-            raise ModelNotFoundError(
-                f"{kind} model path {str(path)!r} does not exist; pass an existing model folder or a hub id "
-                f"(or set {env_var})"
-            )
-        return _load(str(path), loader, False, kind, env_var, hint)
+        check_model_path(name, kind=kind, env_var=env_var)
+        return _load(str(Path(name).expanduser()), loader, False, kind, env_var, hint)
     try:
         return loader(name, True)  # a cached copy needs no network
     except (OSError, ValueError) as exc:
@@ -108,3 +116,21 @@ def _load(name: str, loader: Callable[[str, bool], T], local_only: bool, kind: s
             f"cannot load {kind} model {name!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
             f"point {env_var} or the model argument at a local model folder{hint}"
         ) from exc
+
+
+def quiet_model_libraries() -> None:
+    """Silence the progress bars and info logs of the model libraries (``Loading weights: 100%...`` from
+    transformers, hub download bars, sentence-transformers info lines). Our own tqdm bars are unaffected.
+
+    The CLI calls this unless ``--verbose``. Environment variables the user set win (``setdefault``)."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] not in ("0", "false", "False") and "huggingface_hub" in sys.modules:
+        sys.modules["huggingface_hub"].utils.disable_progress_bars()  # imported before we could set the env var
+    if "transformers" in sys.modules:
+        transformers_logging = sys.modules["transformers"].utils.logging
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+    for name in ("sentence_transformers", "transformers", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.WARNING)

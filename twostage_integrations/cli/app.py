@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -9,18 +11,73 @@ from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
+from typer import _click as click
+from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ..errors import TwoStageError
+from ..models import quiet_model_libraries
 
-app = typer.Typer(
+
+def _reflow(text: str) -> str:
+    # Docstrings wrap at 120 columns; rich keeps those line breaks, cutting sentences in the help. Rejoin lines.
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(text).split("\n\n"))
+
+
+class _HelpStyle:
+    """Help output as people expect it: ``twostage query [OPTIONS] TEXT``, flags without a ``<bool>`` label,
+    docstrings reflowed to the terminal width."""
+
+    help: str | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.help:
+            self.help = _reflow(self.help)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if isinstance(param, TyperArgument) and param.metavar is None and param.name:
+                param.metavar = param.name.upper()
+            elif isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+                param.metavar = ""  # a flag takes no value; Typer would label it <bool>
+        return params
+
+
+class _Command(_HelpStyle, TyperCommand):
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument):  # TEXT, PATHS...: click's style, not Typer's {text}
+                name = (param.metavar or (param.name or "").upper()) + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+class _Group(_HelpStyle, TyperGroup):
+    pass
+
+
+class _Typer(typer.Typer):
+    """``typer.Typer`` whose commands use :class:`_Command` unless told otherwise."""
+
+    def command(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     name="twostage",
+    cls=_Group,
     help="Two-stage retrieval: recall candidates from Chroma, rerank them with a cross-encoder.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,12 +117,24 @@ DEBUG_ENV = "TWOSTAGE_DEBUG"
 
 @app.callback()
 def main(
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose", "-v", help="Show model libraries' progress bars and info logs (hidden by default).", metavar=""
+        ),
+    ] = False,
     debug: Annotated[
         bool,
-        typer.Option("--debug", help="Show the full traceback on errors (also: TWOSTAGE_DEBUG=1).", envvar=DEBUG_ENV),
+        typer.Option(
+            "--debug", help="Show the full traceback on errors (also: TWOSTAGE_DEBUG=1).", envvar=DEBUG_ENV, metavar=""
+        ),
     ] = False,
 ) -> None:
     """Two-stage retrieval: recall candidates from Chroma, rerank them with a cross-encoder."""
+    if verbose:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    else:
+        quiet_model_libraries()
     if debug:
         os.environ[DEBUG_ENV] = "1"  # read by friendly_errors, wherever the error happens
 

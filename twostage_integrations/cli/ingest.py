@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import CollectionOpt, DbOpt, EmbeddingOpt, HostOpt, PortOpt, app, friendly_errors, make_recall
+from .app import CollectionOpt, DbOpt, EmbeddingOpt, HostOpt, PortOpt, app, fail, friendly_errors, make_recall
 
 
 @app.command()
@@ -24,16 +24,26 @@ def ingest(
 ) -> None:
     """Add files to a collection (.txt/.md split into passages; .jsonl one passage per line).
 
+    Each passage's metadata holds source (the path as given, e.g. notes/aspirin.md) and filename (aspirin.md),
+    so `twostage query ... --filter '{"filename": "aspirin.md"}'` finds one file's passages. Files that are not
+    UTF-8 text (binaries named .txt/.md) are skipped with a warning.
+
     Re-running is safe: passages already stored are skipped, so an interrupted ingest can simply be run again.
     """
-    from ..ingest import read_passages
+    from ..ingest import read_documents
 
-    passages = read_passages(paths, max_chars=max_chars, overlap_chars=overlap_chars)
+    read = read_documents(paths, max_chars=max_chars, overlap_chars=overlap_chars)
+    for skipped in read.skipped:
+        typer.echo(f"warning: skipped {skipped.path}: {skipped.reason}", err=True)
+    passages = read.passages
+    if not passages:
+        raise fail(f"no text to ingest: all {len(read.skipped)} file(s) were skipped (see the warnings above)")
     recall = make_recall(collection, db, host, port, embedding_model)
     result = recall.add_texts(
         [p.text for p in passages], metadatas=[p.metadata for p in passages], ids=[p.id for p in passages]
     )
+    skipped_note = f"; {len(read.skipped)} non-text file(s) skipped" if read.skipped else ""
     typer.echo(
         f"{collection}: {result.added} passages added, {result.updated} updated, "
-        f"{result.unchanged} already present ({recall.count()} in the collection)"
+        f"{result.unchanged} already present ({recall.count()} in the collection){skipped_note}"
     )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from ..scores import hit_score_kind, score_kind_of
 from .app import (
     CollectionOpt,
     DbOpt,
@@ -20,6 +21,25 @@ from .app import (
     make_recall,
 )
 from .render import hits_table
+
+FILTER_EXAMPLE = '\'{"filename": "aspirin.md"}\''
+
+
+def _no_results_hint(recall: Any, collection: str, where: dict[str, Any] | None) -> str:
+    """Why nothing came back, and what to try: the filter, the metadata keys a stored passage has, an example."""
+    sample = recall.collection.get(limit=1, include=["metadatas"])
+    if not sample["ids"]:
+        return f"no results: collection {collection!r} is empty; add files with `twostage ingest PATH -c {collection}`"
+    if not where:
+        return "no results for this query"
+    meta = (sample["metadatas"] or [None])[0] or {}
+    keys = ", ".join(sorted(meta)) or "(none)"
+    key = "filename" if "filename" in meta else next(iter(sorted(meta)), None)
+    example = json.dumps({key: meta[key]}, ensure_ascii=False) if key else '{"filename": "aspirin.md"}'
+    return (
+        f"no results: no passage matches --filter {json.dumps(where, ensure_ascii=False)}. Stored passages have the "
+        f"metadata keys {keys} (values must match exactly); e.g. --filter '{example}'"
+    )
 
 
 @app.command()
@@ -38,7 +58,12 @@ def query(
         int | None, typer.Option(help="ANN search depth (Chroma HNSW ef_search) (default: the collection's).")
     ] = None,
     filter: Annotated[
-        str | None, typer.Option("--filter", help='Chroma metadata filter as JSON, e.g. \'{"source": "a.md"}\'.')
+        str | None,
+        typer.Option(
+            "--filter",
+            help='Chroma metadata filter as JSON, e.g. \'{"filename": "aspirin.md"}\' or '
+            '\'{"source": "notes/aspirin.md"}\' (ingest stores both).',
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     db: DbOpt = None,
@@ -55,9 +80,9 @@ def query(
         try:
             where = json.loads(filter)
         except json.JSONDecodeError as exc:
-            raise fail(f'--filter is not valid JSON ({exc.msg}); example: --filter \'{{"source": "a.md"}}\'') from None
+            raise fail(f"--filter is not valid JSON ({exc.msg}); example: --filter {FILTER_EXAMPLE}") from None
         if not isinstance(where, dict):
-            raise fail('--filter must be a JSON object, e.g. \'{"source": "a.md"}\'')
+            raise fail(f"--filter must be a JSON object, e.g. {FILTER_EXAMPLE}")
     if no_rerank and rerank_model:
         raise fail("--no-rerank and --rerank-model contradict each other; pass one")
     if num_candidates is not None and recall_kind == "bm25":
@@ -70,6 +95,15 @@ def query(
     # Warm stage 1 (embedding model load, BM25 index load) so the timings printed are per-query costs.
     recall.search(text, 1, where=where)
     result = pipe.run(text, where=where, **extra)
+    if not result.hits:
+        typer.echo(_no_results_hint(recall, collection, where), err=True)
+    recall_kind = score_kind_of(recall, "recall")
+    rerank_kind = None if reranker is None else score_kind_of(reranker, "rerank")
+    score_kind = (
+        hit_score_kind(result.hits[0], recall_kind=recall_kind, rerank_kind=rerank_kind)
+        if result.hits
+        else rerank_kind or recall_kind
+    )
     if as_json:
         payload = {
             "query": text,
@@ -77,6 +111,7 @@ def query(
             "limit": limit,
             "top_k": top_k,
             "rerank_model": reranker.name if reranker else None,
+            "score_kind": score_kind,
             "hits": [h.to_dict() for h in result.hits],
             "timings": result.timings.to_dict(),
         }
@@ -88,6 +123,7 @@ def query(
     title = f"{text!r} — {len(result.candidates)} recalled, " + (
         f"reranked by {reranker.name}" if reranker else "no rerank"
     )
+    title += f" (score: {score_kind}, see docs/scores.md)"
     console.print(hits_table(result.hits, title=title))
     t = result.timings
     console.print(

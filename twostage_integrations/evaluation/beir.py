@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..embeddings import Embedder, as_embedder
+from ..embeddings import BaseEmbedder, as_embedder
 from ..errors import InvalidDocumentError
 from ..recall.chroma import ChromaRecall, default_db_path, make_client
 from ..validation import check_positive_int
@@ -114,7 +114,7 @@ def _jsonl(file: Path):
                     raise InvalidDocumentError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
 
 
-def collection_name(dataset: BeirDataset, embedder: Embedder) -> str:
+def collection_name(dataset: BeirDataset, embedder: BaseEmbedder) -> str:
     """Cache key: dataset name + hash of (corpus content, embedding model)."""
     key = hashlib.sha256(f"{dataset.fingerprint}\0{embedder.name}".encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset.name).strip("-._")[:40] or "dataset"
@@ -125,7 +125,7 @@ def index_corpus(
     dataset: BeirDataset,
     *,
     db: str | os.PathLike[str] | None = None,
-    embedding_model: str | os.PathLike[str] | Embedder | None = None,
+    embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
     progress: bool = True,
 ) -> ChromaRecall:
     """The dataset's corpus in an embedded Chroma collection keyed by dataset + embedding model.
@@ -137,7 +137,7 @@ def index_corpus(
         collection_name(dataset, embedder), client=client, embedding_model=embedder, progress=progress
     )
     ids = list(dataset.corpus)
-    chroma._get_collection(create=True)  # noqa: SLF001 - create it so count() works on the first run
+    chroma.get_or_create_collection()  # so count() works on the first run
     if chroma.count() != len(ids):
         chroma.add_texts(
             [dataset.corpus[d] for d in ids], metadatas=[{"title": dataset.titles[d]} for d in ids], ids=ids

@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..embeddings import Embedder
+from ..embeddings import BaseEmbedder
 from ..errors import InvalidDocumentError
 from ..extras import check_eval_extras
-from ..recall.base import Recall
+from ..recall.base import Recall, query_embedder
 from ..recall.hybrid import recall_by_kind
 from ..rerank.base import BaseReranker, Reranker
 from ..rerank.cascade import Cascade
@@ -20,24 +21,6 @@ from ..validation import check_positive_int
 from .beir import BeirDataset, index_corpus, load_beir
 from .metrics import compute_metrics
 from .report import EvalReport, StageReport
-
-
-class _BatchedQueries:
-    """An embedder whose ``embed_query`` serves vectors computed up front in one batch (eval speed)."""
-
-    def __init__(self, embedder: Embedder, queries: Sequence[str], *, progress: bool) -> None:
-        self._embedder = embedder
-        self._vectors = dict(
-            zip(queries, embedder.embed(list(queries), progress=progress, desc="embedding queries"), strict=True)
-        )
-
-    def embed_query(self, query: str):
-        vector = self._vectors.get(query)
-        return vector if vector is not None else self._embedder.embed_query(query)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._embedder, name)
-
 
 RerankSpec = Reranker | Sequence[tuple[Reranker, int | None] | Reranker] | None
 
@@ -62,7 +45,7 @@ def evaluate(
     reranker: RerankSpec = None,
     max_queries: int | None = None,
     db: str | os.PathLike[str] | None = None,
-    embedding_model: str | os.PathLike[str] | Embedder | None = None,
+    embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
     rrf_k: float = 60.0,
     candidates_per_arm: int | None = None,
     progress: bool = True,
@@ -97,35 +80,39 @@ def evaluate(
         embedder_name = chroma.embedder.name
     else:
         chroma, retriever, recall_name = None, recall, type(recall).__name__
-        embedder_name = getattr(getattr(recall, "embedder", None), "name", "")
+        embedder_name = getattr(query_embedder(recall), "name", "")
     index_seconds = time.perf_counter() - t0
 
-    recall_seconds = 0.0
-    if chroma is not None and recall_name in ("dense", "hybrid"):
-        t0 = time.perf_counter()
-        chroma.embedder = _BatchedQueries(chroma.embedder, texts, progress=progress)
-        recall_seconds += time.perf_counter() - t0
     if chroma is not None and recall_name in ("bm25", "hybrid"):
         sparse = retriever if recall_name == "bm25" else retriever.sparse
         sparse.refresh()  # build/load the BM25 index now: setup, not per-query latency
+    recall_seconds = 0.0
+    query_cache = ExitStack()
+    embedder = query_embedder(retriever)
+    if embedder is not None:
+        # Every query embedded in one batched pass (counted as recall time); search() reads them back.
+        t0 = time.perf_counter()
+        query_cache.enter_context(embedder.cached_queries(texts, progress=progress))
+        recall_seconds += time.perf_counter() - t0
 
     n_stages = 1 + (len(cascade.stages) if cascade else 0)
     rankings: list[dict[str, list[str]]] = [{} for _ in range(n_stages)]
     seconds = [recall_seconds] + [0.0] * (n_stages - 1)
     sizes: list[list[int]] = [[] for _ in range(n_stages)]
     names = [f"recall ({recall_name})"] + (_stage_names(cascade) if cascade else [])
-    for qid, text in tqdm(list(zip(qids, texts, strict=True)), desc="queries", unit="query", disable=not progress):
-        t0 = time.perf_counter()
-        candidates = retriever.search(text, limit)
-        seconds[0] += time.perf_counter() - t0
-        outputs = [(candidates, 0.0)]
-        if cascade:
-            outputs += [(o.hits, o.seconds) for o in cascade.run(text, candidates)]
-        for i, (hits, secs) in enumerate(outputs):
-            rankings[i][qid] = [h.id for h in hits]
-            sizes[i].append(len(hits))
-            if i:
-                seconds[i] += secs
+    with query_cache:  # the cached vectors are dropped when the run ends
+        for qid, text in tqdm(list(zip(qids, texts, strict=True)), desc="queries", unit="query", disable=not progress):
+            t0 = time.perf_counter()
+            candidates = retriever.search(text, limit)
+            seconds[0] += time.perf_counter() - t0
+            outputs = [(candidates, 0.0)]
+            if cascade:
+                outputs += [(o.hits, o.seconds) for o in cascade.run(text, candidates)]
+            for i, (hits, secs) in enumerate(outputs):
+                rankings[i][qid] = [h.id for h in hits]
+                sizes[i].append(len(hits))
+                if i:
+                    seconds[i] += secs
 
     report = EvalReport(
         dataset=data.name,

@@ -82,6 +82,8 @@ class BM25Recall:
     'Aspirin lowers the risk of stroke.'
     """
 
+    score_kind: str = "bm25"  # recall_score scale, see docs/scores.md
+
     def __init__(
         self,
         chroma: ChromaRecall,

@@ -161,6 +161,8 @@ class ChromaRecall:
     'Paris is the capital of France.'
     """
 
+    score_kind: str = "cosine"  # recall_score scale, see docs/scores.md
+
     def __init__(
         self,
         collection: str | Any,
@@ -413,6 +415,10 @@ class ChromaRecall:
 
     def __repr__(self) -> str:
         return f"ChromaRecall(collection={self.name!r}, embedding_model={self.embedder.name!r})"
+
+    def get_or_create_collection(self):
+        """The Chroma ``Collection``, created (cosine space, embedding model recorded) if it does not exist yet."""
+        return self._get_collection(create=True)
 
 
 def check_collection_name(name: str) -> str:

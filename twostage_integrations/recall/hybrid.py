@@ -67,6 +67,8 @@ class HybridRecall:
     'Aspirin lowers the risk of stroke.'
     """
 
+    score_kind: str = "rrf"  # recall_score scale, see docs/scores.md
+
     def __init__(
         self,
         dense: Recall,

@@ -73,6 +73,8 @@ class BaseReranker(ABC):
     worker thread so the event loop stays free.
     """
 
+    score_kind: str = "rerank"  # rerank_score scale, see docs/scores.md
+
     name: str = "reranker"
 
     @abstractmethod

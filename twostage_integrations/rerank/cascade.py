@@ -43,6 +43,8 @@ class Cascade:
     [30, 5]
     """
 
+    score_kind = property(lambda self: getattr(self.stages[-1][0], "score_kind", "rerank"))  # last stage
+
     def __init__(self, stages: Sequence[tuple[Reranker, int | None] | Reranker]) -> None:
         if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or not stages:
             raise InvalidParameterError("a cascade needs a non-empty list of (reranker, keep) pairs")

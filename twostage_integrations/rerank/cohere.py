@@ -97,6 +97,8 @@ class CohereReranker(BaseReranker):
     ['1']
     """
 
+    score_kind: str = "cohere"  # relevance_score 0..1, see docs/scores.md
+
     def __init__(
         self,
         model: str = DEFAULT_COHERE_MODEL,

@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 from ..models import RERANK_MODEL_ENV, load_model, resolve_rerank_model
+from ..scores import cross_encoder_score_kind
 from .base import BaseReranker
 
 NO_MODEL_HINT = ", pass --rerank-model PATH, or skip stage 2 with --no-rerank"
@@ -27,6 +28,8 @@ class CrossEncoderReranker(BaseReranker):
     >>> [h.id for h in ce.rerank("capital of France", hits, top_k=1)]  # doctest: +SKIP
     ['1']
     """
+
+    score_kind = property(cross_encoder_score_kind)  # ce_sigmoid / ce_logit from the activation; docs/scores.md
 
     def __init__(
         self,

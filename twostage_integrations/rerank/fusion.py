@@ -33,6 +33,8 @@ class FusedReranker:
     >>> fused = FusedReranker(CrossEncoderReranker("path/to/cross-encoder"), weight=0.7)  # doctest: +SKIP
     """
 
+    score_kind = property(lambda self: f"fused_{self.method}")  # see docs/scores.md
+
     def __init__(self, reranker: Reranker, *, weight: float = 0.9, method: str = "rrf", k: float = 60.0) -> None:
         if not 0.0 <= weight <= 1.0:
             raise InvalidParameterError(f"weight must be between 0 (input order) and 1 (reranker order), got {weight}")

@@ -44,7 +44,14 @@ def test_jsonl_fields_become_metadata(tmp_path):
     f.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     p1, p2 = read_passages([f])
     assert (p1.id, p1.text) == ("a1", "Aspirin and stroke.")
-    assert p1.metadata == {"source": str(f), "line": 1, "title": "Aspirin", "tags": '{"x": 1}', "year": 2020}
+    assert p1.metadata == {
+        "source": str(f),
+        "filename": "docs.jsonl",
+        "line": 1,
+        "title": "Aspirin",
+        "tags": '{"x": 1}',
+        "year": 2020,
+    }
     assert p2.id != p1.id and len(p2.id) == 32
 
 

@@ -1,0 +1,62 @@
+"""Which stage, on which scale, produced a score: the ``score_kind`` every adapter reports.
+
+``relevance_score`` (LangChain), ``NodeWithScore.score`` (LlamaIndex) and ``Hit.score`` are always the
+score of the last stage that ran; ``score_kind`` names that stage and its scale, so callers know whether
+0.03 is good (an RRF value) or bad (a sigmoid probability). The table in docs/scores.md documents each kind.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .hit import Hit
+
+#: Every kind our own classes report, with what the number means (docs/scores.md renders the same table).
+SCORE_KINDS: dict[str, str] = {
+    "cosine": "cosine similarity of query and passage embeddings, -1..1 (ChromaRecall)",
+    "bm25": "BM25 score, >= 0, unbounded, depends on the query and corpus (BM25Recall)",
+    "rrf": "reciprocal rank fusion of the dense and BM25 ranks, about 0..2/(k+1) (HybridRecall)",
+    "ce_sigmoid": "cross-encoder probability of relevance, 0..1 (sigmoid head, e.g. our SciFact model)",
+    "ce_logit": "cross-encoder raw logit, unbounded (models saved with an identity activation)",
+    "ce": "cross-encoder output whose activation could not be determined",
+    "cohere": "Cohere relevance_score, 0..1 (CohereReranker, or `twostage serve` behind it)",
+    "fused_rrf": "reranker order fused with the input order by RRF (FusedReranker method='rrf')",
+    "fused_minmax": "min-max normalised reranker and input scores blended, 0..1 (FusedReranker method='minmax')",
+    "fallback_recall": "the reranker failed and fell back: input order kept, score = 1/position",
+    "input": "the score the caller's documents/nodes came with (compressor or postprocessor, nothing reranked)",
+    "fake_overlap": "share of the query's words found in the passage, 0..1 (testing.FakeReranker, no model)",
+    "recall": "a custom stage 1 that does not declare its score_kind",
+    "rerank": "a custom reranker that does not declare its score_kind",
+}
+
+
+def score_kind_of(stage: Any, default: str) -> str:
+    """``stage.score_kind`` when the recall/reranker declares one, else ``default``."""
+    kind = getattr(stage, "score_kind", None)
+    return kind if isinstance(kind, str) and kind else default
+
+
+def cross_encoder_score_kind(reranker: Any) -> str:
+    """``ce_sigmoid``/``ce_logit`` from the cross-encoder's activation (sentence-transformers' ``activation_fn``,
+    or an ``activation`` attribute/name on other engines); ``ce`` when it cannot be told."""
+    activation = getattr(reranker, "activation", None)
+    if activation is None:
+        activation = getattr(getattr(reranker, "model", None), "activation_fn", None)
+    if activation is None:
+        return "ce"
+    name = (activation if isinstance(activation, str) else type(activation).__name__).rsplit(".", 1)[-1].lower()
+    if "sigmoid" in name:
+        return "ce_sigmoid"
+    if name in ("identity", "none", "linear", "logit"):
+        return "ce_logit"
+    return f"ce_{name}"
+
+
+def hit_score_kind(hit: Hit, *, recall_kind: str, rerank_kind: str | None) -> str:
+    """The kind of ``hit.score``: the reranker's, stage 1's when no reranker ran, ``fallback_recall`` when the
+    reranker fell back to recall order (``rerank_score`` missing or ``metadata["rerank_fallback"]`` set)."""
+    if rerank_kind is None:
+        return recall_kind
+    if hit.rerank_score is None or hit.metadata.get("rerank_fallback"):
+        return "fallback_recall"
+    return rerank_kind
