@@ -102,12 +102,12 @@ def test_quiet_by_default_verbose_on_request(monkeypatch):
     for var in ("HF_HUB_DISABLE_PROGRESS_BARS", "TRANSFORMERS_VERBOSITY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(logging.getLogger("sentence_transformers"), "level", logging.NOTSET)
-    app_module._main(verbose=False)
+    app_module.main(verbose=False, debug=False)
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and os.environ["TRANSFORMERS_VERBOSITY"] == "error"
     assert logging.getLogger("sentence_transformers").level == logging.WARNING
     if "transformers" in sys.modules:
         assert not sys.modules["transformers"].utils.logging.is_progress_bar_enabled()
     monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS")
-    app_module._main(verbose=True)
+    app_module.main(verbose=True, debug=False)
     assert "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
     assert "--verbose" in help_text()

@@ -173,7 +173,7 @@ def friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.Abort, click.ClickException, SystemExit):
+        except (typer.Exit, typer.Abort, click.exceptions.ClickException, SystemExit):
             raise  # already an exit code / a usage message in click's format
         except KeyboardInterrupt:
             if debug_enabled():
