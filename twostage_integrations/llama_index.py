@@ -122,7 +122,8 @@ class TwoStageRerank(BaseNodePostprocessor):
         if reranker is None:
             # Named now (a missing folder fails here with the core's typed error), loaded on first use.
             reranker = LazyReranker(model)
-        super().__init__(
+        # The fields are declared on this class; mypy checks the call against the base model's signature.
+        super().__init__(  # type: ignore[call-arg]
             model=reranker.name,
             top_n=top_n,
             keep_retrieval_score=keep_retrieval_score,

@@ -73,7 +73,7 @@ class TwoStagePipeline:
             from .rerank.cascade import Cascade
 
             reranker = Cascade(reranker)
-        self.reranker = reranker
+        self.reranker: Reranker | None = reranker  # type: ignore[assignment]  # a list became a Cascade above
         # One variable per pipeline, so two pipelines used in one thread keep their own numbers too.
         self._last_timings: contextvars.ContextVar[StageTimings | None] = contextvars.ContextVar(
             f"twostage_last_timings_{next(_PIPELINE_IDS)}", default=None

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 from tqdm.auto import tqdm
 
@@ -84,7 +84,7 @@ def evaluate(
     index_seconds = time.perf_counter() - t0
 
     if chroma is not None and recall_name in ("bm25", "hybrid"):
-        sparse = retriever if recall_name == "bm25" else retriever.sparse
+        sparse = cast(Any, retriever if recall_name == "bm25" else cast(Any, retriever).sparse)
         sparse.refresh()  # build/load the BM25 index now: setup, not per-query latency
     recall_seconds = 0.0
     query_cache = ExitStack()

@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..embeddings import Embedder, as_embedder
+from ..embeddings import BaseEmbedder, as_embedder
 from ..errors import (
     ChromaUnavailableError,
     CollectionNotFoundError,
@@ -130,7 +130,7 @@ def check_filters(where: Mapping[str, Any] | None, where_document: Mapping[str, 
         if not isinstance(value, Mapping):
             raise InvalidParameterError(f"{label} filter must be a JSON object/dict, got {value!r}; {FILTER_HELP}")
         try:
-            check(dict(value))
+            check(dict(value))  # type: ignore[arg-type]  # Chroma's validators take plain dicts
         except (ValueError, TypeError) as exc:
             reason = str(exc).removesuffix(" in query.").removesuffix(".")
             raise InvalidParameterError(f"invalid {label} filter {dict(value)!r}: {reason}; {FILTER_HELP}") from None
@@ -171,7 +171,7 @@ class ChromaRecall:
         host: str | None = None,
         port: int | None = None,
         client: Any = None,
-        embedding_model: str | os.PathLike[str] | Embedder | None = None,
+        embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
         batch_size: int = 64,
         progress: bool = True,
     ) -> None:

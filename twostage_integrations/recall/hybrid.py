@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ..errors import InvalidParameterError
 from ..hit import Hit
@@ -151,12 +151,18 @@ class HybridRecall:
 
     def delete(self, ids: Sequence[str]) -> int:
         """Delete from both arms (once when they share a Chroma collection); returns how many the dense arm had."""
-        deleted = self.dense.delete(ids)
-        if getattr(self.sparse, "chroma", None) is self.dense:
-            self.sparse._stale = True  # same collection, already deleted: only tell the BM25 snapshot
+        # delete() is not part of the Recall protocol; ChromaRecall and BM25Recall have it.
+        dense, sparse = cast(Any, self.dense), cast(Any, self.sparse)
+        deleted = dense.delete(ids)
+        if getattr(sparse, "chroma", None) is dense:
+            sparse._stale = True  # same collection, already deleted: only tell the BM25 snapshot
         else:
-            self.sparse.delete(ids)
+            sparse.delete(ids)
         return deleted
+
+    def count(self) -> int:
+        """Passages in the dense arm (both arms index the same passages)."""
+        return self.dense.count()
 
     def __repr__(self) -> str:
         return f"HybridRecall(dense={self.dense!r}, sparse={self.sparse!r}, k={self.k})"

@@ -52,7 +52,8 @@ class FusedReranker:
             raise InvalidParameterError("fusion needs unique hit ids and a reranker that returns every hit")
         w = self.weight
         if self.method == "rrf":
-            fused = [w / (self.k + by_id[h.id].rerank_rank) + (1 - w) / (self.k + i) for i, h in enumerate(hits, 1)]
+            rank = {h.id: r for r, h in enumerate(reranked, 1)}  # reranked comes best first: position = rank
+            fused = [w / (self.k + rank[h.id]) + (1 - w) / (self.k + i) for i, h in enumerate(hits, 1)]
         else:
             model = _minmax([by_id[h.id].score for h in hits])
             given = _minmax([h.score for h in hits])
