@@ -147,6 +147,39 @@ def test_twenty_concurrent_clients_all_get_correct_results(served, cross_encoder
     assert got == expected
 
 
+def test_64_concurrent_requests_are_batched_and_each_gets_its_own_ranking(cross_encoder, cases):
+    """Dynamic batching with the real model: 64 requests with different queries in flight together are merged
+    into shared model calls (the batcher's counters say so), and every client gets its own ranking: the scores
+    the cross-encoder gives its pairs in one local call in request order (the server sorts merged pairs by
+    length, so a mix-up in splitting or un-sorting would show)."""
+    app = create_app(cross_encoder, max_queue=128)
+    jobs = []
+    for k in range(64):
+        query, docs = cases[k % len(cases)]
+        start = 3 * (k // len(cases))
+        jobs.append((query, [d[: 80 + 40 * j] for j, d in enumerate(docs[start : start + 3])]))
+    assert len(set(map(str, jobs))) == 64
+    flat = cross_encoder.score_pairs([(q, d) for q, docs in jobs for d in docs])
+    barrier = threading.Barrier(len(jobs))
+
+    def call(job):
+        with httpx.Client(timeout=600) as http:
+            barrier.wait()
+            return http.post(f"{url}/v2/rerank", json={"model": "m", "query": job[0], "documents": job[1]})
+
+    with serve_in_thread(app) as url, ThreadPoolExecutor(len(jobs)) as pool:
+        responses = list(pool.map(call, jobs))
+    service = app.state.service
+    assert service.batching and service.merged_batches >= 1 and service.largest_batch >= 2
+    assert service.batches < len(jobs)  # fewer model calls than requests
+    for k, ((query, _), response) in enumerate(zip(jobs, responses, strict=True)):
+        assert response.status_code == 200, response.text
+        own = flat[3 * k : 3 * k + 3]
+        results = response.json()["results"]
+        assert [r["index"] for r in results] == sorted(range(3), key=lambda i: -own[i]), query
+        assert [r["relevance_score"] for r in results] == pytest.approx(sorted(own, reverse=True), abs=1e-4)
+
+
 async def test_twenty_concurrent_async_reranks_share_one_client(served, cross_encoder, cases):
     import asyncio
 

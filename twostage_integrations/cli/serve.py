@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -126,3 +127,52 @@ def serve(
         if isinstance(load_error, TwoStageError):
             raise fail(str(load_error))
         raise load_error
+
+
+@app.command("bench-serve")
+@friendly_errors
+def bench_serve(
+    dataset_dir: Annotated[
+        Path | None,
+        typer.Argument(help="BEIR folder whose passages and queries to send. Default: the bundled sample corpus."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Cross-encoder folder or hub id (default: $TWOSTAGE_RERANK_MODEL)."),
+    ] = None,
+    clients: Annotated[int, typer.Option(help="Concurrent clients, each with one request out at a time.")] = 8,
+    documents: Annotated[int, typer.Option(help="Documents per request.")] = 20,
+    requests: Annotated[int, typer.Option(help="Timed requests per mode (the same ones in both modes).")] = 64,
+    max_batch: Annotated[int, typer.Option(help="Pairs merged into one model call with batching on.")] = 256,
+    batch_wait_ms: Annotated[float, typer.Option(help="Batching wait once the queue is empty.")] = 5.0,
+    batch_size: Annotated[int, typer.Option(help="Pairs per forward pass inside a model call.")] = 32,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+) -> None:
+    """Time `twostage serve` on 127.0.0.1 with concurrent clients, dynamic batching off, then on."""
+    import json
+
+    from ..evaluation.serve_bench import run_serve_benchmark
+    from ..models import resolve_rerank_model
+    from ..rerank.cross_encoder import CrossEncoderReranker
+
+    corpus = queries = None
+    if dataset_dir is not None:
+        from ..evaluation.beir import load_beir
+
+        data = load_beir(dataset_dir)
+        corpus, queries = list(data.corpus.values()), list(data.queries.values())
+    reranker = CrossEncoderReranker(resolve_rerank_model(model), batch_size=batch_size)
+    report = run_serve_benchmark(
+        reranker,
+        clients=clients,
+        documents=documents,
+        requests=requests,
+        corpus=corpus,
+        queries=queries,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+    )
+    typer.echo(report.table())
+    if json_out:
+        json_out.write_text(json.dumps(report.as_dict(), indent=2))
+        typer.echo(f"JSON: {json_out}")

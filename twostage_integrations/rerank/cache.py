@@ -39,7 +39,8 @@ class ScoreCache(BaseReranker):
     inner reranker, in one ``score_pairs`` call, so a cross-encoder still scores them in one batch. Results
     equal the inner reranker's. Thread-safe: the lock is held for lookups and inserts, never during model
     work, so two threads missing the same pair at once may both score it (the answer is the same).
-    Non-finite scores are passed through but never cached. ``hits``/``misses``/``evictions`` count pairs.
+    Non-finite scores are passed through but never cached. ``hits``/``misses`` count pair lookups (so they add
+    up to the pairs asked for), ``evictions`` the pairs pushed out.
 
     >>> from twostage_integrations import CrossEncoderReranker
     >>> cached = ScoreCache(CrossEncoderReranker("path/to/cross-encoder"), maxsize=100_000)  # doctest: +SKIP
@@ -92,8 +93,9 @@ class ScoreCache(BaseReranker):
                 else:
                     self._scores.move_to_end(key)
                     out[i] = cached
-            self.hits += len(pairs) - sum(len(v) for v in todo.values())
-            self.misses += len(todo)
+            misses = sum(len(v) for v in todo.values())
+            self.hits += len(pairs) - misses
+            self.misses += misses
         if todo:
             first = [idx[0] for idx in todo.values()]
             scores = self.inner.score_pairs([pairs[i] for i in first])
