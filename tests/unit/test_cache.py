@@ -90,6 +90,12 @@ def test_lru_evicts_the_least_recently_used_pair():
     assert cache.stats() == {"size": 2, "maxsize": 2, "hits": 3, "misses": 4, "evictions": 2}
 
 
+def test_unbounded_cache_never_evicts():
+    cache = ScoreCache(CountingFakeReranker(), maxsize=None)
+    cache.score("q", [f"doc {i}" for i in range(500)])
+    assert len(cache) == 500 and cache.evictions == 0
+
+
 def test_non_finite_scores_are_returned_but_never_cached():
     inner = CountingFakeReranker()
     cache = ScoreCache(inner, maxsize=10)

@@ -33,7 +33,8 @@ def pair_key(model: str, query: str, text: str) -> bytes:
 
 
 class ScoreCache(BaseReranker):
-    """Wraps a :class:`BaseReranker`; remembers up to ``maxsize`` pair scores, least recently used out first.
+    """Wraps a :class:`BaseReranker`; remembers up to ``maxsize`` pair scores, least recently used out first
+    (``maxsize=None``: no bound, for a finite job such as an evaluation that compares configurations).
 
     ``score``/``score_pairs`` look every pair up and send only the misses (each distinct pair once) to the
     inner reranker, in one ``score_pairs`` call, so a cross-encoder still scores them in one batch. Results
@@ -50,10 +51,10 @@ class ScoreCache(BaseReranker):
     1
     """
 
-    def __init__(self, reranker: BaseReranker, maxsize: int = 100_000) -> None:
+    def __init__(self, reranker: BaseReranker, maxsize: int | None = 100_000) -> None:
         self.inner = reranker
         self.name = reranker.name
-        self.maxsize = check_positive_int(maxsize, "maxsize")
+        self.maxsize = None if maxsize is None else check_positive_int(maxsize, "maxsize")
         self._scores: OrderedDict[bytes, float] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
@@ -63,7 +64,7 @@ class ScoreCache(BaseReranker):
     def __len__(self) -> int:
         return len(self._scores)
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> dict[str, int | None]:
         """Counters for logs and ``/health``: size, maxsize, hits, misses, evictions."""
         with self._lock:
             return {
@@ -109,7 +110,7 @@ class ScoreCache(BaseReranker):
                     if math.isfinite(s):
                         self._scores[key] = s
                         self._scores.move_to_end(key)
-                while len(self._scores) > self.maxsize:
+                while self.maxsize is not None and len(self._scores) > self.maxsize:
                     self._scores.popitem(last=False)
                     self.evictions += 1
         return out  # type: ignore[return-value] - every slot is filled above
