@@ -36,6 +36,7 @@ class FakePairReranker(BaseReranker):
 
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.gate = gate
+        self.entered = 0  # calls started (a gated call counts while it waits)
         self.calls: list[int] = []
         self.pairs_seen: list[tuple[str, str]] = []
 
@@ -43,6 +44,7 @@ class FakePairReranker(BaseReranker):
         return self.score_pairs([(query, t) for t in texts])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        self.entered += 1
         if self.gate is not None:
             assert self.gate.wait(timeout=60), "the test never opened the gate"
         self.calls.append(len(pairs))
@@ -178,8 +180,9 @@ def test_request_timeout_answers_504_and_drops_the_queued_work():
         wait_for(lambda: app.state.service.state == "ready", "warm-up")
         gate.clear()
         with ThreadPoolExecutor(2) as pool:
+            entered = reranker.entered
             stuck = pool.submit(httpx.post, f"{url}/v2/rerank", json=body("stuck", ["a", "b"]), timeout=60)
-            wait_for(lambda: app.state.stats["in_progress"] == 1, "the first request")
+            wait_for(lambda: reranker.entered == entered + 1, "the model to take the first request")
             queued = pool.submit(httpx.post, f"{url}/v2/rerank", json=body("queued", ["c"]), timeout=60)
             first, second = stuck.result(), queued.result()
         for response in (first, second):
@@ -339,3 +342,46 @@ def test_serve_load_2000_requests_from_16_clients():
         f"\n2000 requests: {ok} answered, {refused} refused with Retry-After; RSS {rss_before / 2**20:.0f} -> "
         f"{rss_after / 2**20:.0f} MiB; {app.state.service.merged_batches} merged model calls"
     )
+
+
+@pytest.mark.parametrize("kwargs", [{"batching": False}, {"max_batch": 0}])
+def test_batching_can_be_turned_off(kwargs):
+    reranker = FakePairReranker()
+    app = create_app(reranker, **kwargs)
+    wait_for(lambda: app.state.service.state == "ready", "warm-up")
+    assert not app.state.service.batching
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--max-queue", "0"], "--max-queue must be >= 1"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--max-batch", "-1"], "must be >= 0"),
+        (["--request-timeout", "-5"], "must be >= 0"),
+    ],
+)
+def test_serve_rejects_bad_limits_before_loading_anything(args, fragment):
+    from typer.testing import CliRunner
+
+    from twostage_integrations.cli import app
+
+    result = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", *args])
+    assert result.exit_code == 2 and fragment in result.output
+
+
+def test_serve_exits_with_one_error_line_when_the_model_cannot_load():
+    """The model loads after the server starts (so /health answers during a long load); a load that fails
+    stops the server and the command exits 2 with the reason."""
+    import socket
+
+    from typer.testing import CliRunner
+
+    from twostage_integrations.cli import app
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", "--port", str(port)])
+    assert result.exit_code == 2
+    assert "error: rerank model path '/nonexistent/model' does not exist" in result.output
