@@ -385,3 +385,14 @@ def test_serve_exits_with_one_error_line_when_the_model_cannot_load():
     result = CliRunner().invoke(app, ["serve", "--model", "/nonexistent/model", "--port", str(port)])
     assert result.exit_code == 2
     assert "error: rerank model path '/nonexistent/model' does not exist" in result.output
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_queue": 0}, {"max_batch": -1}, {"max_batch": 2.5}, {"batch_wait_ms": -1}, {"request_timeout": 0}],
+)
+def test_create_app_rejects_bad_limits_with_a_typed_error(kwargs):
+    from twostage_integrations.errors import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=next(iter(kwargs))):
+        create_app(FakePairReranker(), **kwargs)

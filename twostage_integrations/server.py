@@ -41,7 +41,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from .errors import TwoStageError
+from .errors import InvalidParameterError, TwoStageError
 from .hit import Hit
 from .rerank.base import BaseReranker, Reranker
 from .rerank.cache import ScoreCache
@@ -162,7 +162,7 @@ class RerankService:
         on_load_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         if batch_wait_ms < 0:
-            raise ValueError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
+            raise InvalidParameterError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
         is_loader = callable(reranker) and not hasattr(reranker, "rerank")
         self._loader: Callable[[], Reranker] | None = reranker if is_loader else None  # type: ignore[assignment]
         self.reranker: Reranker | None = None if is_loader else reranker  # type: ignore[assignment]
@@ -396,8 +396,10 @@ def create_app(
     check_positive_int(max_body_bytes, "max_body_bytes")
     if max_queue is not None:
         check_positive_int(max_queue, "max_queue")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
+        raise InvalidParameterError(f"max_batch must be an integer >= 0 (0: no batching), got {max_batch!r}")
     if request_timeout is not None and not request_timeout > 0:
-        raise ValueError(f"request_timeout must be > 0 seconds or None, got {request_timeout}")
+        raise InvalidParameterError(f"request_timeout must be > 0 seconds or None (no limit), got {request_timeout}")
     service = RerankService(
         reranker, batching=batching, max_batch=max_batch, batch_wait_ms=batch_wait_ms, on_load_error=on_load_error
     )
