@@ -197,6 +197,28 @@ def test_request_timeout_answers_504_and_drops_the_queued_work():
     assert app.state.stats["timed_out"] == 2
 
 
+def test_a_client_that_hangs_up_while_queued_is_never_scored():
+    gate = threading.Event()
+    gate.set()
+    reranker = FakePairReranker(gate)
+    app = create_app(reranker, batch_wait_ms=0)
+    with serve_in_thread(app) as url:
+        wait_for(lambda: app.state.service.state == "ready", "warm-up")
+        gate.clear()
+        with ThreadPoolExecutor(1) as pool:
+            entered = reranker.entered
+            first = pool.submit(httpx.post, f"{url}/v2/rerank", json=body("first", ["a"]), timeout=60)
+            wait_for(lambda: reranker.entered == entered + 1, "the model to take the first request")
+            with pytest.raises(httpx.ReadTimeout):  # the client gives up and closes its connection
+                httpx.post(f"{url}/v2/rerank", json=body("impatient", ["b", "c"]), timeout=0.3)
+            wait_for(lambda: app.state.stats["abandoned"] == 1, "the server to notice")
+            gate.set()
+            assert first.result().status_code == 200
+        assert httpx.post(f"{url}/v2/rerank", json=body("later", ["d"]), timeout=60).status_code == 200
+    assert not any(q == "impatient" for q, _ in reranker.pairs_seen)
+    assert app.state.stats["in_progress"] == 0
+
+
 def test_nan_scores_and_model_errors_fail_only_their_own_request():
     """A NaN score is a 500 with a clear message (never NaN in JSON); a request that makes the model raise
     fails alone even when merged with others (the batch is retried one request at a time)."""

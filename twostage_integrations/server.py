@@ -57,6 +57,11 @@ DEFAULT_BATCH_WAIT_MS = 5.0
 DEFAULT_MAX_QUEUE = 64  # requests admitted and not yet answered
 SERVE_API_KEY_ENV = "TWOSTAGE_SERVE_API_KEY"
 MAX_RETRY_AFTER = 60
+DISCONNECT_POLL_S = 0.25  # how often a waiting request checks whether its client is still there
+
+
+class ClientGone(Exception):
+    """The client hung up while its request waited for the model."""
 
 
 class RequestError(Exception):
@@ -424,6 +429,7 @@ def create_app(
         "rejected_full": 0,
         "rejected_not_ready": 0,
         "timed_out": 0,
+        "abandoned": 0,
         "failed": 0,
     }
     stats = app.state.stats
@@ -490,6 +496,24 @@ def create_app(
             stats["rejected_not_ready"] += 1
             raise RequestError(503, "the model is still loading; retry shortly (GET /ready turns 200 when loaded)", 5)
 
+    async def wait_for_scores(request: Request, job: Future) -> list[float | None]:
+        """The job's scores; cancels a job that has not started when the deadline passes (TimeoutError) or the
+        client hangs up (ClientGone), so abandoned work is never scored. A started model call runs to its end."""
+        future = asyncio.wrap_future(job)  # cancelling this wrapper cancels the job if the worker has not taken it
+        loop = asyncio.get_running_loop()
+        deadline = None if request_timeout is None else loop.time() + request_timeout
+        while True:
+            wait = DISCONNECT_POLL_S if deadline is None else min(DISCONNECT_POLL_S, deadline - loop.time())
+            if wait <= 0:
+                future.cancel()
+                raise asyncio.TimeoutError
+            done, _ = await asyncio.wait({future}, timeout=wait)
+            if done:
+                return future.result()
+            if await request.is_disconnected():
+                future.cancel()
+                raise ClientGone
+
     @app.post("/v2/rerank")
     async def rerank(request: Request) -> dict[str, Any]:
         nonlocal pending_pairs
@@ -517,9 +541,10 @@ def create_app(
         stats["in_progress"] += 1  # queued or being scored
         pending_pairs += len(documents)
         try:
-            future = asyncio.wrap_future(service.submit(req["query"], documents))
-            # On timeout wait_for cancels the wrapper, which cancels the job if the worker has not taken it.
-            scores = await asyncio.wait_for(future, request_timeout)
+            scores = await wait_for_scores(request, service.submit(req["query"], documents))
+        except ClientGone:
+            stats["abandoned"] += 1
+            raise RequestError(499, "the client closed the connection before its scores were ready") from None
         except asyncio.TimeoutError:
             stats["timed_out"] += 1
             raise RequestError(
