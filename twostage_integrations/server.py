@@ -294,7 +294,8 @@ class RerankService:
 
     def _score_merged(self, jobs: list[_Job]) -> None:
         pairs = [(j.query, t) for j in jobs for t in j.texts]
-        # Similar lengths side by side: the model's fixed-size forward passes pad less. Restored below.
+        # Similar lengths side by side so fixed-size forward passes pad less (sentence-transformers' CrossEncoder
+        # already sorts within a call; this is for engines that do not). Restored below.
         order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
         try:
             sorted_scores = self._model_call([pairs[i] for i in order])
