@@ -249,6 +249,23 @@ def test_nan_scores_and_model_errors_fail_only_their_own_request():
     assert app.state.stats["failed"] == 2
 
 
+class NanQueryFakeReranker(FakeQueryReranker):
+    """A per-query fake (served through ``rerank``, never merged) that gives NaN for the text ``nan``."""
+
+    def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        return [math.nan if t == "nan" else fake_score(query, t) for t in texts]
+
+
+def test_nan_through_the_per_request_path_is_a_500_too():
+    app = create_app(NanQueryFakeReranker())
+    with serve_in_thread(app) as url:
+        wait_for(lambda: app.state.service.ready, "readiness")
+        bad = httpx.post(f"{url}/v2/rerank", json=body("q", ["a", "nan"]))
+        good = httpx.post(f"{url}/v2/rerank", json=body("q", ["a", "b"]))
+    assert bad.status_code == 500 and "nan" in bad.json()["message"].lower() and "NaN" not in bad.text
+    assert good.status_code == 200 and [r["index"] for r in good.json()["results"]] == expected_indices("q", ["a", "b"])
+
+
 def test_readiness_follows_loading_and_draining():
     """/health answers while the model loads; /ready and /v2/rerank say 503 until it is loaded and warmed,
     and again while draining."""

@@ -41,7 +41,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from .errors import InvalidParameterError, TwoStageError
+from .errors import InvalidDocumentError, InvalidParameterError, InvalidQueryError, RerankAPIError, TwoStageError
 from .hit import Hit
 from .rerank.base import BaseReranker, Reranker
 from .rerank.cache import ScoreCache
@@ -554,9 +554,12 @@ def create_app(
                 "fewer documents",
                 service.retry_after(pending_pairs),
             ) from None
-        except TwoStageError as exc:
-            raise RequestError(400, f"invalid request: {exc}") from None
-        except Exception as exc:
+        except (InvalidQueryError, InvalidParameterError, InvalidDocumentError) as exc:
+            raise RequestError(400, f"invalid request: {exc}") from None  # the reranker refused this input
+        except RerankAPIError as exc:  # an upstream reranker (e.g. Cohere behind this server) failed
+            stats["failed"] += 1
+            raise RequestError(502, f"the upstream reranker failed: {exc}") from None
+        except Exception as exc:  # the model broke (including a contract error such as a non-finite score)
             stats["failed"] += 1
             logger.error("the reranker failed: %s: %s", type(exc).__name__, exc)
             raise RequestError(500, f"the reranker failed ({type(exc).__name__}: {exc})") from None
