@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -114,7 +115,9 @@ def test_1500_documents_are_split_and_merged(served, cross_encoder, scifact_dir,
     docs = others[:1200] + relevant + others[1200:]  # relevant titles in the second batch
     hits = [Hit(id=d["_id"], text=d["title"], recall_score=0.0, recall_rank=i + 1) for i, d in enumerate(docs)]
     before = dict(app.state.stats)
-    out = CohereReranker(api_key=KEY, base_url=url).rerank(queries[qid], hits)
+    # A generous client timeout: on a loaded machine 1,000 titles can take longer than the default 30 s, and a
+    # retried batch would be counted twice below.
+    out = CohereReranker(api_key=KEY, base_url=url, timeout=600).rerank(queries[qid], hits)
     assert app.state.stats["requests"] - before["requests"] == 2
     assert app.state.stats["documents"] - before["documents"] == 1500
     assert sorted(h.id for h in out) == sorted(h.id for h in hits)
@@ -146,6 +149,39 @@ def test_twenty_concurrent_clients_all_get_correct_results(served, cross_encoder
     assert got == expected
 
 
+def test_64_concurrent_requests_are_batched_and_each_gets_its_own_ranking(cross_encoder, cases):
+    """Dynamic batching with the real model: 64 requests with different queries in flight together are merged
+    into shared model calls (the batcher's counters say so), and every client gets its own ranking: the scores
+    the cross-encoder gives its pairs in one local call in request order (the server sorts merged pairs by
+    length, so a mix-up in splitting or un-sorting would show)."""
+    app = create_app(cross_encoder, max_queue=128)
+    jobs = []
+    for k in range(64):
+        query, docs = cases[k % len(cases)]
+        start = 3 * (k // len(cases))
+        jobs.append((query, [d[: 80 + 40 * j] for j, d in enumerate(docs[start : start + 3])]))
+    assert len(set(map(str, jobs))) == 64
+    flat = cross_encoder.score_pairs([(q, d) for q, docs in jobs for d in docs])
+    barrier = threading.Barrier(len(jobs))
+
+    def call(job):
+        with httpx.Client(timeout=600) as http:
+            barrier.wait()
+            return http.post(f"{url}/v2/rerank", json={"model": "m", "query": job[0], "documents": job[1]})
+
+    with serve_in_thread(app) as url, ThreadPoolExecutor(len(jobs)) as pool:
+        responses = list(pool.map(call, jobs))
+    service = app.state.service
+    assert service.batching and service.merged_batches >= 1 and service.largest_batch >= 2
+    assert service.batches < len(jobs)  # fewer model calls than requests
+    for k, ((query, _), response) in enumerate(zip(jobs, responses, strict=True)):
+        assert response.status_code == 200, response.text
+        own = flat[3 * k : 3 * k + 3]
+        results = response.json()["results"]
+        assert [r["index"] for r in results] == sorted(range(3), key=lambda i: -own[i]), query
+        assert [r["relevance_score"] for r in results] == pytest.approx(sorted(own, reverse=True), abs=1e-4)
+
+
 async def test_twenty_concurrent_async_reranks_share_one_client(served, cross_encoder, cases):
     import asyncio
 
@@ -171,7 +207,6 @@ BAD_BODIES = [
     ({"query": "q"}, "documents"),
     ({"query": "q", "documents": "one string"}, "documents"),
     ({"query": "q", "documents": []}, "empty"),
-    ({"query": "q", "documents": ["a"] * 6}, "limit of 5"),
     ({"query": "q", "documents": ["a", 7]}, "documents[1]"),
     ({"query": "q", "documents": [{"text": "a"}]}, "documents[0]"),
     ({"query": "q", "documents": [None]}, "documents[0]"),
@@ -202,8 +237,9 @@ def test_bad_requests_get_a_cohere_shaped_400(strict, body, fragment):
         (b"", 400, "not valid JSON"),
         (json.dumps({"query": "q", "documents": ["x" * 5000]}).encode(), 413, "limit of 4096"),
         (iter([b'{"query": "q", "documents": ["', b"x" * 3000, b"x" * 3000, b'"]}']), 413, "limit of 4096"),
+        (json.dumps({"query": "q", "documents": ["a"] * 6}).encode(), 413, "limit of 5"),
     ],
-    ids=["truncated-json", "not-utf8", "empty-body", "too-large", "too-large-chunked"],
+    ids=["truncated-json", "not-utf8", "empty-body", "too-large", "too-large-chunked", "too-many-documents"],
 )
 def test_malformed_and_oversized_bodies_get_4xx(strict, content, status, fragment):
     response = strict.post("/v2/rerank", content=content, headers={"content-type": "application/json"})
@@ -253,8 +289,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_twostage_serve_command(rerank_model_path, cross_encoder, cases):
-    """The real console script: starts, answers the SDK with auth from the environment, and stops."""
+def test_twostage_serve_command_answers_then_drains_on_sigterm(rerank_model_path, cross_encoder, cases):
+    """The real console script: starts, answers the SDK with auth from the environment, logs each request
+    without text or key, and on SIGTERM finishes the request in flight (200, right ranking) and exits 0."""
     port = free_port()
     exe = shutil.which("twostage")
     cmd = [exe] if exe else [sys.executable, "-c", "from twostage_integrations.cli import app; app()"]
@@ -272,21 +309,38 @@ def test_twostage_serve_command(rerank_model_path, cross_encoder, cases):
         while True:
             assert proc.poll() is None, proc.stderr.read()
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
                 pass  # not listening yet
-            assert time.monotonic() < deadline, "twostage serve did not start within 120 s"
+            assert time.monotonic() < deadline, "twostage serve was not ready within 120 s"
             time.sleep(0.25)
         query, docs = cases[5][0], cases[5][1][4:9]
         response = sdk(url).rerank(model="rerank-v3.5", query=query, documents=docs)
         assert [r.index for r in response.results] == [int(h.id) for h in local_ranking(cross_encoder, query, docs)]
         with pytest.raises(cohere.errors.UnauthorizedError):
             sdk(url, key="wrong").rerank(model="rerank-v3.5", query=query, documents=docs)
+
+        # SIGTERM while a long request (36 abstracts: seconds of model work) is in flight.
+        long_query, long_docs = cases[6][0], [d for _, batch in cases[6:9] for d in batch]
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(sdk(url).rerank, model="rerank-v3.5", query=long_query, documents=long_docs)
+            while httpx.get(f"{url}/health", timeout=30).json()["in_progress"] == 0:
+                assert not pending.done(), "the long request finished before SIGTERM could be sent"
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGTERM)
+            drained = pending.result(timeout=300)
+        want = local_ranking(cross_encoder, long_query, long_docs)
+        assert [r.index for r in drained.results] == [int(h.id) for h in want]
+        assert proc.wait(timeout=60) == 0
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.kill()
         _, stderr = proc.communicate(timeout=30)
     assert "auth on" in stderr and KEY not in stderr
+    assert "POST /v2/rerank 200 documents=5" in stderr and "POST /v2/rerank 401" in stderr
+    assert "draining 1 request(s)" in stderr
+    assert query not in stderr and docs[0][:40] not in stderr  # logs never carry user text
 
 
 def test_twostage_serve_refuses_a_cohere_model_name():

@@ -3,6 +3,10 @@
 A client of Cohere's v2 rerank API talks to it by changing only its base URL: the official SDK
 (``cohere.ClientV2(base_url=...)``) and :class:`~twostage_integrations.CohereReranker` are tested against it.
 
+Concurrent requests are merged into one model call (dynamic batching, as TEI and Infinity do), the queue is
+bounded (429 + ``Retry-After`` when full), each request has a deadline, SIGTERM drains in-flight work, and
+``/health`` (liveness) and ``/ready`` (model loaded and warmed) are separate.
+
 >>> from twostage_integrations import CrossEncoderReranker
 >>> from twostage_integrations.server import create_app, serve_in_thread
 >>> app = create_app(CrossEncoderReranker("path/to/cross-encoder"))  # doctest: +SKIP
@@ -17,15 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
+import queue
 import secrets
+import signal
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,23 +41,37 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from .errors import TwoStageError
+from .errors import InvalidDocumentError, InvalidParameterError, InvalidQueryError, RerankAPIError, TwoStageError
 from .hit import Hit
-from .rerank.base import Reranker
+from .rerank.base import BaseReranker, Reranker
+from .rerank.cache import ScoreCache
 from .validation import check_positive_int, check_query
+
+logger = logging.getLogger(__name__)
+request_logger = logging.getLogger(__name__ + ".requests")
 
 DEFAULT_MAX_DOCUMENTS = 1000  # Cohere's own per-request limit
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BATCH = 256  # pairs merged into one model call
+DEFAULT_BATCH_WAIT_MS = 5.0
+DEFAULT_MAX_QUEUE = 64  # requests admitted and not yet answered
 SERVE_API_KEY_ENV = "TWOSTAGE_SERVE_API_KEY"
+MAX_RETRY_AFTER = 60
+DISCONNECT_POLL_S = 0.25  # how often a waiting request checks whether its client is still there
+
+
+class ClientGone(Exception):
+    """The client hung up while its request waited for the model."""
 
 
 class RequestError(Exception):
-    """A request we refuse, answered as Cohere does: ``{"message": ...}`` with a 4xx status."""
+    """A request we refuse, answered as Cohere does: ``{"message": ...}`` with a 4xx/5xx status."""
 
-    def __init__(self, status_code: int, message: str) -> None:
+    def __init__(self, status_code: int, message: str, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
+        self.retry_after = retry_after
 
 
 def parse_rerank_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENTS) -> dict[str, Any]:
@@ -73,7 +95,7 @@ def parse_rerank_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENT
         raise RequestError(400, "invalid request: documents is empty; send at least one document")
     if len(documents) > max_documents:
         raise RequestError(
-            400, f"invalid request: {len(documents)} documents, more than the limit of {max_documents}; split them"
+            413, f"too many documents: {len(documents)}, more than the limit of {max_documents}; split them"
         )
     for i, doc in enumerate(documents):
         if not isinstance(doc, str):
@@ -100,33 +122,329 @@ def parse_rerank_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENT
     }
 
 
+def batches_across_queries(reranker: Any) -> bool:
+    """True when ``reranker.score_pairs`` scores pairs from many queries in one model call.
+
+    ``BaseReranker``'s default ``score_pairs`` only loops over queries (a hosted API such as Cohere takes one
+    query per request), so merging requests would serialise them for nothing: those are served per request.
+    Wrappers (such as :class:`~twostage_integrations.rerank.cache.ScoreCache`) answer for their ``inner``.
+    """
+    while isinstance(reranker, ScoreCache):
+        reranker = reranker.inner
+    method = getattr(type(reranker), "score_pairs", None)
+    return method is not None and method is not BaseReranker.score_pairs
+
+
+@dataclass(eq=False)
+class _Job:
+    """One request's work: its pairs and the future its handler awaits (scores in document order)."""
+
+    query: str
+    texts: list[str]
+    future: Future = field(default_factory=Future)
+
+
+_STOP = object()
+
+
+class RerankService:
+    """The model side of the server: loads and warms the reranker, then runs one worker thread that takes
+    queued requests, merges them into one ``score_pairs`` call of at most ``max_batch`` pairs (waiting up to
+    ``batch_wait_ms`` for more once the queue is empty) and hands each request its own scores.
+
+    One model thread on purpose: on a small CPU, concurrent forward passes fight over the cores; merged ones
+    pad less and pay the per-call overhead once. Counters (``batches``, ``merged_batches``, ``largest_batch``,
+    ``pairs_scored``) are written by the worker only.
+    """
+
+    def __init__(
+        self,
+        reranker: Reranker | Callable[[], Reranker],
+        *,
+        batching: bool = True,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+        on_load_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        if batch_wait_ms < 0:
+            raise InvalidParameterError(f"batch_wait_ms must be >= 0, got {batch_wait_ms}")
+        is_loader = callable(reranker) and not hasattr(reranker, "rerank")
+        self._loader: Callable[[], Reranker] | None = reranker if is_loader else None  # type: ignore[assignment]
+        self.reranker: Reranker | None = None if is_loader else reranker  # type: ignore[assignment]
+        self.requested_batching = batching and max_batch > 0
+        self.batching = False  # decided once the model is there
+        self.max_batch = max_batch
+        self.batch_wait = batch_wait_ms / 1000
+        self.on_load_error = on_load_error
+        self.state = "loading"  # loading -> warming -> ready; failed; draining
+        self.load_error: BaseException | None = None
+        self.draining = False
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._carry: Any = None
+        self.batches = 0
+        self.merged_batches = 0
+        self.largest_batch = 0  # requests in one model call
+        self.pairs_scored = 0
+        self._pairs_per_second: float | None = None
+        self._thread = threading.Thread(target=self._run, name="twostage-rerank", daemon=True)
+        self._thread.start()
+
+    @property
+    def name(self) -> str:
+        r = self.reranker
+        return getattr(r, "name", type(r).__name__) if r is not None else "(loading)"
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and not self.draining
+
+    def submit(self, query: str, texts: list[str]) -> Future:
+        """Queue one request; the future gets its scores in document order (``None`` where none was given)."""
+        job = _Job(query, texts)
+        self._queue.put(job)
+        return job.future
+
+    def retry_after(self, pairs_waiting: int) -> int:
+        """Seconds until the queue has likely drained: waiting pairs / measured pairs per second, 1..60."""
+        rate = self._pairs_per_second
+        if not rate:
+            return 1
+        return max(1, min(MAX_RETRY_AFTER, math.ceil(pairs_waiting / rate)))
+
+    def close(self, timeout: float | None = 30) -> None:
+        """Finish what is queued, then stop the worker thread."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "batching": self.batching,
+            "batches": self.batches,
+            "merged_batches": self.merged_batches,
+            "largest_batch": self.largest_batch,
+            "pairs_scored": self.pairs_scored,
+        }
+
+    # -- worker thread ---------------------------------------------------------------------------------
+    def _run(self) -> None:
+        if self._loader is not None:
+            try:
+                self.reranker = self._loader()
+            except BaseException as exc:  # noqa: BLE001 - reported through state/load_error and the callback
+                self.load_error = exc
+                self.state = "failed"
+                logger.error("could not load the reranker: %s", exc)
+                if self.on_load_error is not None:
+                    self.on_load_error(exc)
+                return
+        self.batching = self.requested_batching and batches_across_queries(self.reranker)
+        self.state = "warming"
+        if batches_across_queries(self.reranker):  # a local model: one tiny call loads kernels and caches
+            try:
+                self.reranker.score_pairs([("warm-up", "warm-up")])  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - a real request will report it with its own status
+                logger.warning("warm-up call failed: %s", exc)
+        self.state = "ready"
+        logger.info("reranker %s ready (dynamic batching %s)", self.name, "on" if self.batching else "off")
+        while True:
+            batch = self._collect()
+            if batch is None:
+                return
+            jobs = [j for j in batch if j.future.set_running_or_notify_cancel()]  # drops timed-out ones
+            if not jobs:
+                continue
+            if self.batching:
+                self._score_merged(jobs)
+            else:
+                for job in jobs:
+                    self._score_alone(job)
+
+    def _collect(self) -> list[_Job] | None:
+        first = self._carry if self._carry is not None else self._queue.get()
+        self._carry = None
+        if first is _STOP:
+            return None
+        batch, pairs = [first], len(first.texts)
+        if not self.batching:
+            return batch
+        deadline = time.monotonic() + self.batch_wait
+        while pairs < self.max_batch:
+            try:  # everything already queued at once; then wait a little for stragglers
+                nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if nxt is _STOP or pairs + len(nxt.texts) > self.max_batch:
+                self._carry = nxt  # first in the next batch: a request is never split
+                break
+            if not nxt.future.cancelled():
+                batch.append(nxt)
+                pairs += len(nxt.texts)
+        return batch
+
+    def _model_call(self, pairs: list[tuple[str, str]]) -> list[float]:
+        t0 = time.perf_counter()
+        scores = self.reranker.score_pairs(pairs)  # type: ignore[union-attr]
+        elapsed = time.perf_counter() - t0
+        if len(scores) != len(pairs):
+            raise RuntimeError(f"the reranker returned {len(scores)} scores for {len(pairs)} pairs")
+        rate = len(pairs) / max(elapsed, 1e-6)
+        self._pairs_per_second = rate if self._pairs_per_second is None else 0.7 * self._pairs_per_second + 0.3 * rate
+        self.pairs_scored += len(pairs)
+        return list(scores)
+
+    def _score_merged(self, jobs: list[_Job]) -> None:
+        pairs = [(j.query, t) for j in jobs for t in j.texts]
+        # Similar lengths side by side so fixed-size forward passes pad less (sentence-transformers' CrossEncoder
+        # already sorts within a call; this is for engines that do not). Restored below.
+        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+        try:
+            sorted_scores = self._model_call([pairs[i] for i in order])
+        except Exception as exc:  # noqa: BLE001 - handed to the requests, or retried one by one
+            if len(jobs) == 1:
+                jobs[0].future.set_exception(exc)
+            else:  # one bad request must not fail the others merged with it
+                logger.warning("a merged batch of %d requests failed (%s); scoring them one by one", len(jobs), exc)
+                for job in jobs:
+                    self._score_alone(job)
+            return
+        self.batches += 1
+        self.merged_batches += len(jobs) > 1
+        self.largest_batch = max(self.largest_batch, len(jobs))
+        scores = [0.0] * len(pairs)
+        for pos, i in enumerate(order):
+            scores[i] = sorted_scores[pos]
+        start = 0
+        for job in jobs:
+            job.future.set_result(scores[start : start + len(job.texts)])
+            start += len(job.texts)
+
+    def _score_alone(self, job: _Job) -> None:
+        try:
+            if self.batching:
+                scores: list[float | None] = self._model_call([(job.query, t) for t in job.texts])
+            else:  # per request, through the reranker's own rerank (keeps e.g. Cohere's retries and fallback)
+                ranked = self.reranker.rerank(  # type: ignore[union-attr]
+                    job.query, [Hit(id=str(i), text=t) for i, t in enumerate(job.texts)]
+                )
+                scores = [None] * len(job.texts)
+                for h in ranked:
+                    scores[int(h.id)] = h.rerank_score
+        except Exception as exc:  # noqa: BLE001 - the handler turns it into a status
+            job.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, 1)
+        job.future.set_result(scores)
+
+
+class _RequestLog:
+    """ASGI middleware: one log line per request (method, path, status, documents, latency); never the
+    query, the documents or any header, so keys and user text stay out of logs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not request_logger.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # if the app dies before answering
+
+        async def send_and_note(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            n_docs = scope.get("state", {}).get("n_documents", "-")
+            request_logger.info(
+                "%s %s %d documents=%s latency_ms=%.1f",
+                scope["method"],
+                scope["path"],
+                status,
+                n_docs,
+                (time.perf_counter() - start) * 1000,
+            )
+
+
 def create_app(
-    reranker: Reranker,
+    reranker: Reranker | Callable[[], Reranker],
     *,
     api_key: str | None = None,
     max_documents: int = DEFAULT_MAX_DOCUMENTS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    batching: bool = True,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
+    max_queue: int | None = DEFAULT_MAX_QUEUE,
+    request_timeout: float | None = None,
+    on_load_error: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with ``POST /v2/rerank`` (Cohere's request and response shapes) and ``GET /health``.
+    """A FastAPI app with ``POST /v2/rerank`` (Cohere's request and response shapes), ``GET /health``
+    (liveness) and ``GET /ready`` (readiness).
 
-    ``api_key``: when set, requests need ``Authorization: Bearer <api_key>``. ``max_documents`` and
-    ``max_body_bytes`` bound one request. Model work runs on one worker thread, so the event loop stays
-    free and concurrent requests queue instead of fighting over the CPU. ``app.state.stats`` (also in
-    ``/health``) counts the requests and documents scored and the requests in progress.
+    ``reranker``: a reranker, or a function that loads one (loaded on a background thread, so ``/health``
+    answers while a big model loads and ``/ready`` says 503 until it is loaded and warmed).
+    ``api_key``: when set, requests need ``Authorization: Bearer <api_key>``. ``max_documents`` (413 above it)
+    and ``max_body_bytes`` (413) bound one request.
+    ``batching``/``max_batch``/``batch_wait_ms``: merge concurrent requests into one model call of at most
+    ``max_batch`` (query, document) pairs, waiting up to ``batch_wait_ms`` for more; only for rerankers whose
+    ``score_pairs`` batches across queries (others are served one request at a time).
+    ``max_queue``: requests admitted and not yet answered (queued or being scored); one more gets 429 with
+    ``Retry-After``. ``request_timeout``: seconds from admission to answer, else 504 (``None``: no limit).
+    ``app.state.stats`` (also in ``/health``) counts requests, documents, requests in progress, rejections.
     """
     check_positive_int(max_documents, "max_documents")
     check_positive_int(max_body_bytes, "max_body_bytes")
-    app = FastAPI(title="twostage serve", description="Cohere-compatible rerank API for a local cross-encoder")
-    app.state.stats = {"requests": 0, "documents": 0, "in_progress": 0}
-    model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twostage-rerank")
-    expected = f"Bearer {api_key}".encode() if api_key else None
+    if max_queue is not None:
+        check_positive_int(max_queue, "max_queue")
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 0:
+        raise InvalidParameterError(f"max_batch must be an integer >= 0 (0: no batching), got {max_batch!r}")
+    if request_timeout is not None and not request_timeout > 0:
+        raise InvalidParameterError(f"request_timeout must be > 0 seconds or None (no limit), got {request_timeout}")
+    service = RerankService(
+        reranker, batching=batching, max_batch=max_batch, batch_wait_ms=batch_wait_ms, on_load_error=on_load_error
+    )
 
-    def error(status_code: int, message: str) -> JSONResponse:
-        return JSONResponse({"message": message}, status_code=status_code)
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        # uvicorn has already waited for in-flight requests (graceful shutdown); stop the worker.
+        service.draining = True
+        await asyncio.to_thread(service.close)
+
+    app = FastAPI(
+        title="twostage serve",
+        description="Cohere-compatible rerank API for a local cross-encoder",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.stats = {
+        "requests": 0,
+        "documents": 0,
+        "in_progress": 0,
+        "rejected_full": 0,
+        "rejected_not_ready": 0,
+        "timed_out": 0,
+        "abandoned": 0,
+        "failed": 0,
+    }
+    stats = app.state.stats
+    pending_pairs = 0  # pairs of the requests in progress, for Retry-After
+    expected = f"Bearer {api_key}".encode() if api_key else None
+    app.add_middleware(_RequestLog)
+
+    def error(status_code: int, message: str, retry_after: int | None = None) -> JSONResponse:
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return JSONResponse({"message": message}, status_code=status_code, headers=headers)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return error(exc.status_code, exc.message)
+        return error(exc.status_code, exc.message, exc.retry_after)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -148,47 +466,187 @@ def create_app(
         return bytes(body)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": getattr(reranker, "name", type(reranker).__name__), **app.state.stats}
+    async def health() -> JSONResponse:
+        """Liveness: 200 while the process can serve or is loading; 503 once loading the model failed."""
+        body = {
+            "status": "failed" if service.state == "failed" else "ok",
+            "state": "draining" if service.draining else service.state,
+            "model": service.name,
+            **stats,
+            **service.stats(),
+        }
+        cache = getattr(service.reranker, "stats", None)
+        if callable(cache):
+            body["cache"] = cache()
+        return JSONResponse(body, status_code=503 if service.state == "failed" else 200)
+
+    @app.get("/ready")
+    async def ready() -> JSONResponse:
+        """Readiness: 200 once the model is loaded and warmed; 503 before, after a failed load, while draining."""
+        state = "draining" if service.draining else service.state
+        return JSONResponse({"ready": service.ready, "state": state}, status_code=200 if service.ready else 503)
+
+    def refuse_unless_accepting() -> None:
+        if service.draining:
+            stats["rejected_not_ready"] += 1
+            raise RequestError(503, "the server is shutting down; retry on another replica or shortly", 1)
+        if service.state == "failed":
+            stats["rejected_not_ready"] += 1
+            raise RequestError(503, f"the reranker failed to load: {service.load_error}", MAX_RETRY_AFTER)
+        if service.reranker is None:  # a warming model is fine: requests queue behind the warm-up call
+            stats["rejected_not_ready"] += 1
+            raise RequestError(503, "the model is still loading; retry shortly (GET /ready turns 200 when loaded)", 5)
+
+    async def wait_for_scores(request: Request, job: Future) -> list[float | None]:
+        """The job's scores; cancels a job that has not started when the deadline passes (TimeoutError) or the
+        client hangs up (ClientGone), so abandoned work is never scored. A started model call runs to its end."""
+        future = asyncio.wrap_future(job)  # cancelling this wrapper cancels the job if the worker has not taken it
+        loop = asyncio.get_running_loop()
+        deadline = None if request_timeout is None else loop.time() + request_timeout
+        while True:
+            wait = DISCONNECT_POLL_S if deadline is None else min(DISCONNECT_POLL_S, deadline - loop.time())
+            if wait <= 0:
+                future.cancel()
+                raise asyncio.TimeoutError
+            done, _ = await asyncio.wait({future}, timeout=wait)
+            if done:
+                return future.result()
+            if await request.is_disconnected():
+                future.cancel()
+                raise ClientGone
 
     @app.post("/v2/rerank")
     async def rerank(request: Request) -> dict[str, Any]:
+        nonlocal pending_pairs
         if expected is not None:
             given = request.headers.get("authorization", "").encode()
             if not secrets.compare_digest(given, expected):
                 raise RequestError(401, "invalid api token: send 'Authorization: Bearer <key>' with the server's key")
+        refuse_unless_accepting()
         raw = await read_body(request)
         try:
             payload = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RequestError(400, f"invalid request: the body is not valid JSON ({exc})") from None
         req = parse_rerank_request(payload, max_documents)
-        hits = [Hit(id=str(i), text=doc) for i, doc in enumerate(req["documents"])]
-        loop = asyncio.get_running_loop()
-        app.state.stats["in_progress"] += 1  # queued or being scored
+        documents: list[str] = req["documents"]
+        request.state.n_documents = len(documents)
+        refuse_unless_accepting()  # the body may have taken a while to arrive
+        if max_queue is not None and stats["in_progress"] >= max_queue:
+            stats["rejected_full"] += 1
+            raise RequestError(
+                429,
+                f"the server is at capacity ({stats['in_progress']} requests queued or in progress); retry later",
+                service.retry_after(pending_pairs),
+            )
+        stats["in_progress"] += 1  # queued or being scored
+        pending_pairs += len(documents)
         try:
-            ranked = await loop.run_in_executor(model_thread, reranker.rerank, req["query"], hits, req["top_n"])
-        except TwoStageError as exc:
-            raise RequestError(400, f"invalid request: {exc}") from None
+            scores = await wait_for_scores(request, service.submit(req["query"], documents))
+        except ClientGone:
+            stats["abandoned"] += 1
+            raise RequestError(499, "the client closed the connection before its scores were ready") from None
+        except asyncio.TimeoutError:
+            stats["timed_out"] += 1
+            raise RequestError(
+                504,
+                f"the request timed out after {request_timeout:g} s waiting for the model; retry later or send "
+                "fewer documents",
+                service.retry_after(pending_pairs),
+            ) from None
+        except (InvalidQueryError, InvalidParameterError, InvalidDocumentError) as exc:
+            raise RequestError(400, f"invalid request: {exc}") from None  # the reranker refused this input
+        except RerankAPIError as exc:  # an upstream reranker (e.g. Cohere behind this server) failed
+            stats["failed"] += 1
+            raise RequestError(502, f"the upstream reranker failed: {exc}") from None
+        except Exception as exc:  # the model broke (including a contract error such as a non-finite score)
+            stats["failed"] += 1
+            logger.error("the reranker failed: %s: %s", type(exc).__name__, exc)
+            raise RequestError(500, f"the reranker failed ({type(exc).__name__}: {exc})") from None
         finally:
-            app.state.stats["in_progress"] -= 1
-        app.state.stats["requests"] += 1
-        app.state.stats["documents"] += len(hits)
+            stats["in_progress"] -= 1
+            pending_pairs -= len(documents)
+        bad = [i for i, s in enumerate(scores) if s is None or not math.isfinite(s)]
+        if bad:
+            stats["failed"] += 1
+            shown = scores[bad[0]]
+            raise RequestError(
+                500,
+                f"the reranker returned {shown!r} instead of a score for {len(bad)} of {len(scores)} documents "
+                f"(first: documents[{bad[0]}]); the model or its input is broken, nothing is ranked",
+            )
+        stats["requests"] += 1
+        stats["documents"] += len(documents)
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep document order
+        if req["top_n"] is not None:
+            order = order[: req["top_n"]]
         results = []
-        for h in ranked:
-            item: dict[str, Any] = {"index": int(h.id), "relevance_score": h.rerank_score}
+        for i in order:
+            item: dict[str, Any] = {"index": i, "relevance_score": float(scores[i])}
             if req["return_documents"]:
-                item["document"] = {"text": h.text}
+                item["document"] = {"text": documents[i]}
             results.append(item)
         meta: dict[str, Any] = {
             "api_version": {"version": "2"},
-            "billed_units": {"search_units": math.ceil(len(hits) / 100)},  # Cohere bills 100 documents per unit
+            "billed_units": {"search_units": math.ceil(len(documents) / 100)},  # Cohere bills 100 docs per unit
         }
         if req["warnings"]:
             meta["warnings"] = req["warnings"]
         return {"id": str(uuid.uuid4()), "results": results, "meta": meta}
 
     return app
+
+
+def _uvicorn_server(app: FastAPI, config: Any) -> Any:
+    """A uvicorn server whose first SIGTERM/SIGINT marks the app as draining (``/ready`` and new requests
+    answer 503) before uvicorn's own graceful shutdown stops accepting and waits for in-flight requests."""
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            service = getattr(app.state, "service", None)
+            if service is not None and not service.draining:
+                service.draining = True
+                logger.warning("signal %d: draining %s request(s) in progress, then exiting", sig, _in_progress(app))
+            super().handle_exit(sig, frame)
+
+    return DrainingServer(config)
+
+
+def _in_progress(app: FastAPI) -> int:
+    return getattr(app.state, "stats", {}).get("in_progress", 0)
+
+
+def run_server(
+    app: FastAPI,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    graceful_timeout: float | None = 30,
+    log_level: str = "warning",
+) -> None:
+    """Run ``app`` in the foreground until SIGTERM or Ctrl+C, then drain: stop accepting, answer 503 to
+    new requests on open connections, finish the requests in progress (at most ``graceful_timeout`` s)
+    and return normally (exit code 0), as a process manager expects."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=graceful_timeout
+    )
+    server = _uvicorn_server(app, config)
+    service = getattr(app.state, "service", None)
+    if service is not None:
+        service.on_load_error = lambda exc: setattr(server, "should_exit", True)  # nothing to serve: exit
+        if service.load_error is not None:  # it failed before the callback was in place
+            server.should_exit = True
+    # uvicorn re-raises the signal it caught once it has shut down; with this handler in place that
+    # re-raise is a no-op instead of killing the process with "terminated by SIGTERM".
+    previous = {sig: signal.signal(sig, server.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextmanager
@@ -202,7 +660,7 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterato
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = _uvicorn_server(app, uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="twostage-serve")
     thread.start()
     deadline = time.monotonic() + 30
@@ -217,3 +675,31 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> Iterato
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def wait_until_ready(url: str, timeout: float = 120) -> None:
+    """Poll ``GET {url}/ready`` until it answers 200 (``TimeoutError`` after ``timeout`` seconds)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass  # not listening yet
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{url} was not ready within {timeout:g} s")
+        time.sleep(0.1)
+
+
+__all__ = [
+    "RequestError",
+    "RerankService",
+    "batches_across_queries",
+    "create_app",
+    "parse_rerank_request",
+    "run_server",
+    "serve_in_thread",
+    "wait_until_ready",
+]
