@@ -321,7 +321,7 @@ class RerankService:
     def _score_alone(self, job: _Job) -> None:
         try:
             if self.batching:
-                scores: list[float | None] = self._model_call([(job.query, t) for t in job.texts])
+                scores: list[float | None] = [*self._model_call([(job.query, t) for t in job.texts])]
             else:  # per request, through the reranker's own rerank (keeps e.g. Cohere's retries and fallback)
                 ranked = self.reranker.rerank(  # type: ignore[union-attr]
                     job.query, [Hit(id=str(i), text=t) for i, t in enumerate(job.texts)]
@@ -577,12 +577,13 @@ def create_app(
             )
         stats["requests"] += 1
         stats["documents"] += len(documents)
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])  # stable: ties keep document order
+        final = [float(s) for s in scores if s is not None]  # all finite: checked above
+        order = sorted(range(len(final)), key=lambda i: -final[i])  # stable: ties keep document order
         if req["top_n"] is not None:
             order = order[: req["top_n"]]
         results = []
         for i in order:
-            item: dict[str, Any] = {"index": i, "relevance_score": float(scores[i])}
+            item: dict[str, Any] = {"index": i, "relevance_score": final[i]}
             if req["return_documents"]:
                 item["document"] = {"text": documents[i]}
             results.append(item)
@@ -631,7 +632,12 @@ def run_server(
     import uvicorn
 
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level, access_log=False, timeout_graceful_shutdown=graceful_timeout
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=graceful_timeout,  # type: ignore[arg-type]  # uvicorn takes float seconds too
     )
     server = _uvicorn_server(app, config)
     service = getattr(app.state, "service", None)

@@ -83,7 +83,7 @@ class ServeBenchReport:
 def _percentile(values: Sequence[float], q: float) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
 def _request_bodies(corpus: Sequence[str], queries: Sequence[str], documents: int, n: int) -> list[dict[str, Any]]:

@@ -113,7 +113,7 @@ class ScoreCache(BaseReranker):
                 while self.maxsize is not None and len(self._scores) > self.maxsize:
                     self._scores.popitem(last=False)
                     self.evictions += 1
-        return out  # type: ignore[return-value] - every slot is filled above
+        return out  # type: ignore[return-value]  # every slot is filled above
 
     def __repr__(self) -> str:
         return f"ScoreCache({self.inner!r}, maxsize={self.maxsize})"
