@@ -16,6 +16,7 @@ from ..extras import check_eval_extras
 from ..recall.base import Recall, query_embedder
 from ..recall.hybrid import recall_by_kind
 from ..rerank.base import BaseReranker, Reranker
+from ..rerank.cache import ScoreCache
 from ..rerank.cascade import Cascade
 from ..validation import check_positive_int
 from .beir import BeirDataset, index_corpus, load_beir
@@ -163,24 +164,20 @@ def evaluate_limits(
     return [evaluate(data, limit=limit, **kwargs) for limit in sorted(set(limits))]
 
 
-class CachedReranker(BaseReranker):
-    """Scores each (query, passage) pair once and remembers it, so many configurations can be compared for
-    the cost of one. Stage timings of runs that hit the cache are not latencies; ``pairs_scored`` and
-    ``seconds_scoring`` give the real cost of the pairs the inner reranker actually scored."""
+class CachedReranker(ScoreCache):
+    """An unbounded :class:`~twostage_integrations.rerank.cache.ScoreCache` that also times the pairs it
+    really scores, so many configurations can be compared for the cost of one. Stage timings of runs that hit
+    the cache are not latencies; ``pairs_scored`` and ``seconds_scoring`` give the real cost of the pairs the
+    inner reranker actually scored."""
 
     def __init__(self, reranker: BaseReranker) -> None:
-        self.inner = reranker
-        self.name = reranker.name
-        self._cache: dict[tuple[str, str], float] = {}
+        super().__init__(reranker, maxsize=None)
         self.pairs_scored = 0
         self.seconds_scoring = 0.0
 
-    def score(self, query: str, texts: Sequence[str]) -> list[float]:
-        missing = list(dict.fromkeys(t for t in texts if (query, t) not in self._cache))
-        if missing:
-            t0 = time.perf_counter()
-            scores = self.inner.score(query, missing)
-            self.seconds_scoring += time.perf_counter() - t0
-            self.pairs_scored += len(missing)
-            self._cache.update(((query, t), s) for t, s in zip(missing, scores, strict=True))
-        return [self._cache[(query, t)] for t in texts]
+    def _score_misses(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        t0 = time.perf_counter()
+        scores = super()._score_misses(pairs)
+        self.seconds_scoring += time.perf_counter() - t0
+        self.pairs_scored += len(pairs)
+        return scores

@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 
+from ..errors import RerankScoresError
 from ..validation import check_positive_int
 from .base import BaseReranker
 
@@ -61,6 +62,14 @@ class ScoreCache(BaseReranker):
         self.misses = 0
         self.evictions = 0
 
+    @property
+    def score_kind(self) -> str:  # type: ignore[override]  # the inner model's scale, see docs/scores.md
+        return getattr(self.inner, "score_kind", "rerank")
+
+    def _score_misses(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Where the pairs not in the cache are scored (a subclass may time or count them)."""
+        return self.inner.score_pairs(pairs)
+
     def __len__(self) -> int:
         return len(self._scores)
 
@@ -99,9 +108,9 @@ class ScoreCache(BaseReranker):
             self.misses += misses
         if todo:
             first = [idx[0] for idx in todo.values()]
-            scores = self.inner.score_pairs([pairs[i] for i in first])
+            scores = self._score_misses([pairs[i] for i in first])
             if len(scores) != len(first):
-                raise RuntimeError(f"{self.inner!r} returned {len(scores)} scores for {len(first)} pairs")
+                raise RerankScoresError(f"{self.inner!r} returned {len(scores)} scores for {len(first)} pairs")
             with self._lock:
                 for (key, idx), s in zip(todo.items(), scores, strict=True):
                     s = float(s)
