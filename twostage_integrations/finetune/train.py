@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..embeddings import Embedder
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, ModelLoadError
 from ..evaluation.beir import BeirDataset, index_corpus, load_beir
 from ..evaluation.report import EvalReport
 from ..evaluation.runner import _BatchedQueries, evaluate
@@ -140,6 +140,7 @@ def finetune(
     _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, locals())
     from .model import is_cross_encoder
 
+    _require_training_deps()  # before minutes of mining, not after
     plain = not is_cross_encoder(base)
     settings = {
         "dataset": str(dataset_dir),
@@ -206,6 +207,14 @@ def finetune(
         write_card(out_dir, result)
     (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def _require_training_deps() -> None:
+    try:
+        import accelerate  # noqa: F401 - the trainer needs it; fail here with the fix, not deep inside
+        import datasets  # noqa: F401
+    except ImportError as exc:
+        raise ModelLoadError(f"fine-tuning needs {exc.name}: pip install 'twostage-integrations[train]'") from exc
 
 
 def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, values: dict[str, Any]) -> None:
