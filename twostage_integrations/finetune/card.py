@@ -32,7 +32,8 @@ def write_card(out_dir: Path, result: Any) -> Path:
         f"- Data: `{s['dataset']}`, {source}: {result.n_queries} training queries, {result.n_pairs} pairs "
         f"({result.n_positive} positive). Negatives mined with `{s['recall']}` recall.",
         f"- Training: {result.steps} steps in {result.train_seconds / 60:.1f} min"
-        + (f", final loss {info['final_loss']:.4f}" if info.get("final_loss") is not None else "")
+        + (f", mean loss {info['mean_train_loss']:.4f}" if info.get("mean_train_loss") is not None else "")
+        + (f", last logged loss {info['last_logged_loss']:.4f}" if info.get("last_logged_loss") is not None else "")
         + (" — INTERRUPTED: resume with `--resume`" if result.interrupted else "")
         + ".",
         "- Hyper-parameters: " + ", ".join(f"{k}={s[k]}" for k in _HYPER) + ".",

@@ -304,6 +304,7 @@ class _Interrupt:
 
 
 def _train(model, train_pairs, ckpt_dir: Path, settings, result, *, resume, save_steps, progress, callbacks):
+    import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
         CrossEncoderTrainer,
@@ -343,6 +344,7 @@ def _train(model, train_pairs, ckpt_dir: Path, settings, result, *, resume, save
         logging_steps=max(1, min(50, save_steps)),
         report_to="none",
         disable_tqdm=not progress,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPUs; on CPU it only warns
     )
     # Binary cross-entropy on the raw logit: each pair gets one calibrated relevance score, the same sigmoid
     # output CrossEncoderReranker returns; list-wise losses would need all negatives of a query per batch.
@@ -357,9 +359,11 @@ def _train(model, train_pairs, ckpt_dir: Path, settings, result, *, resume, save
     result.train_seconds = time.perf_counter() - t0
     result.steps = trainer.state.global_step
     result.interrupted = interrupt.requested
-    result.model_info["final_loss"] = next(
-        (h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None
-    )
+    history = trainer.state.log_history
+    last = [float(h["loss"]) for h in history if "loss" in h]
+    mean = [float(h["train_loss"]) for h in history if "train_loss" in h]
+    result.model_info["last_logged_loss"] = last[-1] if last else None
+    result.model_info["mean_train_loss"] = mean[-1] if mean else None
 
 
 def _evaluate(result: FinetuneResult, dataset_dir: Path, base, plain: bool, *, db, embedding_model, progress):
