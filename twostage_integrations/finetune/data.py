@@ -15,18 +15,17 @@ them as negatives teaches the model to push good answers down.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from ..errors import InvalidDocumentError, InvalidParameterError
-from ..evaluation.beir import BeirDataset, passage_text
+from ..evaluation.beir import BeirDataset, _jsonl, passage_text
 from ..recall.base import Recall
 from ..validation import check_positive_int
 
@@ -65,7 +64,7 @@ def load_corpus(folder: str | os.PathLike[str]) -> BeirDataset:
     digest = hashlib.sha256()
     corpus: dict[str, str] = {}
     titles: dict[str, str] = {}
-    for row in _rows(file):
+    for row in _jsonl(file):  # the same JSONL reader (and errors) as load_beir
         doc_id = str(row["_id"])
         corpus[doc_id] = passage_text(row.get("title") or "", row.get("text") or "")
         titles[doc_id] = row.get("title") or ""
@@ -73,16 +72,6 @@ def load_corpus(folder: str | os.PathLike[str]) -> BeirDataset:
     if not corpus:
         raise InvalidDocumentError(f"{file} holds no documents")
     return BeirDataset(path.name, path, "corpus", corpus, titles, {}, {}, fingerprint=digest.hexdigest())
-
-
-def _rows(file: Path) -> Iterator[dict]:
-    with open(file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidDocumentError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from exc
 
 
 def body(dataset: BeirDataset, doc_id: str) -> str:
