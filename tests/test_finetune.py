@@ -81,13 +81,16 @@ def test_finetune_end_to_end_and_eval_qrels_read_only_after_training(
     monkeypatch.setattr(CrossEncoderTrainer, "train", recording_train)
     out = tmp_path / "ce-2l"
     result = finetune(
-        tiny_beir, base=rerank_model_path, out=out, layers=2, max_steps=1, eval_limit=10,
+        tiny_beir, base=rerank_model_path, out=out, layers=2, max_steps=1, eval_limit=10, corpus_pairs=2,
         db=db, embedding_model=embedder, progress=False, **TINY,
     )  # fmt: skip
 
     assert events[0] == "read train.tsv" and "read test.tsv" not in events[: events.index("trained")]
     assert "read test.tsv" in events[events.index("trained") :]
-    assert 0 < result.n_pairs <= 40 and result.n_positive >= result.n_queries == 4
+    assert 0 < result.n_pairs <= 40 and result.n_positive >= result.n_queries == 4 + 2  # judged + title-body
+    titles = {row["title"] for row in _rows(tiny_beir / "corpus.jsonl")}
+    trained = _rows(out / "checkpoints" / "pairs.jsonl")
+    assert sum(p["query"] in titles for p in trained) == 2 * 5  # 2 titles x (1 positive + 2 + 2 negatives)
     assert result.steps == 1 and not result.interrupted
     for stage in ("recall", "before", "after"):
         assert 0.0 <= result.metrics[stage]["nDCG@10"] <= 1.0

@@ -57,6 +57,9 @@ def finetune_command(
     max_queries: Annotated[
         int | None, typer.Option(help="Train on at most N queries (label-free: a seeded sample of documents).")
     ] = None,
+    corpus_pairs: Annotated[
+        int, typer.Option(help="With --pairs qrels: also train on N label-free title -> text pairs from the corpus.")
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed for mining, head initialisation and shuffling.")] = 0,
     layers: Annotated[
         int | None, typer.Option(help="Keep only the first N transformer layers (a cheaper reranker).")
@@ -96,6 +99,7 @@ def finetune_command(
         eval_limit=eval_limit,
         eval_max_queries=eval_max_queries,
         max_queries=max_queries,
+        corpus_pairs=corpus_pairs,
         seed=seed,
         layers=layers,
         resume=resume,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-_HYPER = ("negatives", "random_negatives", "mine_depth", "mine_skip", "recall", "max_queries", "epochs", "max_steps")
+_HYPER = ("negatives", "random_negatives", "mine_depth", "mine_skip", "recall", "max_queries", "corpus_pairs")
+_HYPER += ("epochs", "max_steps")
 _HYPER += ("batch_size", "lr", "warmup", "max_length", "layers", "seed")
 
 
@@ -13,6 +14,8 @@ def write_card(out_dir: Path, result: Any) -> Path:
     """Write ``out_dir/README.md``: base, data, hyper-parameters, metrics before/after, command line."""
     s, info = result.settings, result.model_info
     source = f"qrels/{s['split']}.tsv (judged queries)" if s["pairs"] == "qrels" else f"label-free `{s['pairs']}` pairs"
+    if s.get("corpus_pairs"):
+        source += f" + {s['corpus_pairs']} label-free title-body pairs"
     kind = (
         "plain encoder: new 1-logit head, BERT pooler reset to identity"
         if info.get("plain_encoder")

@@ -27,7 +27,7 @@ PAIRS_FILE = "pairs.jsonl"
 SETTINGS_FILE = "settings.json"
 # Settings that change the training data or the model: --resume refuses to continue if any differs.
 _RESUME_KEYS = ("base", "split", "pairs", "negatives", "random_negatives", "mine_depth", "mine_skip", "recall")
-_RESUME_KEYS += ("max_queries", "seed", "layers", "max_length", "batch_size", "lr", "epochs")
+_RESUME_KEYS += ("max_queries", "corpus_pairs", "seed", "layers", "max_length", "batch_size", "lr", "epochs")
 
 
 @dataclass
@@ -101,6 +101,7 @@ def finetune(
     eval_limit: int = 50,
     eval_max_queries: int | None = None,
     max_queries: int | None = None,
+    corpus_pairs: int = 0,
     seed: int = 0,
     layers: int | None = None,
     resume: bool = False,
@@ -124,6 +125,8 @@ def finetune(
     4. Only then, if ``eval_split`` is set, its qrels are read and the base and the new model are evaluated
        on it (``recall`` + rerank at ``eval_limit``), as ``twostage eval`` would.
 
+    ``corpus_pairs``: with ``pairs="qrels"``, also train on that many label-free title -> text pairs (a seeded
+    sample of the corpus; the recipe of the shipped SciFact cross-encoder).
     ``callbacks``: extra ``transformers.TrainerCallback`` objects (logging, early stopping...).
 
     ``base``: an existing 1-logit cross-encoder (training continues; default ``lr`` 2e-5) or a plain encoder
@@ -153,6 +156,7 @@ def finetune(
         "mine_skip": mine_skip,
         "recall": recall,
         "max_queries": max_queries,
+        "corpus_pairs": corpus_pairs,
         "seed": seed,
         "layers": layers,
         "max_length": max_length,
@@ -228,6 +232,12 @@ def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, v
             f"training and evaluation both use split {split!r}: the numbers would be meaningless; "
             "pass another --eval-split (or none)"
         )
+    if values["corpus_pairs"] and pairs != "qrels":
+        raise InvalidParameterError(
+            "corpus_pairs adds title-body pairs to a qrels run; with --pairs label-free use --max-queries"
+        )
+    if not isinstance(values["corpus_pairs"], int) or values["corpus_pairs"] < 0:
+        raise InvalidParameterError(f"corpus_pairs must be an integer >= 0, got {values['corpus_pairs']!r}")
     if not epochs > 0:
         raise InvalidParameterError(f"epochs must be > 0, got {epochs!r}")
     if not 0 <= warmup < 1:
@@ -244,24 +254,30 @@ def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, v
 def _mine(
     data: BeirDataset, settings: dict[str, Any], *, db, embedding_model, progress: bool
 ) -> tuple[list[Pair], int]:
-    builder = PairBuilder(data, settings["pairs"])
-    queries = builder.queries(max_queries=settings["max_queries"], seed=settings["seed"])
+    builders = [(PairBuilder(data, settings["pairs"]), settings["max_queries"])]
+    if settings["corpus_pairs"]:  # label-free title -> text pairs on top of the judged ones
+        builders.append((PairBuilder(data, "title-body"), settings["corpus_pairs"]))
+    batches = [(b, b.queries(max_queries=n, seed=settings["seed"])) for b, n in builders]
     chroma = index_corpus(data, db=db, embedding_model=embedding_model, progress=progress)
     retriever = recall_by_kind(settings["recall"], chroma)
     if settings["recall"] in ("dense", "hybrid"):  # embed every training query in one batch
-        chroma.embedder = _BatchedQueries(chroma.embedder, [q.text for q in queries], progress=progress)
-    mine_negatives(
-        queries,
-        retriever,
-        list(data.corpus),
-        hard=settings["negatives"],
-        random_negatives=settings["random_negatives"],
-        depth=settings["mine_depth"],
-        skip=settings["mine_skip"],
-        seed=settings["seed"],
-        progress=progress,
-    )
-    return builder.pairs(queries), len(queries)
+        texts = [q.text for _, queries in batches for q in queries]
+        chroma.embedder = _BatchedQueries(chroma.embedder, texts, progress=progress)
+    out: list[Pair] = []
+    for builder, queries in batches:
+        mine_negatives(
+            queries,
+            retriever,
+            list(data.corpus),
+            hard=settings["negatives"],
+            random_negatives=settings["random_negatives"],
+            depth=settings["mine_depth"],
+            skip=settings["mine_skip"],
+            seed=settings["seed"],
+            progress=progress,
+        )
+        out += builder.pairs(queries)
+    return out, sum(len(queries) for _, queries in batches)
 
 
 def _resume_pairs(ckpt_dir: Path, settings: dict[str, Any]) -> tuple[list[Pair], int]:
