@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-_HYPER = ("negatives", "random_negatives", "mine_depth", "mine_skip", "recall", "max_queries", "corpus_pairs")
-_HYPER += ("epochs", "max_steps")
-_HYPER += ("batch_size", "lr", "warmup", "max_length", "layers", "seed")
+_HYPER: tuple[str, ...] = (
+    *("negatives", "random_negatives", "mine_depth", "mine_skip", "recall", "max_queries", "corpus_pairs"),
+    *("epochs", "max_steps", "batch_size", "lr", "warmup", "max_length", "layers", "seed"),
+)
 
 
 def write_card(out_dir: Path, result: Any) -> Path:

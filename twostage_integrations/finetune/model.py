@@ -91,9 +91,9 @@ def reset_pooler(hf_model: Any) -> bool:
 def keep_layers(hf_model: Any, n: int) -> int:
     """Keep the first ``n`` transformer layers of a BERT-style encoder; returns the new layer count."""
     n = check_positive_int(n, "layers")
-    encoder = getattr(getattr(hf_model, "base_model", hf_model), "encoder", None)
+    encoder: Any = getattr(getattr(hf_model, "base_model", hf_model), "encoder", None)
     stack = getattr(encoder, "layer", None)
-    if stack is None:
+    if encoder is None or stack is None:
         raise InvalidParameterError(
             f"--layers works on BERT-style encoders (base_model.encoder.layer); {type(hf_model).__name__} has none"
         )

@@ -16,7 +16,7 @@ from ..embeddings import Embedder
 from ..errors import InvalidParameterError, ModelLoadError
 from ..evaluation.beir import BeirDataset, index_corpus, load_beir
 from ..evaluation.report import EvalReport
-from ..evaluation.runner import _BatchedQueries, evaluate
+from ..evaluation.runner import evaluate
 from ..recall.hybrid import RECALL_KINDS, recall_by_kind
 from ..validation import check_positive_int
 from .card import write_card
@@ -26,8 +26,10 @@ from .model import load_base
 PAIRS_FILE = "pairs.jsonl"
 SETTINGS_FILE = "settings.json"
 # Settings that change the training data or the model: --resume refuses to continue if any differs.
-_RESUME_KEYS = ("base", "split", "pairs", "negatives", "random_negatives", "mine_depth", "mine_skip", "recall")
-_RESUME_KEYS += ("max_queries", "corpus_pairs", "seed", "layers", "max_length", "batch_size", "lr", "epochs")
+_RESUME_KEYS: tuple[str, ...] = (
+    *("base", "split", "pairs", "negatives", "random_negatives", "mine_depth", "mine_skip", "recall"),
+    *("max_queries", "corpus_pairs", "seed", "layers", "max_length", "batch_size", "lr", "epochs"),
+)
 
 
 @dataclass
@@ -260,23 +262,23 @@ def _mine(
     batches = [(b, b.queries(max_queries=n, seed=settings["seed"])) for b, n in builders]
     chroma = index_corpus(data, db=db, embedding_model=embedding_model, progress=progress)
     retriever = recall_by_kind(settings["recall"], chroma)
-    if settings["recall"] in ("dense", "hybrid"):  # embed every training query in one batch
-        texts = [q.text for _, queries in batches for q in queries]
-        chroma.embedder = _BatchedQueries(chroma.embedder, texts, progress=progress)
+    # Dense arms embed every training query in one batch up front; BM25 needs no query vectors.
+    texts = [q.text for _, queries in batches for q in queries] if settings["recall"] in ("dense", "hybrid") else []
     out: list[Pair] = []
-    for builder, queries in batches:
-        mine_negatives(
-            queries,
-            retriever,
-            list(data.corpus),
-            hard=settings["negatives"],
-            random_negatives=settings["random_negatives"],
-            depth=settings["mine_depth"],
-            skip=settings["mine_skip"],
-            seed=settings["seed"],
-            progress=progress,
-        )
-        out += builder.pairs(queries)
+    with chroma.embedder.cached_queries(texts, progress=progress):
+        for builder, queries in batches:
+            mine_negatives(
+                queries,
+                retriever,
+                list(data.corpus),
+                hard=settings["negatives"],
+                random_negatives=settings["random_negatives"],
+                depth=settings["mine_depth"],
+                skip=settings["mine_skip"],
+                seed=settings["seed"],
+                progress=progress,
+            )
+            out += builder.pairs(queries)
     return out, sum(len(queries) for _, queries in batches)
 
 
