@@ -47,3 +47,7 @@ class RerankAPIError(TwoStageError, RuntimeError):
         super().__init__(message)
         self.status_code = status_code
         self.attempts = attempts
+
+
+class BackendNotAvailableError(TwoStageError, ImportError):
+    """An optional engine (such as ONNX Runtime) is not installed; the message gives the install line."""

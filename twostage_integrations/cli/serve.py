@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, fail, friendly_errors
+from .app import RerankBackendOpt, app, fail, friendly_errors
 
 
 @app.command()
@@ -24,6 +24,7 @@ def serve(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    rerank_backend: RerankBackendOpt = None,
     max_batch: Annotated[int, typer.Option(help="(query, document) pairs per forward pass.")] = 32,
     max_documents: Annotated[int, typer.Option(help="Most documents accepted in one request.")] = 1000,
     api_key: Annotated[
@@ -49,12 +50,13 @@ def serve(
     name = resolve_rerank_model(model)
     if is_cohere_model(name):
         raise fail(f"{name!r} is a Cohere model; serve hosts a local cross-encoder: pass --model FOLDER_OR_HUB_ID")
-    reranker = CrossEncoderReranker(name, batch_size=max_batch)
+    reranker = CrossEncoderReranker(name, batch_size=max_batch, backend=rerank_backend)
     server_app = create_app(reranker, api_key=api_key, max_documents=max_documents)
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         typer.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
     typer.echo(
-        f"serving {reranker.name} at http://{host}:{port}/v2/rerank (auth {'on' if api_key else 'off'}); Ctrl+C stops",
+        f"serving {reranker.name} ({reranker.backend}) at http://{host}:{port}/v2/rerank "
+        f"(auth {'on' if api_key else 'off'}); Ctrl+C stops",
         err=True,
     )
     uvicorn.run(server_app, host=host, port=port, log_level="warning")
