@@ -60,7 +60,10 @@ class _TorchEngine:
             "input_ids"
         ]
         truncated = sum(len(ids) > self.max_seq_length for ids in tok)
-        self.last_stats = RerankStats(pairs=len(pairs), truncated=truncated, seconds=time.perf_counter() - t0)
+        tokens = sum(min(len(ids), self.max_seq_length) for ids in tok)
+        self.last_stats = RerankStats(
+            pairs=len(pairs), truncated=truncated, tokens=tokens, seconds=time.perf_counter() - t0
+        )
         self.total_stats.add(self.last_stats)
         return scores.reshape(len(pairs), -1)
 
