@@ -32,9 +32,21 @@ def test_missing_onnxruntime_gives_the_install_line(monkeypatch, backend):
     assert onnx_engine.resolve_backend(None) == "torch"  # the default falls back instead of failing
 
 
+def test_default_needs_the_exporter_too(monkeypatch):
+    # chromadb installs onnxruntime for everyone; without the onnx package the default must stay torch
+    real = onnx_engine.importlib.util.find_spec
+    monkeypatch.setattr(
+        onnx_engine.importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a)
+    )
+    monkeypatch.delenv("TWOSTAGE_RERANK_BACKEND", raising=False)
+    assert onnx_engine.resolve_backend(None) == "torch"
+    assert onnx_engine.resolve_backend("onnx") == "onnx"  # an explicit choice can still use a shipped onnx/
+
+
 def test_default_and_env(monkeypatch):
     monkeypatch.delenv("TWOSTAGE_RERANK_BACKEND", raising=False)
-    assert onnx_engine.resolve_backend(None) == ("onnx" if onnx_engine.onnx_available() else "torch")
+    expected = "onnx" if onnx_engine.onnx_available() and onnx_engine.importlib.util.find_spec("onnx") else "torch"
+    assert onnx_engine.resolve_backend(None) == expected
     monkeypatch.setenv("TWOSTAGE_RERANK_BACKEND", "Torch")
     assert onnx_engine.resolve_backend(None) == "torch"
     assert onnx_engine.resolve_backend("torch") == "torch"

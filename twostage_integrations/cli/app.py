@@ -50,7 +50,7 @@ RerankBackendOpt = Annotated[
     typer.Option(
         "--rerank-backend",
         help="Cross-encoder engine: onnx (ONNX Runtime fp32: torch's scores, faster on CPU), onnx-int8 (faster "
-        "again, rankings close to fp32) or torch (default: $TWOSTAGE_RERANK_BACKEND, else onnx when onnxruntime "
+        "again, rankings close to fp32) or torch (default: $TWOSTAGE_RERANK_BACKEND, else onnx when the onnx extra "
         "is installed, else torch).",
         show_default=False,
     ),

@@ -80,7 +80,7 @@ class CrossEncoderReranker(BaseReranker):
       Needs ``pip install "twostage-integrations[onnx]"``; runs without importing torch.
     - ``"onnx-int8"``: ONNX Runtime with int8 weights: faster again, rankings close to fp32 but not identical.
     - ``"torch"``: sentence-transformers' ``CrossEncoder`` (GPU via ``device``).
-    - ``None``: ``$TWOSTAGE_RERANK_BACKEND``, else ``"onnx"`` when onnxruntime is installed, else ``"torch"``.
+    - ``None``: ``$TWOSTAGE_RERANK_BACKEND``, else ``"onnx"`` when the ``onnx`` extra is installed, else ``"torch"``.
 
     ``batch_size``: pairs per forward pass (default 32 for torch, 16 for ONNX). ``max_length``: token limit
     per pair (default: the model's). ``device``: torch only. ``threads``: ONNX Runtime intra-op threads

@@ -20,7 +20,7 @@ def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str |
     - ``None``: ``TWOSTAGE_RERANK_MODEL`` (either kind), else the MS MARCO MiniLM-L6 cross-encoder.
 
     ``backend`` (cross-encoders only): ``"onnx"``, ``"onnx-int8"`` or ``"torch"``; None = ``$TWOSTAGE_RERANK_BACKEND``,
-    else ONNX when onnxruntime is installed (see :class:`~twostage_integrations.CrossEncoderReranker`). Other
+    else ONNX when the onnx extra is installed (see :class:`~twostage_integrations.CrossEncoderReranker`). Other
     keyword arguments go to the reranker's constructor.
 
     >>> make_reranker("rerank-v3.5", api_key="...")  # doctest: +SKIP

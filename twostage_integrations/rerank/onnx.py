@@ -72,15 +72,18 @@ def onnx_available() -> bool:
 
 
 def resolve_backend(backend: str | None) -> str:
-    """``backend``, else ``$TWOSTAGE_RERANK_BACKEND``, else ``"onnx"`` when onnxruntime is installed (same
+    """``backend``, else ``$TWOSTAGE_RERANK_BACKEND``, else ``"onnx"`` when the ``onnx`` extra is installed (same
     rankings as torch and faster, see docs/bench.md), else ``"torch"``.
+
+    The default asks for ``onnx`` (the exporter's dependency) too, not just onnxruntime: chromadb installs
+    onnxruntime for everyone, and a default that then fails to export would break plain installs.
 
     >>> resolve_backend("torch")
     'torch'
     """
     chosen = backend if backend is not None else (os.environ.get(BACKEND_ENV) or None)
     if chosen is None:
-        return "onnx" if onnx_available() else "torch"
+        return "onnx" if onnx_available() and importlib.util.find_spec("onnx") is not None else "torch"
     if not isinstance(chosen, str) or chosen.strip().lower() not in BACKENDS:
         where = f" (from ${BACKEND_ENV})" if backend is None else ""
         raise InvalidParameterError(
