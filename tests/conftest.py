@@ -28,6 +28,20 @@ def _shared_path(env: str, default: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache_dir(tmp_path_factory) -> Path:
+    """The ONNX export cache (TWOSTAGE_CACHE_DIR) in a per-session temp folder: every run exports once, as a
+    fresh machine would, and never touches the user's cache. Subprocesses (CLI tests) inherit it."""
+    path = tmp_path_factory.mktemp("twostage-cache")
+    old = os.environ.get("TWOSTAGE_CACHE_DIR")
+    os.environ["TWOSTAGE_CACHE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("TWOSTAGE_CACHE_DIR", None)
+    else:
+        os.environ["TWOSTAGE_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def rerank_model_path() -> str:
     """The real cross-encoder (MiniLM-L6 fine-tuned on SciFact train)."""

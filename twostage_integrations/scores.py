@@ -39,9 +39,10 @@ def score_kind_of(stage: Any, default: str) -> str:
 def cross_encoder_score_kind(reranker: Any) -> str:
     """``ce_sigmoid``/``ce_logit`` from the cross-encoder's activation (sentence-transformers' ``activation_fn``,
     or an ``activation`` attribute/name on other engines); ``ce`` when it cannot be told."""
+    model = getattr(reranker, "model", None)
     activation = getattr(reranker, "activation", None)
-    if activation is None:
-        activation = getattr(getattr(reranker, "model", None), "activation_fn", None)
+    if activation is None:  # sentence-transformers' CrossEncoder, or our ONNX engine (a name)
+        activation = getattr(model, "activation_fn", None) or getattr(model, "activation", None)
     if activation is None:
         return "ce"
     name = (activation if isinstance(activation, str) else type(activation).__name__).rsplit(".", 1)[-1].lower()

@@ -104,6 +104,16 @@ RerankModelOpt = Annotated[
         "(default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2).",
     ),
 ]
+RerankBackendOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--rerank-backend",
+        help="Cross-encoder engine: onnx (ONNX Runtime fp32: torch's scores, faster on CPU), onnx-int8 (faster "
+        "again, rankings close to fp32) or torch (default: $TWOSTAGE_RERANK_BACKEND, else onnx when the onnx extra "
+        "is installed, else torch).",
+        show_default=False,
+    ),
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .app import EmbeddingOpt, RerankModelOpt, app, friendly_errors
+from .app import EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -28,8 +29,13 @@ def bench_command(
         typer.Option(help="Keep N documents: the chosen queries' relevant ones plus seeded random others."),
     ] = None,
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 20,
+    limits: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated limits, e.g. 20,50,100: one table per limit (instead of --limit)."),
+    ] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results kept after reranking.")] = 5,
     rerank_model: RerankModelOpt = None,
+    rerank_backend: RerankBackendOpt = None,
     rerank_max_length: Annotated[
         int | None,
         typer.Option(help="Token limit for every system's cross-encoder. Default: each stack's own."),
@@ -51,16 +57,21 @@ def bench_command(
     (same collection, models and queries, one process), and check they return the same top-k ids."""
     from rich.console import Console
 
-    from ..evaluation.bench import plot_report, run_benchmark, write_json
+    from ..evaluation.bench import plot_report, run_benchmarks, write_json
 
+    try:
+        chosen = [int(x) for x in limits.split(",") if x.strip()] if limits else [limit]
+    except ValueError:
+        raise fail(f"--limits must be comma-separated integers, got {limits!r}") from None
     console = Console()
-    report = run_benchmark(
+    reports = run_benchmarks(
         dataset_dir,
+        limits=chosen,
         max_queries=max_queries,
         max_docs=max_docs,
-        limit=limit,
         top_k=top_k,
         rerank_model=rerank_model,
+        rerank_backend=rerank_backend,
         rerank_max_length=rerank_max_length,
         embedding_model=embedding_model,
         repeat=repeat,
@@ -68,14 +79,21 @@ def bench_command(
         systems=_split(systems),
         db=db,
     )
-    console.print(report_table(report))
-    for s in report.systems:
-        for m in s.mismatches:
-            console.print(f"[yellow]{s.name} differs on {m['query_id']!r}[/yellow]: {m[s.name]} vs {m['twostage']}")
+    for report in reports:
+        console.print(report_table(report))
+        for s in report.systems:
+            for m in s.mismatches:
+                console.print(f"[yellow]{s.name} differs on {m['query_id']!r}[/yellow]: {m[s.name]} vs {m['twostage']}")
     if json_out:
-        console.print(f"JSON: {write_json(report, json_out)}")
+        if len(reports) == 1:
+            console.print(f"JSON: {write_json(reports[0], json_out)}")
+        else:
+            json_out.write_text(json.dumps([r.to_dict() for r in reports], indent=2), encoding="utf-8")
+            console.print(f"JSON: {json_out}")
     if plot:
-        console.print(f"plot: {plot_report(report, plot)}")
+        for report in reports:
+            path = plot if len(reports) == 1 else plot.with_name(f"{plot.stem}-limit{report.limit}{plot.suffix}")
+            console.print(f"plot: {plot_report(report, path)}")
 
 
 def report_table(report):
@@ -84,30 +102,44 @@ def report_table(report):
 
     m = report.machine
     load = "/".join(f"{x:.1f}" for x in (m.get("load_avg_start") or [])[:1] + (m.get("load_avg_end") or [])[:1])
+    peak = m.get("matmul_peak_gflops")
     table = Table(
         title=(
             f"{report.dataset}: {report.n_queries} queries × {report.repeat}, {report.n_docs} docs, "
-            f"limit {report.limit}, top_k {report.top_k}\n"
+            f"limit {report.limit}, top_k {report.top_k}; twostage engine: {report.rerank_backend}\n"
             f"{m.get('cpu_count')} CPUs, torch {m['versions'].get('torch')} ({m.get('torch_threads')} threads), "
-            f"load {load} (start/end)"
+            f"onnxruntime {m['versions'].get('onnxruntime')}, matmul peak "
+            + (f"{peak:.0f} GFLOP/s" if peak else "?")
+            + f", load {load} (start/end)"
         ),
         title_justify="left",
     )
-    for col in ("system", "median ms", "p95 ms", "q/s", "× LangChain", "× LlamaIndex", "recall / rerank ms"):
+    columns = ("system", "median ms", "p95 ms", "q/s", "pairs/s", "speed × LangChain", "speed × LlamaIndex")
+    columns += ("recall / rerank ms",)
+    for col in columns:
         table.add_column(col, justify="left" if col == "system" else "right")
-    table.add_column("same top-k", justify="right")
-    table.add_column("max tokens", justify="right")
+    for col in ("same top-k", "max tokens", "cut pairs", "GFLOP/s (peak)"):
+        table.add_column(col, justify="right")
     for s in report.systems:
         stages = s.stage_medians_ms()
         ratios = [report.ratio(s.name, b) for b in ("langchain", "llamaindex")]
+        # "speed × LangChain": how many times native LangChain's median latency this system's is (2.00 = twice as
+        # fast). The JSON keeps the plain latency ratio (ratio_vs, below 1 = faster).
+        speedups = [1.0 / r if r else None for r in ratios]
+        gflops, share = report.gflops(s), report.peak_share(s)
         table.add_row(
-            s.name,
+            s.name + (f" [{s.backend}]" if s.backend else ""),
             f"{s.median_ms:.1f}",
             f"{s.p95_ms:.1f}",
             f"{s.queries_per_s:.2f}",
-            *(f"{r:.2f}" if r is not None else "-" for r in ratios),
+            f"{s.pairs_per_s:.1f}",
+            *(f"{r:.2f}" if r is not None else "-" for r in speedups),
             f"{stages['recall']:.1f} / {stages['rerank']:.1f}" if stages else "-",
             f"{s.agreement:.0%}",
             str(s.rerank_max_length),
+            f"{s.truncated}/{s.pairs}" if s.truncated is not None else "-",
+            f"{gflops:.0f} ({share:.0%})" if gflops is not None and share is not None else "-",
         )
+    if report.serve:  # filled from evaluation/serve_bench.py's run_serve_benchmark(...)
+        table.caption = f"serve: {report.serve}"
     return table

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DbOpt, RerankModelOpt, app, friendly_errors
+from .app import DbOpt, RerankBackendOpt, RerankModelOpt, app, friendly_errors
 from .render import snippet
 
 
@@ -15,6 +15,7 @@ from .render import snippet
 def demo(
     db: DbOpt = None,
     rerank_model: RerankModelOpt = None,
+    rerank_backend: RerankBackendOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 20,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results shown per query.")] = 5,
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Your own query (repeatable).")] = None,
@@ -30,7 +31,8 @@ def demo(
     from ..rerank import make_reranker
 
     console = Console()
-    reranker = make_reranker(rerank_model)  # load first: a missing model stops before any indexing
+    # Load first: a missing model stops before any indexing.
+    reranker = make_reranker(rerank_model, backend=rerank_backend)
     recall = ChromaRecall(DEMO_COLLECTION, path=db)
     rows = load_sample_corpus()
     console.print(

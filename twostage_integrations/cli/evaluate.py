@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .app import DbOpt, EmbeddingOpt, RerankModelOpt, app, fail, friendly_errors
+from .app import DbOpt, EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors
 
 DEFAULT_PLOT_LIMITS = "10,20,50,100"
 
@@ -20,6 +20,25 @@ def _parse_stage(spec: str) -> tuple[str, int | None]:
     return model, int(keep)
 
 
+def _engine_lines(console, rerankers) -> list[dict]:
+    """Which engine ran each cross-encoder stage and how many pairs it cut at its token limit."""
+    out = []
+    for r in rerankers:
+        inner = getattr(r, "reranker", r)  # a FusedReranker wraps the cross-encoder
+        stats = getattr(inner, "total_stats", None)
+        if stats is None:
+            continue
+        console.print(
+            f"{inner.name} [{inner.backend}]: {stats.truncated} of {stats.pairs} pairs cut at max_length="
+            f"{inner.max_length} tokens"
+        )
+        out.append(
+            {"model": inner.name, "backend": inner.backend, "max_length": inner.max_length}
+            | {"pairs": stats.pairs, "truncated": stats.truncated}
+        )
+    return out
+
+
 @app.command("eval")
 @friendly_errors
 def eval_command(
@@ -29,6 +48,7 @@ def eval_command(
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 100,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Cut-off of nDCG@k, Recall@k and MRR@k.")] = 10,
     rerank_model: RerankModelOpt = None,
+    rerank_backend: RerankBackendOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Measure recall only.")] = False,
     stage: Annotated[
         list[str] | None,
@@ -68,8 +88,8 @@ def eval_command(
     from ..extras import check_eval_extras
     from ..rerank import make_reranker
 
-    if no_rerank and (rerank_model or stage or fusion_weight is not None):
-        raise fail("--no-rerank contradicts --rerank-model/--stage/--fusion-weight; pass one")
+    if no_rerank and (rerank_model or rerank_backend or stage or fusion_weight is not None):
+        raise fail("--no-rerank contradicts --rerank-model/--rerank-backend/--stage/--fusion-weight; pass one")
     if rerank_model and stage:
         raise fail("pass either --rerank-model or --stage (a cascade), not both")
     try:
@@ -81,7 +101,7 @@ def eval_command(
     stages = None
     if not no_rerank:
         specs = [_parse_stage(s) for s in stage] if stage else [(rerank_model, None)]
-        stages = [(make_reranker(model), keep) for model, keep in specs]
+        stages = [(make_reranker(model, backend=rerank_backend), keep) for model, keep in specs]
         if fusion_weight is not None:
             from ..rerank.fusion import FusedReranker
 
@@ -95,6 +115,8 @@ def eval_command(
         console = Console(width=160)
     console.print(report.table())
     payload = report.to_dict()
+    if stages:
+        payload["rerank_engines"] = _engine_lines(console, [r for r, _ in stages])
     if plot:
         reports = evaluate_limits(data, limits, progress=False, **options)
         plot_limits(reports, plot)

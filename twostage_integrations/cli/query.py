@@ -14,6 +14,7 @@ from .app import (
     EmbeddingOpt,
     HostOpt,
     PortOpt,
+    RerankBackendOpt,
     RerankModelOpt,
     app,
     fail,
@@ -50,6 +51,7 @@ def query(
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled by stage 1.")] = 20,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results kept after reranking.")] = 5,
     rerank_model: RerankModelOpt = None,
+    rerank_backend: RerankBackendOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip stage 2: recall order, cut to --top-k.")] = False,
     recall_kind: Annotated[
         str, typer.Option("--recall", help="Stage 1: dense, bm25 (keywords) or hybrid (RRF of both).")
@@ -83,13 +85,13 @@ def query(
             raise fail(f"--filter is not valid JSON ({exc.msg}); example: --filter {FILTER_EXAMPLE}") from None
         if not isinstance(where, dict):
             raise fail(f"--filter must be a JSON object, e.g. {FILTER_EXAMPLE}")
-    if no_rerank and rerank_model:
-        raise fail("--no-rerank and --rerank-model contradict each other; pass one")
+    if no_rerank and (rerank_model or rerank_backend):
+        raise fail("--no-rerank contradicts --rerank-model/--rerank-backend; pass one")
     if num_candidates is not None and recall_kind == "bm25":
         raise fail("--num-candidates tunes dense (HNSW) search; it does not apply to --recall bm25")
     recall = make_recall(collection, db, host, port, embedding_model, recall_kind)
     recall.collection  # noqa: B018 - fail on a missing collection before loading the reranker
-    reranker = None if no_rerank else make_reranker(rerank_model)
+    reranker = None if no_rerank else make_reranker(rerank_model, backend=rerank_backend)
     pipe = TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k)
     extra = {"num_candidates": num_candidates} if num_candidates is not None else {}
     # Warm stage 1 (embedding model load, BM25 index load) so the timings printed are per-query costs.

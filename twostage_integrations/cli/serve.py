@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import TwoStageError
-from .app import app, fail, friendly_errors
+from .app import RerankBackendOpt, app, fail, friendly_errors
 
 
 @app.command()
@@ -39,7 +39,11 @@ def serve(
     batching: Annotated[
         bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests into one model call.")
     ] = True,
-    batch_size: Annotated[int, typer.Option(help="(query, document) pairs per forward pass inside a model call.")] = 32,
+    rerank_backend: RerankBackendOpt = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="(query, document) pairs per forward pass inside a model call (default: the engine's)."),
+    ] = None,
     max_documents: Annotated[int, typer.Option(help="Most documents accepted in one request (413 above).")] = 1000,
     max_queue: Annotated[
         int, typer.Option(help="Most requests queued or in progress; one more gets 429 with Retry-After.")
@@ -80,14 +84,15 @@ def serve(
     name = resolve_rerank_model(model)
     if is_cohere_model(name):
         raise fail(f"{name!r} is a Cohere model; serve hosts a local cross-encoder: pass --model FOLDER_OR_HUB_ID")
-    for value, option in [(max_queue, "--max-queue"), (batch_size, "--batch-size"), (max_documents, "--max-documents")]:
+    limits = [(max_queue, "--max-queue"), (max_documents, "--max-documents")]
+    for value, option in limits + ([(batch_size, "--batch-size")] if batch_size is not None else []):
         if value < 1:
             raise fail(f"{option} must be >= 1, got {value}")
     if max_batch < 0 or cache_size < 0 or batch_wait_ms < 0 or request_timeout < 0 or graceful_timeout < 0:
         raise fail("--max-batch, --cache-size, --batch-wait-ms and the timeouts must be >= 0")
 
     def load():
-        reranker = CrossEncoderReranker(name, batch_size=batch_size)
+        reranker = CrossEncoderReranker(name, batch_size=batch_size, backend=rerank_backend)
         if cache_size:
             from ..rerank.cache import ScoreCache
 
@@ -145,7 +150,10 @@ def bench_serve(
     requests: Annotated[int, typer.Option(help="Timed requests per mode (the same ones in both modes).")] = 64,
     max_batch: Annotated[int, typer.Option(help="Pairs merged into one model call with batching on.")] = 256,
     batch_wait_ms: Annotated[float, typer.Option(help="Batching wait once the queue is empty.")] = 5.0,
-    batch_size: Annotated[int, typer.Option(help="Pairs per forward pass inside a model call.")] = 32,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Pairs per forward pass inside a model call (default: the engine's).")
+    ] = None,
+    rerank_backend: RerankBackendOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
 ) -> None:
     """Time `twostage serve` on 127.0.0.1 with concurrent clients, dynamic batching off, then on."""
@@ -161,7 +169,7 @@ def bench_serve(
 
         data = load_beir(dataset_dir)
         corpus, queries = list(data.corpus.values()), list(data.queries.values())
-    reranker = CrossEncoderReranker(resolve_rerank_model(model), batch_size=batch_size)
+    reranker = CrossEncoderReranker(resolve_rerank_model(model), batch_size=batch_size, backend=rerank_backend)
     report = run_serve_benchmark(
         reranker,
         clients=clients,

@@ -9,7 +9,9 @@ mismatches.
 
 Systems (:data:`SYSTEMS`):
 
-- ``twostage``: :meth:`TwoStagePipeline.search` (the reference for agreement).
+- ``twostage``: :meth:`TwoStagePipeline.search` (the reference for agreement), with the cross-encoder engine
+  ``rerank_backend`` picks (default: ONNX Runtime fp32 when the onnx extra is installed, else torch).
+- ``twostage-torch`` / ``twostage-onnx`` / ``twostage-onnx-int8``: the same pipeline with that engine forced.
 - ``twostage-langchain`` / ``twostage-llamaindex``: our pipeline through our LangChain / LlamaIndex retrievers.
 - ``langchain``: ``langchain_chroma.Chroma(...).as_retriever(search_kwargs={"k": limit})`` inside a
   ``ContextualCompressionRetriever`` with ``CrossEncoderReranker(model=HuggingFaceCrossEncoder(...))``.
@@ -28,6 +30,7 @@ Needs the ``bench`` extra: ``pip install "twostage-integrations[bench]"``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -54,6 +57,9 @@ from ..validation import check_limit_top_k, check_positive_int
 REFERENCE = "twostage"
 SYSTEMS: dict[str, str] = {
     "twostage": "TwoStagePipeline.search",
+    "twostage-torch": "TwoStagePipeline.search, cross-encoder on torch (sentence-transformers)",
+    "twostage-onnx": "TwoStagePipeline.search, cross-encoder on ONNX Runtime fp32",
+    "twostage-onnx-int8": "TwoStagePipeline.search, cross-encoder on ONNX Runtime int8 (opt-in)",
     "twostage-langchain": "our LangChain TwoStageRetriever.from_chroma(...).invoke",
     "twostage-llamaindex": "our LlamaIndex TwoStageRetriever.from_vector_store(...).retrieve",
     "langchain": "native: Chroma.as_retriever + ContextualCompressionRetriever(CrossEncoderReranker("
@@ -63,8 +69,10 @@ SYSTEMS: dict[str, str] = {
     "llamaindex+twostage-rerank": "native LlamaIndex retriever + TwoStageRerank postprocessor",
 }
 NATIVE = ("langchain", "llamaindex")
+ENGINE_SYSTEMS = {"twostage-torch": "torch", "twostage-onnx": "onnx", "twostage-onnx-int8": "onnx-int8"}
 PACKAGES = (
     "torch",
+    "onnxruntime",
     "sentence-transformers",
     "chromadb",
     "langchain-core",
@@ -91,6 +99,16 @@ class SystemResult:
     top_ids: list[list[str]] = field(default_factory=list)
     agreement: float | None = None
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    backend: str | None = None  # our cross-encoder engine; None for the native stacks
+    pairs: int = 0  # (query, passage) pairs reranked in the timed calls
+    truncated: int | None = None  # of those, pairs cut at the token limit (our engines count; natives do not)
+    tokens: int | None = None  # real (unpadded) tokens of the pairs, for the FLOP estimate
+    engine_s: float | None = None  # seconds inside our engine (tokenising + forward passes)
+
+    @property
+    def pairs_per_s(self) -> float:
+        """Reranked pairs per second of end-to-end query time (recall included, so every stack is comparable)."""
+        return self.pairs / (float(np.sum(self.latencies_ms)) / 1000.0)
 
     @property
     def median_ms(self) -> float:
@@ -103,6 +121,10 @@ class SystemResult:
     @property
     def queries_per_s(self) -> float:
         return 1000.0 * len(self.latencies_ms) / float(np.sum(self.latencies_ms))
+
+    @property
+    def p50_ms(self) -> float:
+        return self.median_ms
 
     def stage_medians_ms(self) -> dict[str, float] | None:
         if not self.recall_ms:
@@ -126,6 +148,22 @@ class BenchReport:
     build_s: float
     systems: list[SystemResult]
     machine: dict[str, Any] = field(default_factory=dict)
+    rerank_backend: str | None = None  # the engine of the ``twostage`` reference
+    model_shape: dict[str, int] = field(default_factory=dict)  # layers, hidden, intermediate (for FLOPs)
+    # Serve throughput (8 concurrent clients, batching on/off) from evaluation/serve_bench.py's
+    # run_serve_benchmark(...), attached by whoever runs it; printed under the table when set.
+    serve: dict[str, Any] | None = None
+
+    def gflops(self, s: SystemResult) -> float | None:
+        """Achieved GFLOP/s of ``s``'s cross-encoder: useful FLOPs (unpadded tokens) over engine seconds."""
+        if not s.tokens or not s.engine_s or not self.model_shape:
+            return None
+        return flops(self.model_shape, s.tokens, s.pairs) / s.engine_s / 1e9
+
+    def peak_share(self, s: SystemResult) -> float | None:
+        """:meth:`gflops` over this machine's measured fp32 matmul peak (int8 can exceed 1)."""
+        g, peak = self.gflops(s), self.machine.get("matmul_peak_gflops")
+        return g / peak if g is not None and peak else None
 
     def system(self, name: str) -> SystemResult:
         for s in self.systems:
@@ -154,6 +192,12 @@ class BenchReport:
                 "ratio_vs": {b: self.ratio(s.name, b) for b in NATIVE},
                 "agreement": s.agreement,
                 "mismatches": s.mismatches,
+                "backend": s.backend,
+                "pairs": s.pairs,
+                "pairs_per_s": s.pairs_per_s,
+                "truncated": s.truncated,
+                "gflops": self.gflops(s),
+                "peak_share": self.peak_share(s),
                 "latencies_ms": s.latencies_ms,
                 "top_ids": s.top_ids,
             }
@@ -232,6 +276,7 @@ class _System:
     search: Callable[[str], list[str]]  # query -> top-k ids
     pipeline: TwoStagePipeline | None = None  # ours: where the stage split comes from
     rerank_max_length: int | None = None
+    reranker: CrossEncoderReranker | None = None  # ours: where pair, truncation and token counts come from
 
 
 def _max_length(model: Any) -> int | None:
@@ -248,10 +293,12 @@ def make_systems(
     limit: int,
     top_k: int,
     rerank_max_length: int | None = None,
+    engines: dict[str, CrossEncoderReranker] | None = None,
 ) -> dict[str, _System]:
     """Build each system the way its users would. ``rerank_max_length`` (None: each stack's default) is set
     on every cross-encoder; LlamaIndex's ``SentenceTransformerRerank`` hard-codes 512 tokens and has no
-    argument for it, so there it is set on the loaded model."""
+    argument for it, so there it is set on the loaded model. ``engines``: the cross-encoder of each
+    ``twostage-<backend>`` system (see :data:`ENGINE_SYSTEMS`)."""
     names = check_systems(names)
     pipeline = TwoStagePipeline(
         ChromaRecall(collection, client=client, embedding_model=embedder), reranker, limit=limit, top_k=top_k
@@ -259,7 +306,14 @@ def make_systems(
     systems: dict[str, _System] = {}
     ours_len = _max_length(reranker.model)
     if "twostage" in names:
-        systems["twostage"] = _System(lambda q: [h.id for h in pipeline.search(q)], pipeline, ours_len)
+        systems["twostage"] = _System(lambda q: [h.id for h in pipeline.search(q)], pipeline, ours_len, reranker)
+    for name in ENGINE_SYSTEMS:
+        if name in names:
+            engine = (engines or {})[name]
+            pipe = TwoStagePipeline(pipeline.recall, engine, limit=limit, top_k=top_k)
+            systems[name] = _System(
+                lambda q, pipe=pipe: [h.id for h in pipe.search(q)], pipe, _max_length(engine.model), engine
+            )
     if any("langchain" in n for n in names):
         systems.update(
             _langchain_systems(names, client, collection, embedder, reranker, limit, top_k, rerank_max_length)
@@ -295,12 +349,12 @@ def _langchain_systems(names, client, collection, embedder, reranker, limit, top
             base_compressor=TwoStageCompressor(reranker=reranker, top_n=top_k), base_retriever=base
         )
         out["langchain+twostage-compressor"] = _System(
-            lambda q: [d.id for d in ours.invoke(q)], None, _max_length(reranker.model)
+            lambda q: [d.id for d in ours.invoke(q)], None, _max_length(reranker.model), reranker
         )
     if "twostage-langchain" in names:
         adapter = TwoStageRetriever.from_chroma(store, reranker=reranker, limit=limit, top_k=top_k)
         out["twostage-langchain"] = _System(
-            lambda q: [d.id for d in adapter.invoke(q)], adapter.pipeline, _max_length(reranker.model)
+            lambda q: [d.id for d in adapter.invoke(q)], adapter.pipeline, _max_length(reranker.model), reranker
         )
     return out
 
@@ -329,21 +383,59 @@ def _llamaindex_systems(names, collection, embedder, reranker, limit, top_k, rer
         out["llamaindex"] = _System(chain(native), None, _max_length(native._model))  # noqa: SLF001
     if "llamaindex+twostage-rerank" in names:
         out["llamaindex+twostage-rerank"] = _System(
-            chain(TwoStageRerank(reranker, top_n=top_k)), None, _max_length(reranker.model)
+            chain(TwoStageRerank(reranker, top_n=top_k)), None, _max_length(reranker.model), reranker
         )
     if "twostage-llamaindex" in names:
         adapter = TwoStageRetriever.from_vector_store(
             vector_store, reranker, embed_model=embed_model, limit=limit, top_k=top_k
         )
         out["twostage-llamaindex"] = _System(
-            lambda q: [n.node.node_id for n in adapter.retrieve(q)], adapter.pipeline, _max_length(reranker.model)
+            lambda q: [n.node.node_id for n in adapter.retrieve(q)],
+            adapter.pipeline,
+            _max_length(reranker.model),
+            reranker,
         )
     return out
 
 
 # -- running ------------------------------------------------------------------------------------------------
+def matmul_peak_gflops(n: int = 1024, repeat: int = 8) -> float:
+    """This machine's fp32 matmul throughput: the best of ``repeat`` n×n numpy products (BLAS, all cores), the
+    yardstick for "achieved GFLOP/s" of the cross-encoders."""
+    rng = np.random.default_rng(0)
+    a, b = rng.random((n, n), dtype=np.float32), rng.random((n, n), dtype=np.float32)
+    a @ b  # warm the BLAS threads
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def model_shape(reranker: CrossEncoderReranker) -> dict[str, int]:
+    """Layers, hidden and intermediate size of a BERT-style cross-encoder (from its config.json)."""
+    from ..rerank.onnx import _read_json
+
+    folder = getattr(reranker.model, "model_dir", None)  # the ONNX engine; torch: the loaded transformers config
+    config = _read_json(Path(folder) / "config.json") if folder else reranker.model.model.config.to_dict()
+    keys = {"layers": "num_hidden_layers", "hidden": "hidden_size", "intermediate": "intermediate_size"}
+    if not all(config.get(v) for v in keys.values()):
+        return {}
+    return {k: int(config[v]) for k, v in keys.items()}
+
+
+def flops(shape: dict[str, int], tokens: int, pairs: int) -> float:
+    """FLOPs of BERT-style forward passes over ``tokens`` real tokens in ``pairs`` sequences: 2 × weights ×
+    tokens for the dense layers, plus 4 × hidden × n² per layer for attention (QKᵀ and AV), n ≈ tokens/pairs."""
+    h, i, layers = shape["hidden"], shape["intermediate"], shape["layers"]
+    dense = layers * (4 * h * h + 2 * h * i) + h * h  # attention projections, FFN, pooler
+    n = tokens / max(pairs, 1)
+    return 2.0 * dense * tokens + 4.0 * layers * h * n * n * pairs
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU, threads, load and library versions, to print next to the numbers."""
+    """CPU, threads, load, matmul peak and library versions, to print next to the numbers."""
     import torch
 
     versions = {}
@@ -360,6 +452,7 @@ def machine_info() -> dict[str, Any]:
         "cuda": torch.cuda.is_available(),
         "python": platform.python_version(),
         "load_avg_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "matmul_peak_gflops": matmul_peak_gflops(),
         "versions": versions,
     }
 
@@ -367,11 +460,24 @@ def machine_info() -> dict[str, Any]:
 def run_benchmark(
     dataset_dir: str | os.PathLike[str] | None = None,
     *,
+    limit: int = 20,
+    **kwargs: Any,
+) -> BenchReport:
+    """Time every system in ``systems`` (default: all of :data:`SYSTEMS`; ``twostage`` is always added as
+    the agreement reference) on the same queries over one shared collection, at one ``limit``.
+    Keyword arguments as :func:`run_benchmarks`."""
+    return run_benchmarks(dataset_dir, limits=[limit], **kwargs)[0]
+
+
+def run_benchmarks(
+    dataset_dir: str | os.PathLike[str] | None = None,
+    *,
+    limits: Sequence[int] = (20,),
     max_queries: int = 50,
     max_docs: int | None = None,
-    limit: int = 20,
     top_k: int = 5,
     rerank_model: str | os.PathLike[str] | None = None,
+    rerank_backend: str | None = None,
     rerank_max_length: int | None = None,
     embedding_model: str | os.PathLike[str] | Embedder | None = None,
     repeat: int = 1,
@@ -379,16 +485,19 @@ def run_benchmark(
     systems: Sequence[str] | None = None,
     db: str | os.PathLike[str] | None = None,
     progress: bool = True,
-) -> BenchReport:
-    """Time every system in ``systems`` (default: all of :data:`SYSTEMS`; ``twostage`` is always added as
-    the agreement reference) on the same queries over one shared collection.
+) -> list[BenchReport]:
+    """One :class:`BenchReport` per ``limit`` in ``limits``; the collection and our cross-encoders are loaded
+    once and shared.
 
     ``dataset_dir``: a BEIR folder (test split), else the bundled sample corpus. ``db``: where the collection
     is kept for reuse (default: a temporary folder removed afterwards). ``warmup`` untimed queries run
     through every system first; then each query runs ``repeat`` times per system, systems in rotated order.
-    ``rerank_max_length``: token limit for every cross-encoder (default: each stack's own; see
-    :func:`make_systems`)."""
-    limit, top_k = check_limit_top_k(limit, top_k)
+    ``rerank_backend``: the engine of the ``twostage`` reference (and of the adapters and drop-ins); the
+    ``twostage-<backend>`` systems force theirs. ``rerank_max_length``: token limit for every cross-encoder
+    (default: each stack's own; see :func:`make_systems`)."""
+    if isinstance(limits, (int, str)) or not limits:
+        raise InvalidParameterError(f"limits must be a non-empty list of candidate counts, got {limits!r}")
+    checked = [check_limit_top_k(limit, top_k) for limit in limits]
     check_positive_int(repeat, "repeat")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise InvalidParameterError(f"warmup must be an integer >= 0, got {warmup!r}")
@@ -405,45 +514,65 @@ def run_benchmark(
             f"{model_name!r} is a hosted Cohere model; the benchmark compares local cross-encoders, which "
             f"LangChain and LlamaIndex load natively: pass --rerank-model with a cross-encoder folder or hub id"
         )
-    reranker = CrossEncoderReranker(model_name, max_length=rerank_max_length)  # a missing model stops here
+    # a missing model or engine stops here, before any indexing
+    reranker = CrossEncoderReranker(model_name, backend=rerank_backend, max_length=rerank_max_length)
+    engines = {
+        name: reranker
+        if backend == reranker.backend
+        else CrossEncoderReranker(model_name, backend=backend, max_length=rerank_max_length)
+        for name, backend in ENGINE_SYSTEMS.items()
+        if name in names
+    }
+    shape = model_shape(reranker)
     embedder = as_embedder(embedding_model)
-    machine = machine_info()
+    reports = []
     with tempfile.TemporaryDirectory(prefix="twostage-bench-") as tmp:
         t0 = time.perf_counter()
         client, collection = build_collection(data, embedder, db if db is not None else tmp, progress=progress)
         build_s = time.perf_counter() - t0
-        built = make_systems(
-            names,
-            client=client,
-            collection=collection,
-            embedder=embedder,
-            reranker=reranker,
-            limit=limit,
-            top_k=top_k,
-            rerank_max_length=rerank_max_length,
-        )
-        results = {n: SystemResult(n, SYSTEMS[n], built[n].rerank_max_length) for n in names}
-        _run(data, built, results, repeat=repeat, warmup=warmup, progress=progress)
-        del client, collection, built  # let Chroma close its files before the folder goes
-    machine["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-    _agreement(data, results)
-    return BenchReport(
-        dataset=data.name,
-        n_docs=len(data.ids),
-        n_queries=len(data.queries),
-        limit=limit,
-        top_k=top_k,
-        repeat=repeat,
-        warmup=warmup,
-        embedding_model=embedder.name,
-        rerank_model=reranker.name,
-        build_s=build_s,
-        systems=list(results.values()),
-        machine=machine,
-    )
+        for limit, top_k in checked:
+            machine = machine_info()
+            built = make_systems(
+                names,
+                client=client,
+                collection=collection,
+                embedder=embedder,
+                reranker=reranker,
+                limit=limit,
+                top_k=top_k,
+                rerank_max_length=rerank_max_length,
+                engines=engines,
+            )
+            results = {n: SystemResult(n, SYSTEMS[n], built[n].rerank_max_length) for n in names}
+            for n, system in built.items():
+                results[n].backend = system.reranker.backend if system.reranker is not None else None
+            _run(data, built, results, repeat=repeat, warmup=warmup, progress=progress, limit=min(limit, len(data.ids)))
+            del built
+            machine["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+            _agreement(data, results)
+            reports.append(
+                BenchReport(
+                    dataset=data.name,
+                    n_docs=len(data.ids),
+                    n_queries=len(data.queries),
+                    limit=limit,
+                    top_k=top_k,
+                    repeat=repeat,
+                    warmup=warmup,
+                    embedding_model=embedder.name,
+                    rerank_model=reranker.name,
+                    build_s=build_s,
+                    systems=list(results.values()),
+                    machine=machine,
+                    rerank_backend=reranker.backend,
+                    model_shape=shape,
+                )
+            )
+        del client, collection  # let Chroma close its files before the folder goes
+    return reports
 
 
-def _run(data: BenchData, built, results, *, repeat: int, warmup: int, progress: bool) -> None:
+def _run(data: BenchData, built, results, *, repeat: int, warmup: int, progress: bool, limit: int) -> None:
     from tqdm.auto import tqdm
 
     names = list(built)
@@ -454,9 +583,19 @@ def _run(data: BenchData, built, results, *, repeat: int, warmup: int, progress:
         for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate: no system always goes first
             system, result = built[name], results[name]
             for r in range(repeat):
+                engine = system.reranker
+                before = dataclasses.replace(engine.total_stats) if engine is not None else None
                 t0 = time.perf_counter()
                 ids = system.search(query)
                 result.latencies_ms.append(1000.0 * (time.perf_counter() - t0))
+                if engine is not None:  # our engines count what they did; calls are sequential, so deltas are exact
+                    after = engine.total_stats
+                    result.pairs += after.pairs - before.pairs
+                    result.truncated = (result.truncated or 0) + after.truncated - before.truncated
+                    result.tokens = (result.tokens or 0) + after.tokens - before.tokens
+                    result.engine_s = (result.engine_s or 0.0) + after.seconds - before.seconds
+                else:  # the native stacks rerank every recalled candidate
+                    result.pairs += limit
                 if system.pipeline is not None:
                     timings = system.pipeline.last_timings
                     result.recall_ms.append(1000.0 * timings.recall_s)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 
+from ..errors import InvalidParameterError
 from ..models import resolve_rerank_model
 from .base import Reranker
 
 
-def make_reranker(model: str | os.PathLike[str] | None = None, **kwargs) -> Reranker:
+def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str | None = None, **kwargs) -> Reranker:
     """A reranker for ``model``.
 
     - ``rerank-...`` (``rerank-v3.5``, ``rerank-english-v3.0``...) or ``cohere:<model>``: the Cohere API
@@ -18,7 +19,9 @@ def make_reranker(model: str | os.PathLike[str] | None = None, **kwargs) -> Rera
       named ``rerank-...``.
     - ``None``: ``TWOSTAGE_RERANK_MODEL`` (either kind), else the MS MARCO MiniLM-L6 cross-encoder.
 
-    Keyword arguments go to the reranker's constructor.
+    ``backend`` (cross-encoders only): ``"onnx"``, ``"onnx-int8"`` or ``"torch"``; None = ``$TWOSTAGE_RERANK_BACKEND``,
+    else ONNX when the onnx extra is installed (see :class:`~twostage_integrations.CrossEncoderReranker`). Other
+    keyword arguments go to the reranker's constructor.
 
     >>> make_reranker("rerank-v3.5", api_key="...")  # doctest: +SKIP
     CohereReranker(model='rerank-v3.5', base_url=None, on_error='raise')
@@ -29,7 +32,11 @@ def make_reranker(model: str | os.PathLike[str] | None = None, **kwargs) -> Rera
     if is_cohere_model(name) and not os.path.exists(name):
         from .cohere import CohereReranker
 
+        if backend is not None:  # an explicit choice only: $TWOSTAGE_RERANK_BACKEND must not break Cohere users
+            raise InvalidParameterError(
+                f"{name!r} is a hosted Cohere model; a rerank backend ({backend!r}) applies to local cross-encoders"
+            )
         return CohereReranker(name, **kwargs)
     from .cross_encoder import CrossEncoderReranker
 
-    return CrossEncoderReranker(name, **kwargs)
+    return CrossEncoderReranker(name, backend=backend, **kwargs)
