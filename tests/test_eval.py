@@ -117,11 +117,13 @@ def test_eval_cli_json_matches_api_and_reuses_the_index(subset_dir, eval_db, api
     out = tmp_path / "eval.json"
     cmd = [sys.executable, "-c", "from twostage_integrations.cli import app; app()", "eval", str(subset_dir)]
     cmd += ["--recall", "dense", "--limit", "15", "--no-rerank", "--max-queries", str(N_QUERIES)]
-    cmd += ["--db", str(eval_db), "--json", str(out)]
+    cmd += ["--db", str(eval_db), "--json", str(out), "--plot", str(tmp_path / "limits.png"), "--plot-limits", "5,15"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "nDCG@10" in proc.stdout and "MAP@100" in proc.stdout
     payload = json.loads(out.read_text())
+    assert [r["limit"] for r in payload["by_limit"]] == [5, 15]  # --plot ran one evaluation per limit...
+    assert (tmp_path / "limits.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # ...and drew them
     assert payload["n_queries"] == N_QUERIES and len(payload["stages"]) == 1
     # Same collection, same queries: the CLI's dense recall scores exactly what the API measured.
     assert payload["stages"][0]["metrics"] == pytest.approx(api_report.stages[0].metrics)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -84,7 +84,8 @@ def eval_command(
     embedding model); re-runs reuse it."""
     from rich.console import Console
 
-    from ..evaluation import evaluate, evaluate_limits, load_beir, plot_limits
+    from ..evaluation import evaluate, evaluate_limits, load_beir
+    from ..evaluation import plot_limits as plot_by_limit  # the name plot_limits is the --plot-limits option
     from ..extras import check_eval_extras
     from ..rerank import make_reranker
 
@@ -107,7 +108,7 @@ def eval_command(
 
             last, keep = stages[-1]
             stages[-1] = (FusedReranker(last, weight=fusion_weight, method=fusion_method), keep)
-    options = dict(recall=recall, top_k=top_k, reranker=stages, db=db, embedding_model=embedding_model)
+    options: dict[str, Any] = dict(recall=recall, top_k=top_k, reranker=stages, db=db, embedding_model=embedding_model)
     options.update(rrf_k=rrf_k, candidates_per_arm=per_arm)
     report = evaluate(data, limit=limit, **options)
     console = Console()
@@ -119,7 +120,7 @@ def eval_command(
         payload["rerank_engines"] = _engine_lines(console, [r for r, _ in stages])
     if plot:
         reports = evaluate_limits(data, limits, progress=False, **options)
-        plot_limits(reports, plot)
+        plot_by_limit(reports, plot)
         payload["by_limit"] = [r.to_dict() for r in reports]
         console.print(f"plot written to {plot}")
     if json_out:

@@ -93,7 +93,7 @@ def query(
     recall.collection  # noqa: B018 - fail on a missing collection before loading the reranker
     reranker = None if no_rerank else make_reranker(rerank_model, backend=rerank_backend)
     pipe = TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k)
-    extra = {"num_candidates": num_candidates} if num_candidates is not None else {}
+    extra: dict[str, Any] = {"num_candidates": num_candidates} if num_candidates is not None else {}
     # Warm stage 1 (embedding model load, BM25 index load) so the timings printed are per-query costs.
     recall.search(text, 1, where=where)
     result = pipe.run(text, where=where, **extra)

@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from ..embeddings import Embedder, as_embedder
+from ..embeddings import BaseEmbedder, as_embedder
 from ..errors import InvalidParameterError
 from ..pipeline import TwoStagePipeline
 from ..recall.chroma import ChromaRecall, make_client
@@ -247,7 +247,7 @@ def load_bench_data(
     return BenchData(f"{data.name} ({data.split})", keep, [data.corpus[d] for d in keep], list(data.queries.items()))
 
 
-def build_collection(data: BenchData, embedder: Embedder, db: str | os.PathLike[str], *, progress: bool = True):
+def build_collection(data: BenchData, embedder: BaseEmbedder, db: str | os.PathLike[str], *, progress: bool = True):
     """The shared collection (ids and texts, no metadata, so every stack reranks exactly the same text).
     Named after a hash of the content and the embedding model, so a kept ``db`` is reused on later runs."""
     digest = hashlib.sha256(embedder.name.encode())
@@ -279,6 +279,10 @@ class _System:
     reranker: CrossEncoderReranker | None = None  # ours: where pair, truncation and token counts come from
 
 
+def _top_ids(pipe: TwoStagePipeline) -> Callable[[str], list[str]]:
+    return lambda q: [h.id for h in pipe.search(q)]
+
+
 def _max_length(model: Any) -> int | None:
     return getattr(model, "max_seq_length", None) or getattr(model, "max_length", None)
 
@@ -288,7 +292,7 @@ def make_systems(
     *,
     client: Any,
     collection: Any,
-    embedder: Embedder,
+    embedder: BaseEmbedder,
     reranker: CrossEncoderReranker,
     limit: int,
     top_k: int,
@@ -306,14 +310,12 @@ def make_systems(
     systems: dict[str, _System] = {}
     ours_len = _max_length(reranker.model)
     if "twostage" in names:
-        systems["twostage"] = _System(lambda q: [h.id for h in pipeline.search(q)], pipeline, ours_len, reranker)
+        systems["twostage"] = _System(_top_ids(pipeline), pipeline, ours_len, reranker)
     for name in ENGINE_SYSTEMS:
         if name in names:
             engine = (engines or {})[name]
             pipe = TwoStagePipeline(pipeline.recall, engine, limit=limit, top_k=top_k)
-            systems[name] = _System(
-                lambda q, pipe=pipe: [h.id for h in pipe.search(q)], pipe, _max_length(engine.model), engine
-            )
+            systems[name] = _System(_top_ids(pipe), pipe, _max_length(engine.model), engine)
     if any("langchain" in n for n in names):
         systems.update(
             _langchain_systems(names, client, collection, embedder, reranker, limit, top_k, rerank_max_length)
@@ -438,7 +440,7 @@ def machine_info() -> dict[str, Any]:
     """CPU, threads, load, matmul peak and library versions, to print next to the numbers."""
     import torch
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in PACKAGES:
         try:
             versions[pkg] = version(pkg)
@@ -479,7 +481,7 @@ def run_benchmarks(
     rerank_model: str | os.PathLike[str] | None = None,
     rerank_backend: str | None = None,
     rerank_max_length: int | None = None,
-    embedding_model: str | os.PathLike[str] | Embedder | None = None,
+    embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
     repeat: int = 1,
     warmup: int = 2,
     systems: Sequence[str] | None = None,
@@ -588,7 +590,7 @@ def _run(data: BenchData, built, results, *, repeat: int, warmup: int, progress:
                 t0 = time.perf_counter()
                 ids = system.search(query)
                 result.latencies_ms.append(1000.0 * (time.perf_counter() - t0))
-                if engine is not None:  # our engines count what they did; calls are sequential, so deltas are exact
+                if engine is not None and before is not None:  # our engines count; calls are sequential: exact deltas
                     after = engine.total_stats
                     result.pairs += after.pairs - before.pairs
                     result.truncated = (result.truncated or 0) + after.truncated - before.truncated

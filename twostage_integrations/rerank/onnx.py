@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -178,7 +178,7 @@ def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
         # The exporter's torch/transformers versions are recorded in the manifest, not the key: the graph means
         # the same across versions (tests check scores against torch), and a torch-free install can then use an
         # export made earlier. EXPORT_VERSION is bumped when our export recipe changes.
-        settings = {"opset": OPSET, "export": EXPORT_VERSION}
+        settings: dict[str, Any] = {"opset": OPSET, "export": EXPORT_VERSION}
         fp32_key = _hash_files([model_dir / "config.json", *weights], settings)
         fp32 = cache_dir() / f"{fp32_key}.onnx"
         if not fp32.is_file():
@@ -186,7 +186,12 @@ def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
     if not int8:
         return fp32
     # Quantisation output depends on onnxruntime's quantiser, so its version is part of this key.
-    settings = {"from": fp32_key, "recipe": INT8_RECIPE, "onnxruntime": _pkg("onnxruntime"), "v": EXPORT_VERSION}
+    settings = {
+        "from": fp32_key,
+        "recipe": INT8_RECIPE,
+        "onnxruntime": _pkg("onnxruntime"),
+        "v": EXPORT_VERSION,
+    }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
     out = cache_dir() / f"{key}-int8.onnx"
     if not out.is_file():
@@ -311,7 +316,7 @@ def quantize_int8(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
 
 
 # -- model settings as sentence-transformers reads them ---------------------------------------------------------
-ACTIVATIONS = {
+ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
     "identity": lambda x: x,
     "tanh": np.tanh,
