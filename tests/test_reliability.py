@@ -28,7 +28,7 @@ def write_passages(path: Path) -> dict[str, dict]:
             record = {"id": f"p{i:04d}", "text": f"Passage {i} on {topic}: finding number {i * 7 % 101}.", "n": i}
             record["topic"] = topic
             f.write(json.dumps(record) + "\n")
-            meta = {"source": str(path), "line": i + 1, "n": i, "topic": topic}
+            meta = {"source": str(path), "filename": path.name, "line": i + 1, "n": i, "topic": topic}
             expected[record["id"]] = {"text": record["text"], "metadata": meta}
     return expected
 
