@@ -17,7 +17,15 @@ from .errors import (
 from .hit import Hit
 from .pipeline import SearchResult, StageTimings, TwoStagePipeline
 from .recall import AddResult, ChromaRecall, Recall
-from .rerank import BaseReranker, Cascade, CrossEncoderReranker, FusedReranker, Reranker
+from .rerank import (
+    BaseReranker,
+    Cascade,
+    CrossEncoderReranker,
+    FallbackReranker,
+    FusedReranker,
+    Reranker,
+    ScoreCache,
+)
 
 __version__ = "0.1.0"
 
@@ -49,7 +57,9 @@ __all__ = [
     "ChromaRecall",
     "CollectionNotFoundError",
     "CrossEncoderReranker",
+    "FallbackReranker",
     "FusedReranker",
+    "ScoreCache",
     "Hit",
     "InvalidDocumentError",
     "InvalidParameterError",
