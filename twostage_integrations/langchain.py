@@ -33,7 +33,7 @@ from .hit import Hit
 from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
 from .rerank.base import Reranker
-from .rerank.lazy import LazyReranker
+from .rerank.lazy import as_reranker, loaded
 from .scores import hit_score_kind, score_kind_of
 from .validation import check_limit_top_k, check_positive_int
 
@@ -57,12 +57,6 @@ def hit_to_document(hit: Hit, score_kind: str | None = None) -> Document:
         "rerank_rank": hit.rerank_rank,
     }
     return Document(id=hit.id, page_content=hit.text, metadata=metadata)
-
-
-def _reranker(reranker: Reranker | str | os.PathLike[str] | None) -> Reranker:
-    # A model name or folder (or None for the default cross-encoder) picks a reranker like --rerank-model,
-    # loaded on the first query so building a retriever stays cheap.
-    return LazyReranker(reranker) if reranker is None or isinstance(reranker, (str, os.PathLike)) else reranker
 
 
 def _pipeline_kinds(pipeline: TwoStagePipeline) -> tuple[str, str | None]:
@@ -174,7 +168,7 @@ class TwoStageRetriever(BaseRetriever):
         (``where``, ``tags``...) are retriever fields.
         """
         recall = ChromaRecall(name, path=path, host=host, port=port, client=client, embedding_model=embedding_model)
-        pipeline = TwoStagePipeline(recall, _reranker(reranker), limit=limit, top_k=top_k)
+        pipeline = TwoStagePipeline(recall, as_reranker(reranker), limit=limit, top_k=top_k)
         return cls(pipeline=pipeline, **kwargs)
 
     @classmethod
@@ -211,7 +205,7 @@ class TwoStageRetriever(BaseRetriever):
         else:
             embedder = Embedder()
         recall = ChromaRecall(_store_collection(vectorstore), client=client, embedding_model=embedder)
-        pipeline = TwoStagePipeline(recall, _reranker(reranker), limit=limit, top_k=top_k)
+        pipeline = TwoStagePipeline(recall, as_reranker(reranker), limit=limit, top_k=top_k)
         return cls(pipeline=pipeline, **kwargs)
 
     def _search_kwargs(
@@ -355,13 +349,7 @@ class TwoStageCompressor(BaseDocumentCompressor):
     _reranker: Reranker = PrivateAttr()
 
     def __init__(self, reranker: Reranker | str | os.PathLike[str] | None = None, **data: Any) -> None:
-        if isinstance(reranker, (str, os.PathLike)):
-            if data.get("model") not in (None, str(reranker)):
-                raise InvalidParameterError(f"got reranker={str(reranker)!r} and model={data['model']!r}; pass one")
-            data["model"], reranker = str(reranker), None
-        if reranker is None:
-            # Named now (a missing folder fails here, with the core's typed error), loaded on first use.
-            reranker = LazyReranker(data.get("model"))
+        reranker = as_reranker(reranker, model=data.get("model"))
         data["model"] = reranker.name
         super().__init__(**data)
         self._reranker = reranker
@@ -369,7 +357,7 @@ class TwoStageCompressor(BaseDocumentCompressor):
     @property
     def reranker(self) -> Reranker:
         """The reranker doing the work (loads a named model now if it was not loaded yet)."""
-        return self._reranker.get() if isinstance(self._reranker, LazyReranker) else self._reranker
+        return loaded(self._reranker)
 
     def compress_documents(
         self,

@@ -37,7 +37,7 @@ from .models import DEFAULT_RERANK_MODEL
 from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
 from .rerank.base import Reranker
-from .rerank.lazy import LazyReranker
+from .rerank.lazy import as_reranker, loaded
 from .scores import hit_score_kind, score_kind_of
 from .validation import check_limit_top_k, check_positive_int
 
@@ -113,15 +113,7 @@ class TwoStageRerank(BaseNodePostprocessor):
     ) -> None:
         if top_n is not None:
             check_positive_int(top_n, "top_n")
-        if isinstance(reranker, (str, os.PathLike)):
-            if model is not None and str(model) != str(reranker):
-                raise InvalidParameterError(f"got reranker={str(reranker)!r} and model={str(model)!r}; pass one")
-            reranker, model = None, reranker
-        elif reranker is not None and model is not None and str(model) != reranker.name:
-            raise InvalidParameterError(f"got a reranker named {reranker.name!r} and model={str(model)!r}; pass one")
-        if reranker is None:
-            # Named now (a missing folder fails here with the core's typed error), loaded on first use.
-            reranker = LazyReranker(model)
+        reranker = as_reranker(reranker, model=model)
         # The fields are declared on this class; mypy checks the call against the base model's signature.
         super().__init__(  # type: ignore[call-arg]
             model=reranker.name,
@@ -139,7 +131,7 @@ class TwoStageRerank(BaseNodePostprocessor):
     @property
     def reranker(self) -> Reranker:
         """The reranker doing the work (loads a named model now if it was not loaded yet)."""
-        return self._reranker.get() if isinstance(self._reranker, LazyReranker) else self._reranker
+        return loaded(self._reranker)
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
@@ -364,8 +356,7 @@ class TwoStageRetriever(BaseRetriever):
                 f"from_vector_store needs a llama_index ChromaVectorStore, got {type(vector_store).__name__}; "
                 f"for other stores build a ChromaRecall/TwoStagePipeline and pass it to TwoStageRetriever"
             )
-        if reranker is None or isinstance(reranker, (str, os.PathLike)):
-            reranker = LazyReranker(reranker)  # like --rerank-model; loads on the first query
+        reranker = as_reranker(reranker)  # a name loads on the first query, like --rerank-model
         embedder = embed_model.embedder if isinstance(embed_model, TwoStageEmbedding) else embed_model
         recall = ChromaRecall(collection, embedding_model=embedder)
         return cls(TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k), **kwargs)

@@ -194,6 +194,8 @@ def test_compressor_is_cheap_to_build_copy_and_serialise(monkeypatch, tmp_path):
         TwoStageCompressor(model=str(tmp_path / "missing-model"))
     with pytest.raises(InvalidParameterError, match="pass one"):
         TwoStageCompressor(reranker=str(tmp_path), model="other/model")
+    with pytest.raises(InvalidParameterError, match="pass one"):  # the same rule as TwoStageRerank
+        TwoStageCompressor(reranker=FakeReranker(), model="other/model")
 
 
 def test_compressor_with_a_reranker_object(fake_reranker):

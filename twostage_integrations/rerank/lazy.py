@@ -7,6 +7,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import InvalidParameterError
 from ..hit import Hit
 from ..models import check_model_path, resolve_rerank_model
 from .base import Reranker
@@ -64,3 +65,24 @@ class LazyReranker:
 
     def __repr__(self) -> str:
         return f"LazyReranker({self.name!r}, loaded={self.loaded})"
+
+
+def as_reranker(
+    reranker: Reranker | str | os.PathLike[str] | None = None, *, model: str | os.PathLike[str] | None = None
+) -> Reranker:
+    """What the framework adapters take: a reranker, or a model name given as ``reranker`` or as ``model`` (the
+    field name LangChain's and LlamaIndex's own rerankers use), loaded on first use; ``None`` for both is the
+    default reranker, as ``--rerank-model``. Two different values for the same setting are an error."""
+    if isinstance(reranker, (str, os.PathLike)):
+        if model is not None and str(model) != str(reranker):
+            raise InvalidParameterError(f"got reranker={str(reranker)!r} and model={str(model)!r}; pass one")
+        reranker, model = None, reranker
+    elif reranker is not None and model is not None and str(model) != reranker.name:
+        raise InvalidParameterError(f"got a reranker named {reranker.name!r} and model={str(model)!r}; pass one")
+    # Named now (a missing folder fails here with the core's typed error), loaded on first use.
+    return LazyReranker(model) if reranker is None else reranker
+
+
+def loaded(reranker: Reranker) -> Reranker:
+    """The reranker doing the work: a :class:`LazyReranker`'s model, loaded now if it was not yet."""
+    return reranker.get() if isinstance(reranker, LazyReranker) else reranker
