@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 from pathlib import Path
 
@@ -169,3 +170,44 @@ def test_cli_label_free_on_a_corpus_only_folder(tiny_beir, rerank_model_path, db
     assert len(CrossEncoderReranker(out).score("q", ["a"])) == 1
     bad = CliRunner().invoke(app, ["finetune", str(corpus_only), "--base", rerank_model_path, "--out", str(out)])
     assert bad.exit_code == 2 and "qrels" in bad.output or "queries.jsonl" in bad.output
+
+
+def test_rounds_continue_from_the_last_round_on_fresh_samples_and_resume_skips_finished_ones(
+    tiny_beir, rerank_model_path, embedder, db, tmp_path, monkeypatch
+):
+    from twostage_integrations.finetune import finetune
+    from twostage_integrations.finetune import train as train_module
+
+    out = tmp_path / "two-rounds"
+    common = dict(base=rerank_model_path, out=out, layers=1, max_steps=1, lr=1e-4, warmup=0.0, eval_split=None,
+                  rounds=2, db=db, embedding_model=embedder, progress=False, **TINY)  # fmt: skip
+    result = finetune(tiny_beir, **common)
+
+    round1 = out / "rounds" / "round-1"
+    first = json.loads((round1 / "finetune.json").read_text())["settings"]
+    assert (first["base"], first["seed"], first["lr"], first["layers"]) == (rerank_model_path, 0, 1e-4, 1)
+    assert result.settings["round_bases"] == [rerank_model_path, str(round1)]
+    assert (result.settings["round_lrs"], result.settings["round_seeds"]) == ([1e-4, 5e-5], [0, 1])
+    assert result.settings["base"] == rerank_model_path and result.steps == 2
+    # Round 2 mined its own sample (seed 1) and started from round 1's weights, not from the base.
+    pairs1 = {(p["query"], p["passage"]) for p in _rows(round1 / "checkpoints" / "pairs.jsonl")}
+    pairs2 = {(p["query"], p["passage"]) for p in _rows(out / "checkpoints" / "pairs.jsonl")}
+    assert pairs1 != pairs2
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    s1, s2 = (
+        CrossEncoderReranker(d).score("aspirin and stroke", ["Aspirin lowers stroke risk."]) for d in (round1, out)
+    )
+    assert s1 != s2
+    assert "2 rounds" in (out / "README.md").read_text()
+
+    rounds_trained: list[int] = []
+    real = train_module._train_round
+    monkeypatch.setattr(
+        train_module, "_train_round", lambda *a, **k: rounds_trained.append(a[2]["round"]) or real(*a, **k)
+    )
+    shutil.rmtree(out / "checkpoints")  # the last round is re-run from scratch; round 1 is reused
+    finetune(tiny_beir, resume=True, **common)
+    assert rounds_trained == [2]
+    with pytest.raises(InvalidParameterError, match="same settings"):
+        finetune(tiny_beir, resume=True, **{**common, "seed": 5})  # round 1 was trained with other settings
+    assert rounds_trained == [2]

@@ -60,11 +60,19 @@ def finetune_command(
     corpus_pairs: Annotated[
         int, typer.Option(help="With --pairs qrels: also train on N label-free title -> text pairs from the corpus.")
     ] = 0,
+    corpus_negatives: Annotated[
+        int | None, typer.Option(help="Hard and random negatives (N of each) per --corpus-pairs pair.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for mining, head initialisation and shuffling.")] = 0,
     layers: Annotated[
         int | None, typer.Option(help="Keep only the first N transformer layers (a cheaper reranker).")
     ] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the interrupted run in --out.")] = False,
+    rounds: Annotated[
+        int, typer.Option(help="Train N rounds, each from the last on fresh samples at half the learning rate.")
+    ] = 1,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the interrupted run in --out (finished rounds are kept).")
+    ] = False,
     save_steps: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps.")] = 100,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON to this file.")] = None,
     db: DbOpt = None,
@@ -100,8 +108,10 @@ def finetune_command(
         eval_max_queries=eval_max_queries,
         max_queries=max_queries,
         corpus_pairs=corpus_pairs,
+        corpus_negatives=corpus_negatives,
         seed=seed,
         layers=layers,
+        rounds=rounds,
         resume=resume,
         save_steps=save_steps,
         db=db,

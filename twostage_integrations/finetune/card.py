@@ -7,6 +7,7 @@ from typing import Any
 
 _HYPER: tuple[str, ...] = (
     *("negatives", "random_negatives", "mine_depth", "mine_skip", "recall", "max_queries", "corpus_pairs"),
+    "corpus_negatives",
     *("epochs", "max_steps", "batch_size", "lr", "warmup", "max_length", "layers", "seed"),
 )
 
@@ -42,6 +43,11 @@ def write_card(out_dir: Path, result: Any) -> Path:
         + ".",
         "- Hyper-parameters: " + ", ".join(f"{k}={s[k]}" for k in _HYPER) + ".",
     ]
+    if s.get("round_lrs"):
+        lines.append(
+            f"- {len(s['round_lrs'])} rounds, each continuing from the previous one on freshly mined pairs: "
+            f"lr {s['round_lrs']}, seeds {s['round_seeds']} (steps, pairs and minutes above are totals)."
+        )
     if s.get("eval_split") and s["eval_split"] != s.get("split"):
         lines.append(f"- The evaluation split `{s['eval_split']}` was read only after training (never for training).")
     if s.get("command"):

@@ -28,7 +28,18 @@ SETTINGS_FILE = "settings.json"
 # Settings that change the training data or the model: --resume refuses to continue if any differs.
 _RESUME_KEYS: tuple[str, ...] = (
     *("base", "split", "pairs", "negatives", "random_negatives", "mine_depth", "mine_skip", "recall"),
-    *("max_queries", "corpus_pairs", "seed", "layers", "max_length", "batch_size", "lr", "epochs"),
+    *(
+        "max_queries",
+        "corpus_pairs",
+        "corpus_negatives",
+        "seed",
+        "layers",
+        "max_length",
+        "batch_size",
+        "lr",
+        "epochs",
+        "rounds",
+    ),
 )
 
 
@@ -104,8 +115,10 @@ def finetune(
     eval_max_queries: int | None = None,
     max_queries: int | None = None,
     corpus_pairs: int = 0,
+    corpus_negatives: int | None = None,
     seed: int = 0,
     layers: int | None = None,
+    rounds: int = 1,
     resume: bool = False,
     save_steps: int = 100,
     db: str | os.PathLike[str] | None = None,
@@ -128,12 +141,18 @@ def finetune(
        on it (``recall`` + rerank at ``eval_limit``), as ``twostage eval`` would.
 
     ``corpus_pairs``: with ``pairs="qrels"``, also train on that many label-free title -> text pairs (a seeded
-    sample of the corpus; the recipe of the shipped SciFact cross-encoder).
+    sample of the corpus; the recipe of the shipped SciFact cross-encoder). ``corpus_negatives``: hard *and*
+    random negatives (N of each) per such pair; default: ``negatives`` and ``random_negatives``.
     ``callbacks``: extra ``transformers.TrainerCallback`` objects (logging, early stopping...).
 
     ``base``: an existing 1-logit cross-encoder (training continues; default ``lr`` 2e-5) or a plain encoder
     such as all-MiniLM-L6-v2 (a new head, pooler reset to identity; default ``lr`` 1e-4). ``layers`` keeps
     the first N transformer layers.
+
+    ``rounds``: train N rounds in one call, each continuing from the last with freshly mined pairs (seed
+    ``seed + r - 1``) and half the previous learning rate: the recipe of the shipped SciFact model is
+    ``rounds=2``. Finished rounds are kept in ``out/rounds/round-R``; ``resume=True`` skips them. "Before"
+    is always the ``base`` given here.
 
     >>> from twostage_integrations.finetune import finetune
     >>> result = finetune("scifact", base="all-MiniLM-L6-v2-folder", out="my-ce")  # doctest: +SKIP
@@ -141,12 +160,12 @@ def finetune(
     """
     dataset_dir = Path(dataset_dir).expanduser()
     out_dir = Path(out).expanduser()
-    ckpt_dir = out_dir / "checkpoints"
     _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, locals())
     from .model import is_cross_encoder
 
     _require_training_deps()  # before minutes of mining, not after
     plain = not is_cross_encoder(base)
+    lr = lr if lr is not None else (1e-4 if plain else 2e-5)
     settings = {
         "dataset": str(dataset_dir),
         "base": str(base),
@@ -159,37 +178,115 @@ def finetune(
         "recall": recall,
         "max_queries": max_queries,
         "corpus_pairs": corpus_pairs,
+        "corpus_negatives": corpus_negatives,
         "seed": seed,
         "layers": layers,
         "max_length": max_length,
         "batch_size": batch_size,
-        "lr": lr if lr is not None else (1e-4 if plain else 2e-5),
+        "lr": lr,
         "warmup": warmup,
         "epochs": epochs,
         "max_steps": max_steps,
         "loss": "BinaryCrossEntropyLoss",
+        "rounds": rounds,
         "eval_split": eval_split,
         "eval_recall": eval_recall or recall,
         "eval_limit": eval_limit,
         "eval_max_queries": eval_max_queries,
         "command": command,
     }
+    options: dict[str, Any] = dict(save_steps=save_steps, db=db, embedding_model=embedding_model, progress=progress)
+    finished: list[FinetuneResult] = []
+    round_base: str | os.PathLike[str] = base
+    for r in range(1, rounds + 1):
+        # Round r continues from round r-1 on fresh samples at half its learning rate; layers are cut once.
+        round_settings = {
+            **settings,
+            "base": str(round_base),
+            "seed": seed + r - 1,
+            "lr": lr * 0.5 ** (r - 1),
+            "layers": layers if r == 1 else None,
+            "round": r,
+        }
+        round_dir = out_dir if r == rounds else out_dir / "rounds" / f"round-{r}"
+        result = _finished_round(round_dir, round_settings) if resume and r < rounds else None
+        if result is None:
+            result = _train_round(
+                dataset_dir, round_dir, round_settings, resume=resume, callbacks=callbacks or [], **options
+            )
+            if result.interrupted:
+                return result
+            if r < rounds:
+                (round_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
+        finished.append(result)
+        round_base = round_dir
 
-    if resume:
+    result = finished[-1]
+    if rounds > 1:
+        result.settings = {**result.settings, "base": str(base), "round_bases": [r.settings["base"] for r in finished]}
+        result.settings["round_lrs"] = [r.settings["lr"] for r in finished]
+        result.settings["round_seeds"] = [r.settings["seed"] for r in finished]
+        result.model_info = {**finished[0].model_info, **result.model_info}
+        result.model_info["layers"] = finished[0].model_info["layers"]
+        result.n_queries = sum(r.n_queries for r in finished)
+        result.n_pairs = sum(r.n_pairs for r in finished)
+        result.n_positive = sum(r.n_positive for r in finished)
+        result.steps = sum(r.steps for r in finished)
+        result.train_seconds = sum(r.train_seconds for r in finished)
+        write_card(out_dir, result)
+    if eval_split:
+        _evaluate(result, dataset_dir, base, plain, db=db, embedding_model=embedding_model, progress=progress)
+        write_card(out_dir, result)
+    (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _finished_round(round_dir: Path, settings: dict[str, Any]) -> FinetuneResult | None:
+    """The result of a round that an earlier run finished with the same settings (for ``resume``), else None."""
+    file = round_dir / "finetune.json"
+    if not file.is_file():
+        return None
+    data = json.loads(file.read_text())
+    _check_same_settings(data["settings"], settings)
+    data.pop("stages", None)
+    data["out_dir"] = Path(data["out_dir"])
+    return FinetuneResult(**data)
+
+
+def _train_round(
+    dataset_dir: Path,
+    out_dir: Path,
+    settings: dict[str, Any],
+    *,
+    resume: bool,
+    save_steps: int,
+    db,
+    embedding_model,
+    progress: bool,
+    callbacks: list[Any],
+) -> FinetuneResult:
+    """Mine (or reload) the pairs, train one round from ``settings["base"]``, save model and card in ``out_dir``."""
+    ckpt_dir = out_dir / "checkpoints"
+    if resume and (ckpt_dir / SETTINGS_FILE).is_file():
         train_pairs, n_queries = _resume_pairs(ckpt_dir, settings)
     else:
+        if resume and settings["round"] == 1 and settings["rounds"] == 1:
+            _resume_pairs(ckpt_dir, settings)  # raises: nothing to resume
         if ckpt_dir.exists() and any(ckpt_dir.glob("checkpoint-*")):
             raise InvalidParameterError(
                 f"{ckpt_dir} holds checkpoints of an earlier run: pass --resume to continue it, or another --out"
             )
-        train_data = load_beir(dataset_dir, split) if pairs == "qrels" else load_corpus(dataset_dir)
-        train_pairs, n_queries = _mine(train_data, settings, db=db, embedding_model=embedding_model, progress=progress)
+        resume = False
+        data = load_beir(dataset_dir, settings["split"]) if settings["pairs"] == "qrels" else load_corpus(dataset_dir)
+        train_pairs, n_queries = _mine(data, settings, db=db, embedding_model=embedding_model, progress=progress)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         with open(ckpt_dir / PAIRS_FILE, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(asdict(p)) + "\n" for p in train_pairs)
         (ckpt_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
 
-    model, info = load_base(base, max_length=max_length, layers=layers, seed=seed)
+    model, info = load_base(
+        settings["base"], max_length=settings["max_length"], layers=settings["layers"], seed=settings["seed"]
+    )
     result = FinetuneResult(
         out_dir=out_dir,
         settings=settings,
@@ -199,19 +296,13 @@ def finetune(
         n_positive=sum(p.label for p in train_pairs),
     )
     _train(model, train_pairs, ckpt_dir, settings, result, resume=resume, save_steps=save_steps, progress=progress,
-           callbacks=callbacks or [])  # fmt: skip
+           callbacks=callbacks)  # fmt: skip
     model.save_pretrained(str(out_dir))
     write_card(out_dir, result)
-    if result.interrupted:
-        return result
-    shutil.rmtree(ckpt_dir / "runs", ignore_errors=True)
-    for ckpt in ckpt_dir.glob("checkpoint-*"):
-        shutil.rmtree(ckpt)  # optimizer states are 3x the model; the finished model is in out_dir
-
-    if eval_split:
-        _evaluate(result, dataset_dir, base, plain, db=db, embedding_model=embedding_model, progress=progress)
-        write_card(out_dir, result)
-    (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
+    if not result.interrupted:
+        shutil.rmtree(ckpt_dir / "runs", ignore_errors=True)
+        for ckpt in ckpt_dir.glob("checkpoint-*"):
+            shutil.rmtree(ckpt)  # optimizer states are 3x the model; the finished model is in out_dir
     return result
 
 
@@ -234,6 +325,8 @@ def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, v
             f"training and evaluation both use split {split!r}: the numbers would be meaningless; "
             "pass another --eval-split (or none)"
         )
+    if values["corpus_negatives"] is not None:
+        check_positive_int(values["corpus_negatives"], "corpus_negatives")
     if values["corpus_pairs"] and pairs != "qrels":
         raise InvalidParameterError(
             "corpus_pairs adds title-body pairs to a qrels run; with --pairs label-free use --max-queries"
@@ -244,7 +337,7 @@ def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, v
         raise InvalidParameterError(f"epochs must be > 0, got {epochs!r}")
     if not 0 <= warmup < 1:
         raise InvalidParameterError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
-    for name in ("max_length", "batch_size", "eval_limit", "save_steps"):
+    for name in ("max_length", "batch_size", "eval_limit", "save_steps", "rounds"):
         check_positive_int(values[name], name)
     for name in ("max_steps", "max_queries", "eval_max_queries", "layers"):
         if values[name] is not None:
@@ -256,30 +349,32 @@ def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, v
 def _mine(
     data: BeirDataset, settings: dict[str, Any], *, db, embedding_model, progress: bool
 ) -> tuple[list[Pair], int]:
-    builders = [(PairBuilder(data, settings["pairs"]), settings["max_queries"])]
+    negatives = (settings["negatives"], settings["random_negatives"])
+    builders = [(PairBuilder(data, settings["pairs"]), settings["max_queries"], negatives)]
     if settings["corpus_pairs"]:  # label-free title -> text pairs on top of the judged ones
-        builders.append((PairBuilder(data, "title-body"), settings["corpus_pairs"]))
-    batches = [(b, b.queries(max_queries=n, seed=settings["seed"])) for b, n in builders]
+        n = settings.get("corpus_negatives")
+        builders.append((PairBuilder(data, "title-body"), settings["corpus_pairs"], negatives if n is None else (n, n)))
+    batches = [(b, b.queries(max_queries=n, seed=settings["seed"]), negs) for b, n, negs in builders]
     chroma = index_corpus(data, db=db, embedding_model=embedding_model, progress=progress)
     retriever = recall_by_kind(settings["recall"], chroma)
     # Dense arms embed every training query in one batch up front; BM25 needs no query vectors.
-    texts = [q.text for _, queries in batches for q in queries] if settings["recall"] in ("dense", "hybrid") else []
+    texts = [q.text for _, queries, _ in batches for q in queries] if settings["recall"] in ("dense", "hybrid") else []
     out: list[Pair] = []
     with chroma.embedder.cached_queries(texts, progress=progress):
-        for builder, queries in batches:
+        for builder, queries, (hard, random_negatives) in batches:
             mine_negatives(
                 queries,
                 retriever,
                 list(data.corpus),
-                hard=settings["negatives"],
-                random_negatives=settings["random_negatives"],
+                hard=hard,
+                random_negatives=random_negatives,
                 depth=settings["mine_depth"],
                 skip=settings["mine_skip"],
                 seed=settings["seed"],
                 progress=progress,
             )
             out += builder.pairs(queries)
-    return out, sum(len(queries) for _, queries in batches)
+    return out, sum(len(queries) for _, queries, _ in batches)
 
 
 def _resume_pairs(ckpt_dir: Path, settings: dict[str, Any]) -> tuple[list[Pair], int]:
@@ -288,14 +383,17 @@ def _resume_pairs(ckpt_dir: Path, settings: dict[str, Any]) -> tuple[list[Pair],
     pairs_file, settings_file = ckpt_dir / PAIRS_FILE, ckpt_dir / SETTINGS_FILE
     if not (pairs_file.is_file() and settings_file.is_file()) or get_last_checkpoint(str(ckpt_dir)) is None:
         raise InvalidParameterError(f"nothing to resume in {ckpt_dir}: run without --resume first")
-    saved = json.loads(settings_file.read_text())
+    _check_same_settings(json.loads(settings_file.read_text()), settings)
+    with open(pairs_file, encoding="utf-8") as f:
+        train_pairs = [Pair(**json.loads(line)) for line in f]
+    return train_pairs, len({p.query for p in train_pairs})
+
+
+def _check_same_settings(saved: dict[str, Any], settings: dict[str, Any]) -> None:
     changed = [k for k in _RESUME_KEYS if saved.get(k) != settings.get(k)]
     if changed:
         diff = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
         raise InvalidParameterError(f"--resume needs the same settings as the interrupted run ({diff})")
-    with open(pairs_file, encoding="utf-8") as f:
-        train_pairs = [Pair(**json.loads(line)) for line in f]
-    return train_pairs, len({p.query for p in train_pairs})
 
 
 class _Interrupt:
