@@ -181,6 +181,19 @@ def test_infinity_client(served, cross_encoder, cases):
     )
 
 
+def test_langchain_community_infinity_rerank(served, cross_encoder, cases):
+    """LangChain's InfinityRerank takes an infinity_client ``Client`` (its own default is localhost:7997)."""
+    from infinity_client import Client
+    from langchain_community.document_compressors import InfinityRerank
+
+    query, docs = cases[1]
+    client = Client(base_url=f"{served}/v1", headers={"Authorization": f"Bearer {KEY}"}, timeout=httpx.Timeout(300))
+    documents = [Document(page_content=d, metadata={"i": i}) for i, d in enumerate(docs)]
+    out = InfinityRerank(client=client, top_n=TOP).compress_documents(documents, query)
+    want, v2 = local(cross_encoder, query, docs), v2_scores(served, query, docs)
+    check([(d.metadata["i"], d.metadata["relevance_score"]) for d in out], want, v2)
+
+
 # -- shapes and errors, model-free --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fake() -> TestClient:
