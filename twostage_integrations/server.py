@@ -1,7 +1,11 @@
-"""A Cohere-compatible ``/v2/rerank`` endpoint answered by a local reranker (``twostage serve``; extra ``server``).
+"""Rerank endpoints answered by a local reranker (``twostage serve``; extra ``server``): Cohere's ``/v2/rerank``,
+Hugging Face TEI's ``/rerank`` and the ``/v1/rerank`` shape Cohere v1, Jina, Voyage and Infinity share.
 
-A client of Cohere's v2 rerank API talks to it by changing only its base URL: the official SDK
-(``cohere.ClientV2(base_url=...)``) and :class:`~twostage_integrations.CohereReranker` are tested against it.
+A client of any of these APIs talks to it by changing only its base URL: the official Cohere SDK
+(``cohere.ClientV2(base_url=...)``), :class:`~twostage_integrations.CohereReranker`, LlamaIndex's TEI and Jina
+rerankers, the ``voyageai`` SDK, LangChain's ``VoyageAIRerank`` and ``infinity_client`` are tested against it.
+All routes share one request path (auth, body limits, admission, the batched model call, errors); each only
+maps its request shape in and its response and error shapes out.
 
 Concurrent requests are merged into one model call (dynamic batching, as TEI and Infinity do), the queue is
 bounded (429 + ``Retry-After`` when full), each request has a deadline, SIGTERM drains in-flight work, and
@@ -65,13 +69,106 @@ class ClientGone(Exception):
 
 
 class RequestError(Exception):
-    """A request we refuse, answered as Cohere does: ``{"message": ...}`` with a 4xx/5xx status."""
+    """A request we refuse: ``status_code`` and ``message``, answered in the shape of the route's API (see
+    :func:`error_body`). ``kind`` names the failure for APIs that type their errors (TEI's ``error_type``)."""
 
-    def __init__(self, status_code: int, message: str, retry_after: int | None = None) -> None:
+    def __init__(self, status_code: int, message: str, retry_after: int | None = None, kind: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.retry_after = retry_after
+        self.kind = kind
+
+
+TEI_ROUTE = "/rerank"  # Hugging Face text-embeddings-inference
+V1_ROUTE = "/v1/rerank"  # Cohere v1, Jina, Voyage, Infinity
+
+
+def tei_error_type(status_code: int, kind: str | None = None) -> str:
+    """TEI's ``error_type`` for one of our statuses: its ``ErrorType`` variants as serde writes them
+    (``Unhealthy``, ``Backend``, ``Overloaded``, ``Validation``, ``Tokenizer``, ``Empty``)."""
+    if kind is not None:
+        return kind
+    if status_code == 429:
+        return "Overloaded"
+    if status_code == 503:
+        return "Unhealthy"
+    if status_code >= 500:
+        return "Backend"
+    return "Validation"
+
+
+def error_body(path: str, status_code: int, message: str, kind: str | None = None) -> dict[str, Any]:
+    """The error body each route's clients parse: TEI ``{"error", "error_type"}`` on ``/rerank``;
+    ``{"message", "detail"}`` on ``/v1/rerank`` (Cohere v1 reads ``message``; Jina's and Voyage's clients read
+    ``detail``); Cohere v2's ``{"message"}`` everywhere else."""
+    if path == TEI_ROUTE:
+        return {"error": message, "error_type": tei_error_type(status_code, kind)}
+    if path == V1_ROUTE:
+        return {"message": message, "detail": message}
+    return {"message": message}
+
+
+def _invalid(message: str, kind: str | None = None) -> RequestError:
+    return RequestError(400, f"invalid request: {message}", kind=kind)
+
+
+def _request_object(payload: Any, documents_key: str) -> dict[str, Any]:
+    if not isinstance(payload, dict):
+        raise _invalid(f"the body must be a JSON object with query and {documents_key}")
+    return payload
+
+
+def _parse_query(payload: dict[str, Any]) -> str:
+    if payload.get("query") is None:
+        raise _invalid("query is required")
+    try:
+        return check_query(payload["query"])
+    except TwoStageError as exc:
+        raise _invalid(str(exc)) from None
+
+
+def _parse_documents(payload: dict[str, Any], key: str, max_documents: int, *, text_objects: bool = False) -> list[str]:
+    """``payload[key]`` as a non-empty list of at most ``max_documents`` strings (413 above); with
+    ``text_objects``, ``{"text": ...}`` objects (Jina, Cohere v1) count as their text."""
+    documents = payload.get(key)
+    if not isinstance(documents, list):
+        raise _invalid(f"{key} must be a list of strings")
+    if not documents:
+        raise _invalid(f"{key} is empty; send at least one document", kind="Empty")
+    if len(documents) > max_documents:
+        raise RequestError(
+            413, f"too many documents: {len(documents)}, more than the limit of {max_documents}; split them"
+        )
+    texts = []
+    for i, doc in enumerate(documents):
+        if text_objects and isinstance(doc, dict) and isinstance(doc.get("text"), str):
+            doc = doc["text"]
+        if not isinstance(doc, str):
+            wanted = 'a string or {"text": string}' if text_objects else "a string"
+            raise _invalid(f"{key}[{i}] is {type(doc).__name__}, not {wanted}")
+        texts.append(doc)
+    return texts
+
+
+def _parse_flag(payload: dict[str, Any], key: str) -> bool:
+    """An optional boolean, false when absent or null."""
+    value = payload.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise _invalid(f"{key} must be true or false")
+    return value
+
+
+def _parse_top(payload: dict[str, Any], key: str, n_documents: int) -> int | None:
+    """An optional positive count of results, capped at the number of documents."""
+    if payload.get(key) is None:
+        return None
+    try:
+        return min(check_positive_int(payload[key], key), n_documents)
+    except TwoStageError as exc:
+        raise _invalid(str(exc)) from None
 
 
 def parse_rerank_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENTS) -> dict[str, Any]:
@@ -80,46 +177,111 @@ def parse_rerank_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENT
     >>> parse_rerank_request({"model": "m", "query": "q", "documents": ["a", "b"], "top_n": 1})["top_n"]
     1
     """
-    if not isinstance(payload, dict):
-        raise RequestError(400, "invalid request: the body must be a JSON object with query and documents")
-    if payload.get("query") is None:
-        raise RequestError(400, "invalid request: query is required")
-    try:
-        query = check_query(payload["query"])
-    except TwoStageError as exc:
-        raise RequestError(400, f"invalid request: {exc}") from None
-    documents = payload.get("documents")
-    if not isinstance(documents, list):
-        raise RequestError(400, "invalid request: documents must be a list of strings")
-    if not documents:
-        raise RequestError(400, "invalid request: documents is empty; send at least one document")
-    if len(documents) > max_documents:
-        raise RequestError(
-            413, f"too many documents: {len(documents)}, more than the limit of {max_documents}; split them"
-        )
-    for i, doc in enumerate(documents):
-        if not isinstance(doc, str):
-            raise RequestError(400, f"invalid request: documents[{i}] is {type(doc).__name__}, not a string")
-    top_n = payload.get("top_n")
+    payload = _request_object(payload, "documents")
+    query = _parse_query(payload)
+    documents = _parse_documents(payload, "documents", max_documents)
+    top_n = _parse_top(payload, "top_n", len(documents))
     warnings = []
-    try:
-        if top_n is not None:
-            top_n = min(check_positive_int(top_n, "top_n"), len(documents))
-        if payload.get("max_tokens_per_doc") is not None:
-            check_positive_int(payload["max_tokens_per_doc"], "max_tokens_per_doc")
-            warnings.append("max_tokens_per_doc is not applied: the model truncates at its own max_length")
-    except TwoStageError as exc:
-        raise RequestError(400, f"invalid request: {exc}") from None
-    return_documents = payload.get("return_documents", False)
-    if not isinstance(return_documents, bool):
-        raise RequestError(400, "invalid request: return_documents must be true or false")
+    if payload.get("max_tokens_per_doc") is not None:
+        _parse_top(payload, "max_tokens_per_doc", len(documents))  # validated, not applied
+        warnings.append("max_tokens_per_doc is not applied: the model truncates at its own max_length")
     return {
         "query": query,
         "documents": documents,
         "top_n": top_n,
-        "return_documents": return_documents,
+        "return_documents": _parse_flag(payload, "return_documents"),
         "warnings": warnings,
     }
+
+
+def parse_tei_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENTS) -> dict[str, Any]:
+    """Validate a decoded TEI ``/rerank`` body (``query``, ``texts``, ``raw_scores``, ``return_text``,
+    ``truncate``, ``truncation_direction``); return query, documents, raw_scores, return_text.
+
+    The model always truncates at its own max_length from the right (TEI's ``--auto-truncate``), so
+    ``truncate`` is accepted either way and ``truncation_direction: "left"`` is refused rather than ignored.
+
+    >>> parse_tei_request({"query": "q", "texts": ["a"], "raw_scores": True})["raw_scores"]
+    True
+    """
+    payload = _request_object(payload, "texts")
+    query = _parse_query(payload)
+    documents = _parse_documents(payload, "texts", max_documents)
+    _parse_flag(payload, "truncate")
+    direction = payload.get("truncation_direction")
+    if direction is not None:
+        if not isinstance(direction, str) or direction.lower() not in ("left", "right"):
+            raise _invalid(f'truncation_direction must be "left" or "right", got {direction!r}')
+        if direction.lower() == "left":
+            raise _invalid('truncation_direction "left" is not supported: the model truncates from the right')
+    return {
+        "query": query,
+        "documents": documents,
+        "raw_scores": _parse_flag(payload, "raw_scores"),
+        "return_text": _parse_flag(payload, "return_text"),
+    }
+
+
+def parse_v1_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENTS) -> dict[str, Any]:
+    """Validate a decoded ``/v1/rerank`` body in the shape Cohere v1, Jina, Voyage and Infinity share: ``query``,
+    ``documents`` (strings or ``{"text": ...}``), ``top_n`` or Voyage's ``top_k``, ``return_documents``,
+    ``model`` (not checked), Voyage's ``truncation`` and Infinity's ``raw_scores``. Returns query, documents,
+    top_n, return_documents, raw_scores and ``infinity`` (the body has ``raw_scores``, a field only Infinity's
+    schema has, and its client always sends: its results then carry ``document`` as a string).
+
+    >>> parse_v1_request({"query": "q", "documents": [{"text": "a"}, "b"], "top_k": 1})["top_n"]
+    1
+    """
+    payload = _request_object(payload, "documents")
+    query = _parse_query(payload)
+    documents = _parse_documents(payload, "documents", max_documents, text_objects=True)
+    top_n, top_k = _parse_top(payload, "top_n", len(documents)), _parse_top(payload, "top_k", len(documents))
+    if top_n is not None and top_k is not None and top_n != top_k:
+        raise _invalid(f"top_n ({payload['top_n']}) and top_k ({payload['top_k']}) disagree; send one of them")
+    _parse_flag(payload, "truncation")
+    return {
+        "query": query,
+        "documents": documents,
+        "top_n": top_n if top_n is not None else top_k,
+        "return_documents": _parse_flag(payload, "return_documents"),
+        "raw_scores": _parse_flag(payload, "raw_scores"),
+        "infinity": "raw_scores" in payload,
+    }
+
+
+def raw_score_function(reranker: Any) -> Callable[[float], float] | None:
+    """How to turn ``reranker``'s scores back into the model's raw logits (``raw_scores``), from its
+    ``score_kind``: the inverse sigmoid for ``ce_sigmoid``, unchanged for ``ce_logit``; ``None`` when the
+    scale cannot be inverted (another activation, a hosted API, a fake)."""
+    kind = getattr(reranker, "score_kind", None)
+    if kind == "ce_logit":
+        return float
+    if kind == "ce_sigmoid":
+        return _logit
+    return None
+
+
+_FLOAT32_BELOW_ONE = 1.0 - 2.0**-24  # sigmoid outputs are float32: 1.0 means a logit above ~16.6
+
+
+def _logit(p: float) -> float:
+    # A saturated float32 sigmoid (exactly 0 or 1) has lost its logit; clamp to the last representable value
+    # instead of sending -inf/inf, which JSON cannot carry.
+    p = min(max(p, 2.0**-126), _FLOAT32_BELOW_ONE)
+    return math.log(p) - math.log1p(-p)
+
+
+def rank_order(scores: list[float], top_n: int | None = None) -> list[int]:
+    """Document indices best first (stable: ties keep document order), cut to ``top_n``."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return order if top_n is None else order[:top_n]
+
+
+def word_count(query: str, documents: list[str]) -> int:
+    """``usage`` for the APIs whose clients require one (Voyage, Infinity, Jina): words of the query and each
+    document, summed over pairs. An estimate in words, not the model's tokens."""
+    q = len(query.split())
+    return sum(q + len(d.split()) for d in documents)
 
 
 def batches_across_queries(reranker: Any) -> bool:
@@ -384,8 +546,9 @@ def create_app(
     request_timeout: float | None = None,
     on_load_error: Callable[[BaseException], None] | None = None,
 ) -> FastAPI:
-    """A FastAPI app with ``POST /v2/rerank`` (Cohere's request and response shapes), ``GET /health``
-    (liveness) and ``GET /ready`` (readiness).
+    """A FastAPI app with ``POST /v2/rerank`` (Cohere's request and response shapes), ``POST /rerank`` (TEI's),
+    ``POST /v1/rerank`` (Cohere v1 / Jina / Voyage / Infinity), ``GET /health`` (liveness) and ``GET /ready``
+    (readiness). Every route has the same limits, batching and statuses; errors come in each API's body shape.
 
     ``reranker``: a reranker, or a function that loads one (loaded on a background thread, so ``/health``
     answers while a big model loads and ``/ready`` says 503 until it is loaded and warmed).
@@ -438,21 +601,22 @@ def create_app(
     expected = f"Bearer {api_key}".encode() if api_key else None
     app.add_middleware(_RequestLog)
 
-    def error(status_code: int, message: str, retry_after: int | None = None) -> JSONResponse:
-        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-        return JSONResponse({"message": message}, status_code=status_code, headers=headers)
+    def error(request: Request, exc: RequestError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        body = error_body(request.url.path, exc.status_code, exc.message, exc.kind)
+        return JSONResponse(body, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return error(exc.status_code, exc.message, exc.retry_after)
+        return error(request, exc)
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
+        return error(request, RequestError(exc.status_code, str(exc.detail)))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(400, f"invalid request: {exc.errors()}")
+        return error(request, _invalid(str(exc.errors())))
 
     async def read_body(request: Request) -> bytes:
         declared = request.headers.get("content-length")
@@ -515,9 +679,8 @@ def create_app(
                 future.cancel()
                 raise ClientGone
 
-    @app.post("/v2/rerank")
-    async def rerank(request: Request) -> dict[str, Any]:
-        nonlocal pending_pairs
+    async def read_json(request: Request) -> Any:
+        """The decoded body of an authorised request the server can take (401/503/413/400 otherwise)."""
         if expected is not None:
             given = request.headers.get("authorization", "").encode()
             if not secrets.compare_digest(given, expected):
@@ -525,11 +688,14 @@ def create_app(
         refuse_unless_accepting()
         raw = await read_body(request)
         try:
-            payload = json.loads(raw)
+            return json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise RequestError(400, f"invalid request: the body is not valid JSON ({exc})") from None
-        req = parse_rerank_request(payload, max_documents)
-        documents: list[str] = req["documents"]
+            raise _invalid(f"the body is not valid JSON ({exc})") from None
+
+    async def score_documents(request: Request, query: str, documents: list[str]) -> list[float]:
+        """Every route's scoring: admission (503 while draining, 429 + Retry-After when the queue is full), the
+        batched model call, its deadline (504) and failures (400/500/502), one finite score per document."""
+        nonlocal pending_pairs
         request.state.n_documents = len(documents)
         refuse_unless_accepting()  # the body may have taken a while to arrive
         if max_queue is not None and stats["in_progress"] >= max_queue:
@@ -542,7 +708,7 @@ def create_app(
         stats["in_progress"] += 1  # queued or being scored
         pending_pairs += len(documents)
         try:
-            scores = await wait_for_scores(request, service.submit(req["query"], documents))
+            scores = await wait_for_scores(request, service.submit(query, documents))
         except ClientGone:
             stats["abandoned"] += 1
             raise RequestError(499, "the client closed the connection before its scores were ready") from None
@@ -555,7 +721,7 @@ def create_app(
                 service.retry_after(pending_pairs),
             ) from None
         except (InvalidQueryError, InvalidParameterError, InvalidDocumentError) as exc:
-            raise RequestError(400, f"invalid request: {exc}") from None  # the reranker refused this input
+            raise _invalid(str(exc)) from None  # the reranker refused this input
         except RerankAPIError as exc:  # an upstream reranker (e.g. Cohere behind this server) failed
             stats["failed"] += 1
             raise RequestError(502, f"the upstream reranker failed: {exc}") from None
@@ -577,13 +743,25 @@ def create_app(
             )
         stats["requests"] += 1
         stats["documents"] += len(documents)
-        final = [float(s) for s in scores if s is not None]  # all finite: checked above
-        order = sorted(range(len(final)), key=lambda i: -final[i])  # stable: ties keep document order
-        if req["top_n"] is not None:
-            order = order[: req["top_n"]]
+        return [float(s) for s in scores if s is not None]  # all finite: checked above
+
+    def raw_scorer() -> Callable[[float], float]:
+        """For ``raw_scores``: refuse before any model work when the served scale has no inverse."""
+        invert = raw_score_function(service.reranker)
+        if invert is None:
+            kind = getattr(service.reranker, "score_kind", "unknown")
+            raise _invalid(f"raw_scores is not available for this model: its scores ({kind}) cannot be inverted")
+        return invert
+
+    @app.post("/v2/rerank")
+    async def rerank(request: Request) -> dict[str, Any]:
+        """Cohere v2."""
+        req = parse_rerank_request(await read_json(request), max_documents)
+        documents: list[str] = req["documents"]
+        scores = await score_documents(request, req["query"], documents)
         results = []
-        for i in order:
-            item: dict[str, Any] = {"index": i, "relevance_score": final[i]}
+        for i in rank_order(scores, req["top_n"]):
+            item: dict[str, Any] = {"index": i, "relevance_score": scores[i]}
             if req["return_documents"]:
                 item["document"] = {"text": documents[i]}
             results.append(item)
@@ -594,6 +772,48 @@ def create_app(
         if req["warnings"]:
             meta["warnings"] = req["warnings"]
         return {"id": str(uuid.uuid4()), "results": results, "meta": meta}
+
+    @app.post(TEI_ROUTE)
+    async def rerank_tei(request: Request) -> list[dict[str, Any]]:
+        """Hugging Face TEI: a bare list of ``{"index", "score"[, "text"]}``, best first, every text."""
+        req = parse_tei_request(await read_json(request), max_documents)
+        invert = raw_scorer() if req["raw_scores"] else float
+        texts: list[str] = req["documents"]
+        scores = await score_documents(request, req["query"], texts)
+        ranks: list[dict[str, Any]] = [{"index": i, "score": invert(scores[i])} for i in rank_order(scores)]
+        if req["return_text"]:
+            for rank in ranks:
+                rank["text"] = texts[rank["index"]]
+        return ranks
+
+    @app.post(V1_ROUTE)
+    async def rerank_v1(request: Request) -> dict[str, Any]:
+        """Cohere v1 / Jina / Infinity (``results``) and Voyage (``data``, ``usage.total_tokens``) in one body."""
+        req = parse_v1_request(await read_json(request), max_documents)
+        invert = raw_scorer() if req["raw_scores"] else float
+        documents: list[str] = req["documents"]
+        scores = await score_documents(request, req["query"], documents)
+        data: list[dict[str, Any]] = [
+            {"index": i, "relevance_score": invert(scores[i])} for i in rank_order(scores, req["top_n"])
+        ]
+        results = [dict(item) for item in data]
+        if req["return_documents"]:
+            for item, result in zip(data, results, strict=True):
+                text = documents[item["index"]]
+                item["document"] = text  # Voyage and Infinity: the string
+                result["document"] = text if req["infinity"] else {"text": text}  # Cohere v1 and Jina: an object
+        words = word_count(req["query"], documents)
+        return {
+            "id": str(uuid.uuid4()),
+            "model": service.name,
+            "results": results,
+            "data": data,
+            "usage": {"prompt_tokens": words, "total_tokens": words},
+            "meta": {
+                "api_version": {"version": "1"},
+                "billed_units": {"search_units": math.ceil(len(documents) / 100)},
+            },
+        }
 
     return app
 
@@ -700,11 +920,18 @@ def wait_until_ready(url: str, timeout: float = 120) -> None:
 
 
 __all__ = [
+    "TEI_ROUTE",
+    "V1_ROUTE",
     "RequestError",
     "RerankService",
     "batches_across_queries",
     "create_app",
+    "error_body",
     "parse_rerank_request",
+    "parse_tei_request",
+    "parse_v1_request",
+    "rank_order",
+    "raw_score_function",
     "run_server",
     "serve_in_thread",
     "wait_until_ready",

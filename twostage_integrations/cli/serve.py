@@ -68,9 +68,11 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve a local cross-encoder behind Cohere's rerank API: POST /v2/rerank, GET /health, GET /ready.
+    """Serve a local cross-encoder behind the common rerank APIs: POST /v2/rerank (Cohere), POST /rerank (TEI),
+    POST /v1/rerank (Cohere v1, Jina, Voyage, Infinity), GET /health, GET /ready.
 
-    Any Cohere client works against it, e.g. cohere.ClientV2(api_key=..., base_url="http://127.0.0.1:8080").
+    Their clients work against it with a changed base URL, e.g.
+    cohere.ClientV2(api_key=..., base_url="http://127.0.0.1:8080") or voyageai.Client(base_url=".../v1").
     The model loads in the background (/health answers at once, /ready once it is loaded and warmed);
     SIGTERM or Ctrl+C finishes the requests in progress, then exits 0.
     """
@@ -121,7 +123,8 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         typer.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
     typer.echo(
-        f"serving {name} at http://{host}:{port}/v2/rerank (auth {'on' if api_key else 'off'}, batching "
+        f"serving {name} at http://{host}:{port} (/v2/rerank, /rerank, /v1/rerank; "
+        f"auth {'on' if api_key else 'off'}, batching "
         f"{'up to ' + str(max_batch) + ' pairs' if batching and max_batch else 'off'}, queue {max_queue}, "
         f"cache {cache_size or 'off'}); loading the model, GET /ready says when; Ctrl+C stops",
         err=True,
