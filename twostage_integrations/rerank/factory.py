@@ -38,7 +38,7 @@ def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str |
 
         if backend is not None:  # an explicit choice only, as for Cohere
             raise InvalidParameterError(
-                f"{name!r} is run by the rerankers library; a rerank backend ({backend!r}) applies to local cross-encoders"
+                f"{name!r} runs in the rerankers library; a rerank backend ({backend!r}) applies to our cross-encoders"
             )
         return RerankersReranker(name, **kwargs)
     if is_cohere_model(name) and not os.path.exists(name):

@@ -135,6 +135,10 @@ class RerankersReranker(BaseReranker):
             if model_type is not None and parsed is not None and parsed != model_type:
                 raise InvalidParameterError(f"got model type {parsed!r} in the name and model_type={model_type!r}")
             model_type = model_type or parsed
+        if not model.strip():
+            raise InvalidParameterError("model must name a rerankers model or a local model folder")
+        if looks_like_path(model):  # a missing folder fails before the library (and torch) is imported
+            model = str(Path(check_model_path(model, kind="rerank")).expanduser())
         library = require_extra("rerankers", "rerankers", feature="RerankersReranker")
         # The library also accepts its class names ("TransformerRanker") as a type.
         known = (*MODEL_TYPES, *getattr(library.reranker, "DEPS_MAPPING", {}))
@@ -143,10 +147,6 @@ class RerankersReranker(BaseReranker):
                 f"unknown rerankers model_type {model_type!r}; pass one of: {', '.join(MODEL_TYPES)} "
                 "(or model_type=None to let rerankers guess it from the model name)"
             )
-        if not model.strip():
-            raise InvalidParameterError("model must name a rerankers model or a local model folder")
-        if looks_like_path(model):
-            model = str(Path(check_model_path(model, kind="rerank")).expanduser())
         kwargs.setdefault("verbose", 0)
         printed = io.StringIO()
         try:
@@ -186,8 +186,8 @@ class RerankersReranker(BaseReranker):
         ``doc_id`` we passed (the position), since texts may repeat."""
         results = list(getattr(ranked, "results", ranked))
         n = len(texts)
-        ids = [getattr(r.document, "doc_id", None) for r in results]
-        if len(ids) != n or sorted(i for i in ids if isinstance(i, int)) != list(range(n)):
+        ids = [r.document.doc_id for r in results]
+        if len(ids) != n or sorted(i for i in ids if type(i) is int) != list(range(n)):
             raise RerankScoresError(
                 f"{self.name} returned {len(results)} results for {n} documents (doc ids {ids[:10]}...); a reranker "
                 "must rank every document exactly once"
