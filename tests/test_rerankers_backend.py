@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from twostage_integrations import CrossEncoderReranker, Hit
-from twostage_integrations.errors import InvalidParameterError, MissingDependencyError
+from twostage_integrations.errors import APIKeyError, InvalidParameterError, MissingDependencyError
 from twostage_integrations.rerank import make_reranker
 from twostage_integrations.rerank.rerankers import LISTWISE_RANKERS, MODEL_TYPES, RerankersReranker
 
@@ -112,3 +112,13 @@ def test_our_model_types_are_the_librarys():
     # ...and every class the library ships is reachable (LiT5Ranker is listed by the library but not shipped)
     assert set(deps) - set(classes.values()) <= {"LiT5Ranker"}
     assert LISTWISE_RANKERS & set(classes.values()) == {"RankGPTRanker", "RankLLMRanker"}
+
+
+def test_api_types_take_the_key_from_the_environment(monkeypatch):
+    monkeypatch.delenv("JINA_API_KEY", raising=False)
+    with pytest.raises(APIKeyError, match="pass api_key=..., or set JINA_API_KEY"):
+        make_reranker("rerankers:jina-reranker-v2-base-multilingual:jina")
+    monkeypatch.setenv("JINA_API_KEY", "test-key-123")
+    rr = make_reranker("rerankers:jina-reranker-v2-base-multilingual:jina")  # builds the client, no request yet
+    assert type(rr.ranker).__name__ == "APIRanker" and rr.ranker.headers["Authorization"] == "Bearer test-key-123"
+    assert "test-key-123" not in repr(rr)

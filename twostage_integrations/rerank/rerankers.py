@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidParameterError, MissingDependencyError, ModelLoadError, RerankScoresError
+from ..errors import APIKeyError, InvalidParameterError, MissingDependencyError, ModelLoadError, RerankScoresError
 from ..extras import require_extra
 from ..models import check_model_path, looks_like_path
 from .base import BaseReranker
@@ -46,6 +46,14 @@ MODEL_TYPES = (
     "isaacus",
     "text-embeddings-inference",
 )
+# Key variables for the library's API types, read when no api_key= is given (so `--rerank-model` works).
+API_KEY_ENVS = {
+    "jina": ("JINA_API_KEY",),
+    "cohere": ("CO_API_KEY", "COHERE_API_KEY"),
+    "voyage": ("VOYAGE_API_KEY",),
+    "pinecone": ("PINECONE_API_KEY",),
+    "isaacus": ("ISAACUS_API_KEY",),
+}
 # Rankers that only order the documents (``has_scores=False``): we score them 1/position.
 LISTWISE_RANKERS = frozenset({"RankGPTRanker", "RankLLMRanker", "LiT5Ranker"})
 
@@ -94,7 +102,8 @@ class RerankersReranker(BaseReranker):
     for ``rerankers.Reranker(model, model_type=..., **kwargs)``; a ``rerankers:`` prefix (the ``--rerank-model``
     spelling, ``rerankers:<model>[:<type>]``) is parsed. ``model_type``: one of :data:`MODEL_TYPES` (``None``:
     the library guesses from the name; name it to be sure). Other keyword arguments go to ``rerankers.Reranker``
-    (``lang``, ``api_key``, ``batch_size``, ``device``, ``dtype``...); ``verbose`` defaults to 0, and what the
+    (``lang``, ``api_key``, ``batch_size``, ``device``, ``dtype``...; API types read a missing ``api_key`` from
+    :data:`API_KEY_ENVS`, e.g. ``JINA_API_KEY``); ``verbose`` defaults to 0, and what the
     library prints while loading goes to this module's logger, not stdout (``twostage query --json`` stays JSON).
 
     Scores are the backend's own (``score_kind`` ``"rerankers"``: a cross-encoder's raw logit, an API's
@@ -147,6 +156,12 @@ class RerankersReranker(BaseReranker):
                 f"unknown rerankers model_type {model_type!r}; pass one of: {', '.join(MODEL_TYPES)} "
                 "(or model_type=None to let rerankers guess it from the model name)"
             )
+        if model_type in API_KEY_ENVS and kwargs.get("api_key") is None:
+            envs = API_KEY_ENVS[model_type]
+            key = next((os.environ[e] for e in envs if os.environ.get(e)), None)
+            if key is None:
+                raise APIKeyError(f"no {model_type} API key: pass api_key=..., or set {' or '.join(envs)}")
+            kwargs["api_key"] = key
         kwargs.setdefault("verbose", 0)
         printed = io.StringIO()
         try:
