@@ -33,6 +33,7 @@ __version__ = "0.1.0"
 # and works without the extras installed.
 _LAZY = {
     "CohereReranker": ".rerank.cohere",
+    "RerankersReranker": ".rerank.rerankers",
     "BM25Recall": ".recall.bm25",
     "HybridRecall": ".recall.hybrid",
 }
@@ -69,6 +70,7 @@ __all__ = [
     "Recall",
     "RerankAPIError",
     "Reranker",
+    "RerankersReranker",
     "SearchResult",
     "StageTimings",
     "TwoStageError",

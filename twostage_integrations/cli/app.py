@@ -100,7 +100,8 @@ RerankModelOpt = Annotated[
     str | None,
     typer.Option(
         "--rerank-model",
-        help="Reranker: cross-encoder folder or hub id, or a Cohere model such as rerank-v3.5 "
+        help="Reranker: cross-encoder folder or hub id, a Cohere model such as rerank-v3.5, or any rerankers-library "
+        "model as rerankers:MODEL[:TYPE] (e.g. rerankers:/path/to/model:cross-encoder; see docs/stage2.md) "
         "(default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2).",
     ),
 ]

@@ -15,6 +15,10 @@ def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str |
     - ``rerank-...`` (``rerank-v3.5``, ``rerank-english-v3.0``...) or ``cohere:<model>``: the Cohere API
       (:class:`~twostage_integrations.CohereReranker`; key from ``CO_API_KEY``/``COHERE_API_KEY``, server from
       ``TWOSTAGE_COHERE_BASE_URL``).
+    - ``rerankers:<model>[:<type>]``: any AnswerDotAI ``rerankers`` model
+      (:class:`~twostage_integrations.rerank.rerankers.RerankersReranker`), e.g.
+      ``rerankers:/path/to/model:cross-encoder``; the end is read as the type (``cross-encoder``, ``t5``,
+      ``colbert``, ``flashrank``...) only when it is one the library knows, so paths may contain ``:``.
     - a local folder or ``org/name`` hub id: the cross-encoder. An existing folder always wins, even one
       named ``rerank-...``.
     - ``None``: ``TWOSTAGE_RERANK_MODEL`` (either kind), else the MS MARCO MiniLM-L6 cross-encoder.
@@ -29,6 +33,14 @@ def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str |
     from .cohere import is_cohere_model
 
     name = resolve_rerank_model(model)
+    if name.startswith("rerankers:"):
+        from .rerankers import RerankersReranker
+
+        if backend is not None:  # an explicit choice only, as for Cohere
+            raise InvalidParameterError(
+                f"{name!r} runs in the rerankers library; a rerank backend ({backend!r}) applies to our cross-encoders"
+            )
+        return RerankersReranker(name, **kwargs)
     if is_cohere_model(name) and not os.path.exists(name):
         from .cohere import CohereReranker
 

@@ -27,7 +27,12 @@ class LazyReranker:
 
     def __init__(self, model: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         self.name = resolve_rerank_model(model)
-        check_model_path(self.name, kind="rerank")
+        if self.name.startswith("rerankers:"):  # check the folder inside the spec, not the spec itself
+            from .rerankers import parse_rerankers_name
+
+            check_model_path(parse_rerankers_name(self.name)[0], kind="rerank")
+        else:
+            check_model_path(self.name, kind="rerank")
         self._kwargs = kwargs
         self._reranker: Reranker | None = None
         self._lock = threading.Lock()
