@@ -20,6 +20,7 @@ SCORE_KINDS: dict[str, str] = {
     "ce_logit": "cross-encoder raw logit, unbounded (models saved with an identity activation)",
     "ce": "cross-encoder output whose activation could not be determined",
     "cohere": "Cohere relevance_score, 0..1 (CohereReranker, or `twostage serve` behind it)",
+    "voyage": "Voyage AI relevance_score, 0..1 (VoyageReranker)",
     "fused_rrf": "reranker order fused with the input order by RRF (FusedReranker method='rrf')",
     "fused_minmax": "min-max normalised reranker and input scores blended, 0..1 (FusedReranker method='minmax')",
     "fallback_recall": "the reranker failed and fell back: input order kept, score = 1/position",

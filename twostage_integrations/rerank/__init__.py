@@ -1,5 +1,6 @@
 """Stage-2 rerankers: one module per backend, one contract (:class:`Reranker`)."""
 
+from ..extras import lazy_attributes
 from .base import BaseReranker, Reranker, apply_scores
 from .cache import ScoreCache
 from .cascade import Cascade
@@ -8,14 +9,19 @@ from .factory import make_reranker
 from .fallback import FallbackReranker
 from .fusion import FusedReranker
 
+# Hosted backends load on first use: importing this package needs neither their SDKs nor torch.
+__getattr__ = lazy_attributes(__name__, {"CohereReranker": ".cohere", "VoyageReranker": ".voyage"})
+
 __all__ = [
     "BaseReranker",
     "Cascade",
+    "CohereReranker",
     "CrossEncoderReranker",
     "FallbackReranker",
     "FusedReranker",
     "Reranker",
     "ScoreCache",
+    "VoyageReranker",
     "apply_scores",
     "make_reranker",
 ]

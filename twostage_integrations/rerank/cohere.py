@@ -6,13 +6,15 @@ at a compatible server and nothing else changes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from ..errors import InvalidParameterError
 from ..extras import require_extra
 from ..validation import check_positive_int
-from .hosted import Failure, HostedReranker, MalformedResponse, body_message, retry_after, scores_from
+from . import hosted
+from .hosted import Failure, HostedReranker, HostedSettings
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.11+; only the type checker needs it
 
 DEFAULT_COHERE_MODEL = "rerank-v3.5"
 MAX_DOCUMENTS_PER_REQUEST = 1000  # the API's documented per-request limit
@@ -23,12 +25,17 @@ AUTH_STATUSES = frozenset({401, 403, 498})
 
 
 def is_cohere_model(name: str) -> bool:
-    """True for names ``make_reranker`` sends to Cohere: ``rerank-...`` or an explicit ``cohere:<model>``.
+    """True for names ``make_reranker`` sends to Cohere: ``rerank-...`` (except Voyage's model names) or an
+    explicit ``cohere:<model>``.
 
     >>> is_cohere_model("rerank-v3.5"), is_cohere_model("cohere:my-model"), is_cohere_model("org/cross-encoder")
     (True, True, False)
+    >>> is_cohere_model("rerank-2.5")  # Voyage's
+    False
     """
-    return name.startswith((COHERE_PREFIX, "rerank-"))
+    from .factory import hosted_provider
+
+    return hosted_provider(name) == "cohere"
 
 
 class CohereReranker(HostedReranker):
@@ -62,51 +69,22 @@ class CohereReranker(HostedReranker):
 
     score_kind: str = "cohere"  # relevance_score 0..1, see docs/scores.md
     provider = "Cohere"
-    default_host = "api.cohere.com"
-    key_envs = API_KEY_ENVS
-    missing_key = (
-        "no Cohere API key: pass api_key=..., or set CO_API_KEY (or COHERE_API_KEY); "
-        "for a self-hosted `twostage serve` without --api-key any non-empty value works"
-    )
-    key_hint = "CO_API_KEY / COHERE_API_KEY or api_key="
-    base_url_envs = BASE_URL_ENVS
-    max_documents = MAX_DOCUMENTS_PER_REQUEST
+    default_model, default_host, key_envs = DEFAULT_COHERE_MODEL, "api.cohere.com", API_KEY_ENVS
+    key_help = "for a self-hosted `twostage serve` without --api-key any non-empty value works"
+    base_url_envs, max_documents = BASE_URL_ENVS, MAX_DOCUMENTS_PER_REQUEST
 
     def __init__(
         self,
         model: str = DEFAULT_COHERE_MODEL,
         *,
-        api_key: str | None = None,
-        base_url: str | Sequence[str] | None = None,
         max_tokens_per_doc: int | None = None,
-        batch_size: int = MAX_DOCUMENTS_PER_REQUEST,
-        max_concurrency: int = 4,
-        timeout: float = 30.0,
-        max_retries: int = 3,
-        backoff: float = 0.5,
-        max_backoff: float = 30.0,
-        on_error: Literal["raise", "fallback"] = "raise",
+        **settings: Unpack[HostedSettings],
     ) -> None:
-        cohere = require_extra("cohere", "cohere", feature="CohereReranker")
-        if not isinstance(model, str) or not model.removeprefix(COHERE_PREFIX).strip():
-            raise InvalidParameterError(f"model must be a Cohere rerank model name such as {DEFAULT_COHERE_MODEL!r}")
+        self._cohere = require_extra("cohere", "cohere", feature="CohereReranker")
         self.max_tokens_per_doc = (
             None if max_tokens_per_doc is None else check_positive_int(max_tokens_per_doc, "max_tokens_per_doc")
         )
-        self._cohere = cohere
-        super().__init__(
-            model=model.removeprefix(COHERE_PREFIX),
-            name=COHERE_PREFIX + model.removeprefix(COHERE_PREFIX),
-            api_key=api_key,
-            base_url=base_url,
-            batch_size=batch_size,
-            max_concurrency=max_concurrency,
-            timeout=timeout,
-            max_retries=max_retries,
-            backoff=backoff,
-            max_backoff=max_backoff,
-            on_error=on_error,
-        )
+        super().__init__(model, **settings)
 
     # -- the hooks HostedReranker calls ---------------------------------------------------------------
     def _client_kwargs(self, base_url: str | None) -> dict[str, Any]:
@@ -136,10 +114,10 @@ class CohereReranker(HostedReranker):
         return request
 
     def _send(self, client: Any, query: str, documents: list[str]) -> list[float]:
-        return scores_from(client.rerank(**self._request(query, documents)), len(documents))
+        return hosted.scores_from(client.rerank(**self._request(query, documents)), len(documents))
 
     async def _asend(self, client: Any, query: str, documents: list[str]) -> list[float]:
-        return scores_from(await client.rerank(**self._request(query, documents)), len(documents))
+        return hosted.scores_from(await client.rerank(**self._request(query, documents)), len(documents))
 
     def _classify(self, exc: Exception) -> Failure:
         return _describe(exc, self.timeout)
@@ -153,27 +131,14 @@ def _describe(exc: Exception, timeout: float) -> Failure:
     from cohere.core.parse_error import ParsingError
 
     if isinstance(exc, ApiError):
-        status = exc.status_code
-        if status is None:
-            return Failure(f"client error: {body_message(exc.body)}")
-        if status in AUTH_STATUSES:
-            return Failure(body_message(exc.body), status, auth=True)
-        if 200 <= status < 300:  # the SDK wraps an unparsable 2xx body this way
-            return Failure(f"malformed response (HTTP {status}, not JSON)", status, retryable=True)
-        retryable = status == 429 or status >= 500
-        return Failure(
-            f"HTTP {status}: {body_message(exc.body)}",
-            status,
-            retryable,
-            retry_after(exc.headers) if retryable else None,
-        )
+        return hosted.http_failure(exc.status_code, hosted.body_message(exc.body), exc.headers, AUTH_STATUSES)
     if isinstance(exc, httpx.TimeoutException):
-        return Failure(f"no answer within timeout={timeout:g} s ({type(exc).__name__})", retryable=True)
+        return hosted.timeout_failure(exc, timeout)
     if isinstance(exc, httpx.TransportError):
         # Refused, reset or unresolvable (no HTTP answer): another base URL may work; anything else (a bad
         # proxy, an unsupported scheme) would fail there too.
         unreachable = isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError))
         return Failure(f"connection failed ({type(exc).__name__}: {exc})", retryable=True, connect=unreachable)
-    if isinstance(exc, (MalformedResponse, ParsingError, pydantic.ValidationError)):
+    if isinstance(exc, (hosted.MalformedResponse, ParsingError, pydantic.ValidationError)):
         return Failure(f"malformed response ({exc})", retryable=True)
     raise exc

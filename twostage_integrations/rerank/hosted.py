@@ -19,7 +19,7 @@ import weakref
 from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypedDict
 
 from ..errors import APIKeyError, InvalidParameterError, RerankAPIError
 from ..hit import Hit
@@ -28,6 +28,20 @@ from .base import BaseReranker
 from .fallback import FallbackReranker
 
 logger = logging.getLogger(__name__)
+
+
+class HostedSettings(TypedDict, total=False):
+    """The keyword arguments every hosted reranker takes (see :class:`HostedReranker`)."""
+
+    api_key: str | None
+    base_url: str | Sequence[str] | None
+    batch_size: int | None
+    max_concurrency: int
+    timeout: float
+    max_retries: int
+    backoff: float
+    max_backoff: float
+    on_error: Literal["raise", "fallback"]
 
 
 class Secret:
@@ -85,7 +99,7 @@ def resolve_base_urls(base_url: str | Sequence[str] | None, envs: Sequence[str])
     >>> resolve_base_urls("http://a:1, http://b:2", ())
     ('http://a:1', 'http://b:2')
     """
-    if not base_url:
+    if base_url is None or base_url == "":
         base_url = next((os.environ[e] for e in envs if os.environ.get(e)), None)
         if base_url is None:
             return (None,)
@@ -147,6 +161,23 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
         return None
 
 
+def http_failure(status: int | None, detail: str, headers: Mapping[str, str] | None, auth: frozenset[int]) -> Failure:
+    """What an error answer means, from its HTTP status: ``auth`` statuses reject the key, 429 and 5xx are
+    retried (honouring ``Retry-After``), a 2xx that the SDK could not parse is malformed, the rest are final."""
+    if status is None:
+        return Failure(f"client error: {detail}")
+    if status in auth:
+        return Failure(detail, status, auth=True)
+    if 200 <= status < 300:  # the SDKs wrap an unparsable 2xx body this way
+        return Failure(f"malformed response (HTTP {status}, not JSON)", status, retryable=True)
+    retryable = status == 429 or status >= 500
+    return Failure(f"HTTP {status}: {detail}", status, retryable, retry_after(headers) if retryable else None)
+
+
+def timeout_failure(exc: Exception, timeout: float) -> Failure:
+    return Failure(f"no answer within timeout={timeout:g} s ({type(exc).__name__})", retryable=True)
+
+
 class HostedReranker(BaseReranker):
     """Base of rerankers behind an HTTP API. Subclasses set the class attributes and implement the hooks.
 
@@ -156,8 +187,8 @@ class HostedReranker(BaseReranker):
     With several, a connection failure (refused, reset, DNS) moves on to the next URL at once, without
     counting as a retry; an HTTP error from a live server follows the retry rules below. The last URL that
     answered is tried first next time (then the others, in the given order from there).
-    ``batch_size``: documents per request (at most ``max_documents``, the API's limit); longer lists are split
-    and the scores merged. ``max_concurrency``: batches in flight at once on the async path.
+    ``batch_size``: documents per request (default and at most ``max_documents``, the API's limit); longer
+    lists are split and the scores merged. ``max_concurrency``: batches in flight at once on the async path.
     ``timeout``: seconds per request. ``max_retries``: extra attempts after a 429, a 5xx, a timeout, a
     connection failure on every URL or a malformed answer, waiting ``backoff * 2**n`` seconds with jitter (at
     most ``max_backoff``) or what ``Retry-After`` asks (longer than ``max_backoff``: give up at once).
@@ -171,30 +202,36 @@ class HostedReranker(BaseReranker):
     'http://10.0.0.5:8080'
     """
 
-    provider: ClassVar[str]  # "Cohere": how messages name the service
+    provider: ClassVar[str]  # "Cohere": how messages name the service; "cohere:" prefixes model names
+    default_model: ClassVar[str]
     default_host: ClassVar[str]  # shown when base_url is the SDK's default
     key_envs: ClassVar[tuple[str, ...]]  # where the key comes from when api_key is None, in order
-    missing_key: ClassVar[str]  # the APIKeyError message when there is none: what to set
-    key_hint: ClassVar[str]  # where the key comes from, for the "rejected" message
+    key_help: ClassVar[str]  # the end of the "no API key" message: where keys come from, self-hosting
     base_url_envs: ClassVar[tuple[str, ...]]  # where base_url comes from when it is None, in order
     max_documents: ClassVar[int]  # the API's per-request document limit
 
     def __init__(
         self,
-        *,
         model: str,
-        name: str,
-        api_key: str | None,
-        base_url: str | Sequence[str] | None,
-        batch_size: int,
-        max_concurrency: int,
-        timeout: float,
-        max_retries: int,
-        backoff: float,
-        max_backoff: float,
-        on_error: Literal["raise", "fallback"],
+        *,
+        api_key: str | None = None,
+        base_url: str | Sequence[str] | None = None,
+        batch_size: int | None = None,
+        max_concurrency: int = 4,
+        timeout: float = 30.0,
+        max_retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        on_error: Literal["raise", "fallback"] = "raise",
     ) -> None:
-        self.model, self.name = model, name
+        self.prefix = self.provider.lower() + ":"
+        if not isinstance(model, str) or not model.removeprefix(self.prefix).strip():
+            raise InvalidParameterError(
+                f"model must be a {self.provider} rerank model name such as {self.default_model!r}"
+            )
+        self.model = model.removeprefix(self.prefix)
+        self.name = self.prefix + self.model
+        batch_size = self.max_documents if batch_size is None else batch_size
         self.batch_size = check_positive_int(batch_size, "batch_size")
         if batch_size > self.max_documents:
             raise InvalidParameterError(
@@ -214,7 +251,10 @@ class HostedReranker(BaseReranker):
         # API failures (after retries) fall back to the input order through the shared wrapper, so the hits
         # keep the reranker contract (finite rerank_score/rerank_rank); a rejected key still raises.
         self._fallback = FallbackReranker(_Strict(self), catch=(RerankAPIError,))
-        self._key = resolve_key(api_key, self.key_envs, self.missing_key)
+        first, *others = self.key_envs
+        also = f" (or {', '.join(others)})" if others else ""
+        missing = f"no {self.provider} API key: pass api_key=..., or set {first}{also}; {self.key_help}"
+        self._key = resolve_key(api_key, self.key_envs, missing)
         self.base_urls = resolve_base_urls(base_url, self.base_url_envs)
         self._preferred = self.base_urls[0]
         self._clients = {url: self._new_client(url) for url in self.base_urls}
@@ -308,7 +348,7 @@ class HostedReranker(BaseReranker):
         if failure.auth:
             raise APIKeyError(
                 f"the rerank server at {host} rejected the API key "
-                f"(HTTP {failure.status_code}: {message}); check {self.key_hint}"
+                f"(HTTP {failure.status_code}: {message}); check {' / '.join(self.key_envs)} or api_key="
             ) from None  # the SDK error carries the request context; keep the key out of reach
         where = f"{self.provider} rerank ({self.model} at {host})"
         if not failure.retryable:
