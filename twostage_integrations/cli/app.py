@@ -100,8 +100,9 @@ RerankModelOpt = Annotated[
     str | None,
     typer.Option(
         "--rerank-model",
-        help="Reranker: cross-encoder folder or hub id, or a Cohere model such as rerank-v3.5 "
-        "(default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2).",
+        help="Reranker: cross-encoder folder or hub id, a Cohere model such as rerank-v3.5 (or cohere:NAME), "
+        "or a Voyage model such as rerank-2.5 (or voyage:NAME) (default: $TWOSTAGE_RERANK_MODEL or "
+        "ms-marco-MiniLM-L-6-v2).",
     ),
 ]
 RerankBackendOpt = Annotated[
