@@ -1,112 +1,26 @@
 """CohereReranker against a scriptable loopback server: batching, retries, timeouts, fallback, keys.
 
-The official SDK does the HTTP; the server here only answers in Cohere's shape (or misbehaves on cue).
+The official SDK does the HTTP; the server (tests/hosted_fakes.py) only answers in Cohere's shape (or misbehaves
+on cue).
 Quality against the real cross-encoder behind ``twostage serve`` is in test_server.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import socket
-import threading
-import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hosted_fakes import FaultServer, expected_order, fake_score, make_hits
 
-from twostage_integrations import CohereReranker, CrossEncoderReranker, Hit
+from twostage_integrations import CohereReranker, CrossEncoderReranker
 from twostage_integrations.errors import APIKeyError, InvalidParameterError, ModelLoadError, RerankAPIError
 from twostage_integrations.rerank import make_reranker
 
 KEY = "test-key-6f1c2d"  # never a real key; only ever sent to 127.0.0.1
-
-
-def fake_score(doc: str) -> float:
-    """Deterministic pseudo-random score per document, so merge order differs from input order."""
-    return int(hashlib.sha256(doc.encode()).hexdigest()[:8], 16) / 16**8
-
-
-class FaultServer:
-    """Answers /v2/rerank from a script of actions, then with correct results. Records every request."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.reset()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append(
-                        {"t": time.monotonic(), "body": body, "auth": self.headers.get("Authorization", "")}
-                    )
-                    action = outer.script.pop(0) if outer.script else outer.default
-                    outer.in_flight += 1
-                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                try:
-                    self.answer(action, body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client timed out and left, which is what the slow-response tests want
-                finally:
-                    with outer.lock:
-                        outer.in_flight -= 1
-
-            def answer(self, action, body):
-                kind = action[0]
-                if kind == "sleep":
-                    time.sleep(action[1])
-                    kind = "ok"
-                if kind == "ok":
-                    docs = body["documents"]
-                    order = sorted(range(len(docs)), key=lambda i: -fake_score(docs[i]))
-                    payload = {
-                        "id": "x",
-                        "results": [{"index": i, "relevance_score": fake_score(docs[i])} for i in order],
-                        "meta": {"api_version": {"version": "2"}},
-                    }
-                    self.send(200, json.dumps(payload).encode())
-                elif kind == "status":
-                    _, code, message, headers = action
-                    self.send(code, json.dumps({"message": message}).encode(), headers)
-                elif kind == "raw":
-                    self.send(action[1], action[2])
-                elif kind == "echo_key":  # a server that puts the caller's key into its error message
-                    self.send(action[1], json.dumps({"message": f"bad token {self.headers['Authorization']}"}).encode())
-
-            def send(self, code, data, headers=None):
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def reset(self, *script, default=("ok",)) -> None:
-        with self.lock:
-            self.script = list(script)
-            self.default = default
-            self.requests: list[dict] = []
-            self.in_flight = 0
-            self.max_in_flight = 0
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +41,6 @@ def server(fault, monkeypatch):
 def reranker(server, **kwargs) -> CohereReranker:
     kwargs = {"api_key": KEY, "base_url": server.url, "backoff": 0.01, "max_backoff": 2.0, **kwargs}
     return CohereReranker(**kwargs)
-
-
-def make_hits(n: int) -> list[Hit]:
-    return [Hit(id=f"h{i}", text=f"d{i}", score=1 - i / n, recall_score=1 - i / n, recall_rank=i + 1) for i in range(n)]
-
-
-def expected_order(hits: list[Hit]) -> list[str]:
-    return [h.id for h in sorted(hits, key=lambda h: -fake_score(h.text))]
 
 
 # -- keys, model names, configuration ------------------------------------------------------------------

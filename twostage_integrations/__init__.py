@@ -14,6 +14,7 @@ from .errors import (
     RerankAPIError,
     TwoStageError,
 )
+from .extras import lazy_attributes
 from .hit import Hit
 from .pipeline import SearchResult, StageTimings, TwoStagePipeline
 from .recall import AddResult, ChromaRecall, Recall
@@ -31,20 +32,16 @@ __version__ = "0.1.0"
 
 # Backends with optional dependencies load on first use, so `import twostage_integrations` stays light
 # and works without the extras installed.
-_LAZY = {
-    "CohereReranker": ".rerank.cohere",
-    "RerankersReranker": ".rerank.rerankers",
-    "BM25Recall": ".recall.bm25",
-    "HybridRecall": ".recall.hybrid",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(
+    __name__,
+    {
+        "CohereReranker": ".rerank.cohere",
+        "VoyageReranker": ".rerank.voyage",
+        "RerankersReranker": ".rerank.rerankers",
+        "BM25Recall": ".recall.bm25",
+        "HybridRecall": ".recall.hybrid",
+    },
+)
 
 
 __all__ = [
@@ -75,4 +72,5 @@ __all__ = [
     "StageTimings",
     "TwoStageError",
     "TwoStagePipeline",
+    "VoyageReranker",
 ]

@@ -7,7 +7,9 @@ loading a model), so a partial install fails in a second with the line to run in
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from types import ModuleType
+from typing import Any
 
 from .errors import MissingDependencyError
 
@@ -48,6 +50,23 @@ def require_extra(module: str, extra: str, *, feature: str | None = None) -> Mod
         raise MissingDependencyError(
             f"{feature or what} needs {what}, which is not installed; install it with: {install_line(extra)}"
         ) from None
+
+
+def lazy_attributes(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports ``where[name]`` (relative to ``package``) on first use, so importing
+    the package needs no optional dependency (and no torch).
+
+    >>> __getattr__ = lazy_attributes("twostage_integrations", {"VoyageReranker": ".rerank.voyage"})
+    >>> __getattr__("VoyageReranker").__name__
+    'VoyageReranker'
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name in where:
+            return getattr(importlib.import_module(where[name], package), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
 
 
 def check_eval_extras(recall: object = "dense", *, plot: bool = False) -> None:

@@ -22,6 +22,7 @@ SCORE_KINDS: dict[str, str] = {
     "cohere": "Cohere relevance_score, 0..1 (CohereReranker, or `twostage serve` behind it)",
     "rerankers": "the rerankers library backend's own score; scale per model type (RerankersReranker)",
     "rerankers_rank": "a listwise rerankers backend's order (RankGPT, RankLLM): score = 1/position",
+    "voyage": "Voyage AI relevance_score, 0..1 (VoyageReranker)",
     "fused_rrf": "reranker order fused with the input order by RRF (FusedReranker method='rrf')",
     "fused_minmax": "min-max normalised reranker and input scores blended, 0..1 (FusedReranker method='minmax')",
     "fallback_recall": "the reranker failed and fell back: input order kept, score = 1/position",

@@ -107,9 +107,9 @@ def cohere(*, fail: bool, on_error: str = "fallback"):
     from twostage_integrations import CohereReranker
 
     co = CohereReranker(api_key="fake-key", base_url="http://127.0.0.1:9", max_retries=0, on_error=on_error)
-    co._client = FakeCohereClient(fail=fail)
-    fake_async = FakeAsyncCohereClient(fail=fail)
-    co._async_client = lambda: fake_async
+    fake, fake_async = FakeCohereClient(fail=fail), FakeAsyncCohereClient(fail=fail)
+    co._clients = {url: fake for url in co.base_urls}
+    co._async_client = lambda url: fake_async
     return co
 
 
@@ -211,7 +211,7 @@ def test_cohere_fallback_goes_through_the_wrapper():
     healthy = cohere(fail=False)
     for out in (healthy.rerank("q", hits), asyncio.run(healthy.arerank("q", hits))):
         assert not any("rerank_fallback" in h.metadata for h in out)  # the fake client really answered
-    assert healthy._client.calls == 1 and healthy._async_client().calls == 1
+    assert healthy._clients[healthy.base_url].calls == 1 and healthy._async_client(healthy.base_url).calls == 1
 
 
 @settings(max_examples=40, deadline=None)

@@ -100,8 +100,9 @@ RerankModelOpt = Annotated[
     str | None,
     typer.Option(
         "--rerank-model",
-        help="Reranker: cross-encoder folder or hub id, a Cohere model such as rerank-v3.5, or any rerankers-library "
-        "model as rerankers:MODEL[:TYPE] (e.g. rerankers:/path/to/model:cross-encoder; see docs/stage2.md) "
+        help="Reranker: cross-encoder folder or hub id, a Cohere model such as rerank-v3.5 (or cohere:NAME), "
+        "a Voyage model such as rerank-2.5 (or voyage:NAME), or any rerankers-library model as "
+        "rerankers:MODEL[:TYPE] (e.g. rerankers:/path/to/model:cross-encoder; see docs/stage2.md) "
         "(default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2).",
     ),
 ]

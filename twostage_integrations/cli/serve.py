@@ -79,13 +79,17 @@ def serve(
     import logging
 
     from ..models import resolve_rerank_model
-    from ..rerank.cohere import is_cohere_model
     from ..rerank.cross_encoder import CrossEncoderReranker
+    from ..rerank.factory import hosted_provider
     from ..server import create_app, run_server
 
     name = resolve_rerank_model(model)
-    if is_cohere_model(name):
-        raise fail(f"{name!r} is a Cohere model; serve hosts a local cross-encoder: pass --model FOLDER_OR_HUB_ID")
+    provider = hosted_provider(name)
+    if provider is not None:
+        raise fail(
+            f"{name!r} is a hosted {provider.capitalize()} model; serve hosts a local cross-encoder: "
+            f"pass --model FOLDER_OR_HUB_ID"
+        )
     limits = [(max_queue, "--max-queue"), (max_documents, "--max-documents")]
     for value, option in limits + ([(batch_size, "--batch-size")] if batch_size is not None else []):
         if value < 1:

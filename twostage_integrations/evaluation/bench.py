@@ -508,13 +508,14 @@ def run_benchmarks(
     names = check_systems(systems)
     data = load_bench_data(dataset_dir, max_queries=max_queries, max_docs=max_docs)
     from ..models import resolve_rerank_model
-    from ..rerank.cohere import is_cohere_model
+    from ..rerank.factory import hosted_provider
 
     model_name = resolve_rerank_model(rerank_model)
-    if is_cohere_model(model_name) and not os.path.exists(model_name):
+    provider = hosted_provider(model_name)
+    if provider is not None and not os.path.exists(model_name):
         raise InvalidParameterError(
-            f"{model_name!r} is a hosted Cohere model; the benchmark compares local cross-encoders, which "
-            f"LangChain and LlamaIndex load natively: pass --rerank-model with a cross-encoder folder or hub id"
+            f"{model_name!r} is a hosted {provider.capitalize()} model; the benchmark compares local cross-encoders, "
+            f"which LangChain and LlamaIndex load natively: pass --rerank-model with a cross-encoder folder or hub id"
         )
     # a missing model or engine stops here, before any indexing
     reranker = CrossEncoderReranker(model_name, backend=rerank_backend, max_length=rerank_max_length)

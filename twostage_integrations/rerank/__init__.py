@@ -1,5 +1,6 @@
 """Stage-2 rerankers: one module per backend, one contract (:class:`Reranker`)."""
 
+from ..extras import lazy_attributes
 from .base import BaseReranker, Reranker, apply_scores
 from .cache import ScoreCache
 from .cascade import Cascade
@@ -8,27 +9,22 @@ from .factory import make_reranker
 from .fallback import FallbackReranker
 from .fusion import FusedReranker
 
-# Loaded on first use: the rerankers library (and torch behind it) stays out of `import twostage_integrations`.
-_LAZY = {"RerankersReranker": ".rerankers"}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+# Backends with optional dependencies load on first use: importing this package needs neither their SDKs nor torch.
+__getattr__ = lazy_attributes(
+    __name__, {"CohereReranker": ".cohere", "VoyageReranker": ".voyage", "RerankersReranker": ".rerankers"}
+)
 
 __all__ = [
     "BaseReranker",
     "Cascade",
+    "CohereReranker",
     "CrossEncoderReranker",
     "FallbackReranker",
     "FusedReranker",
     "Reranker",
     "RerankersReranker",
     "ScoreCache",
+    "VoyageReranker",
     "apply_scores",
     "make_reranker",
 ]

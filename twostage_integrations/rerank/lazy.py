@@ -21,7 +21,7 @@ class LazyReranker:
     :class:`~twostage_integrations.ModelNotFoundError`. Loading happens once, even from several threads.
 
     >>> lazy = LazyReranker("path/to/cross-encoder")  # doctest: +SKIP
-    >>> lazy.loaded
+    >>> lazy.loaded  # doctest: +SKIP
     False
     """
 
