@@ -2,54 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import threading
-import time
 
 import pytest
+from servers import free_port, start_server, stop_server
 
 from twostage_integrations import ChromaRecall, TwoStagePipeline
 from twostage_integrations.errors import ChromaUnavailableError
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(path, port: int) -> subprocess.Popen:
-    """`chroma run` on 127.0.0.1:port over ``path``, once it answers a heartbeat."""
-    exe = shutil.which("chroma")
-    assert exe, "the `chroma` CLI ships with chromadb; is chromadb installed?"
-    proc = subprocess.Popen(
-        [exe, "run", "--path", str(path), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    import chromadb
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            chromadb.HttpClient(host="127.0.0.1", port=port).heartbeat()
-            return proc
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"chroma server did not start on port {port} (exit code {proc.poll()})")
-            time.sleep(0.3)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import cohere
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from servers import free_port
 
 from twostage_integrations import ChromaRecall, CohereReranker, Hit, TwoStagePipeline
 from twostage_integrations.errors import APIKeyError
@@ -283,12 +283,6 @@ def test_cohere_reranker_with_a_wrong_key_gets_a_clear_error(served):
 
 
 # -- the command line ---------------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_twostage_serve_command_answers_then_drains_on_sigterm(rerank_model_path, cross_encoder, cases):
     """The real console script: starts, answers the SDK with auth from the environment, logs each request
     without text or key, and on SIGTERM finishes the request in flight (200, right ranking) and exits 0."""
