@@ -314,3 +314,41 @@ def test_when_no_url_answers_it_is_one_failed_attempt_retried_with_backoff():
         with pytest.raises(RerankAPIError, match="none of the 2 base URLs answered") as info:
             rr.rerank("query", make_hits(2))
         assert info.value.attempts == 2
+
+
+# -- against `twostage serve`'s Voyage route, with the real cross-encoder --------------------------------------
+@pytest.fixture(scope="module")
+def served_voyage(cross_encoder, scifact_subset):
+    """(base URL with /v1, query, 12 SciFact hits: its relevant passages among distractors) of an in-process
+    `twostage serve` app with the real cross-encoder and bearer auth."""
+    from twostage_integrations.server import create_app, serve_in_thread
+
+    doc_ids, texts, _, queries, qrels = scifact_subset
+    qid = next(iter(queries))
+    position = {d: i for i, d in enumerate(doc_ids)}
+    picked = [position[d] for d in qrels[qid] if d in position] + list(range(200, 212 - len(qrels[qid])))
+    hits = [Hit(id=doc_ids[i], text=texts[i][:600]) for i in picked]
+    with serve_in_thread(create_app(cross_encoder, api_key=KEY)) as url:
+        yield f"{url}/v1", queries[qid], hits
+
+
+def assert_as_local(got: list[Hit], want: list[Hit]) -> None:
+    assert [h.id for h in got] == [h.id for h in want]
+    assert [h.rerank_score for h in got] == pytest.approx([h.rerank_score for h in want], abs=1e-4)
+    assert [h.rerank_rank for h in got] == list(range(1, len(want) + 1))
+
+
+@pytest.mark.timeout(600)
+def test_voyage_reranker_against_twostage_serve_ranks_as_the_cross_encoder(served_voyage, cross_encoder):
+    url, query, hits = served_voyage
+    want = cross_encoder.rerank(query, hits, top_k=8)
+    assert_as_local(VoyageReranker(model="rerank-2.5", base_url=url, api_key=KEY).rerank(query, hits, top_k=8), want)
+
+
+@pytest.mark.timeout(600)
+async def test_voyage_reranker_async_in_batches_against_twostage_serve(served_voyage, cross_encoder):
+    """Three requests of four documents in flight at once; the merged scores rank as one call of the model."""
+    url, query, hits = served_voyage
+    want = cross_encoder.rerank(query, hits)
+    vo = VoyageReranker(model="rerank-2.5", base_url=url, api_key=KEY, batch_size=4, max_concurrency=3)
+    assert_as_local(await vo.arerank(query, hits), want)
