@@ -146,7 +146,6 @@ def test_survives_the_replica_in_use_being_killed_then_fails_cleanly_with_none_l
         assert_same_hits(pending.result(timeout=600), want_long)
     # The dropped connection counted as "no server answered there", not as an HTTP error: straight failover.
     (failover,) = [r.getMessage() for r in caplog.records if f"trying {other}" in r.getMessage()]
-    print(failover)
     assert failover.startswith(f"Cohere at {in_use}: connection failed")
     assert reranker.base_url == other  # remembered: later requests go straight to the survivor
 
