@@ -297,7 +297,7 @@ def test_a_connection_reset_fails_over_too(server, cohere_fault):
 
 def test_http_errors_do_not_fail_over_they_follow_the_retry_rules(server, cohere_fault):
     for cls, live_url, fake in failover_cases(server, cohere_fault):
-        fake.reset(("status", 503, "busy", {}))
+        fake.reset(("status", 500, "busy", {}))
         spare = closed_port_url()  # never reached: the first server answered
         rr = cls(api_key=KEY, base_url=[live_url, spare], max_retries=1, backoff=0.01)
         assert len(rr.rerank("query", make_hits(3))) == 3
@@ -306,6 +306,22 @@ def test_http_errors_do_not_fail_over_they_follow_the_retry_rules(server, cohere
         with pytest.raises(RerankAPIError, match="bad request"):
             rr.rerank("query", make_hits(3))
         assert len(fake.requests) == 1
+
+
+def test_a_503_replica_loading_or_draining_fails_over_at_once(server, cohere_fault):
+    for cls, live_url, fake in failover_cases(server, cohere_fault):
+        other = FaultServer(fake.api)
+        try:
+            other.reset(default=("status", 503, "loading the model", {"Retry-After": "5"}))
+            base = f"{other.url}/v1" if cls is VoyageReranker else other.url
+            rr = cls(api_key=KEY, base_url=[base, live_url], max_retries=0)
+            assert [h.id for h in rr.rerank("query", make_hits(4))] == expected_order(make_hits(4))
+            assert len(other.requests) == 1 and len(fake.requests) == 1 and rr.base_url == live_url
+            rr = cls(api_key=KEY, base_url=[base, base], max_retries=0)  # nobody can serve: a typed error
+            with pytest.raises(RerankAPIError, match="none of the 2 base URLs answered"):
+                rr.rerank("query", make_hits(2))
+        finally:
+            other.close()
 
 
 def test_when_no_url_answers_it_is_one_failed_attempt_retried_with_backoff():

@@ -184,8 +184,9 @@ class HostedReranker(BaseReranker):
     Settings shared by every hosted backend:
 
     ``base_url``: one URL, a list/tuple of URLs, or URLs separated by commas (also in the backend's env var).
-    With several, a connection failure (refused, reset, DNS) moves on to the next URL at once, without
-    counting as a retry; an HTTP error from a live server follows the retry rules below. The last URL that
+    With several, a connection failure (refused, reset, DNS) or a 503 (a replica loading its model or draining)
+    moves on to the next URL at once, without counting as a retry; any other HTTP error from a live server
+    follows the retry rules below. The last URL that
     answered is tried first next time (then the others, in the given order from there).
     ``batch_size``: documents per request (default and at most ``max_documents``, the API's limit); longer
     lists are split and the scores merged. ``max_concurrency``: batches in flight at once on the async path.
@@ -410,13 +411,15 @@ class _Tries:
     def failed(self, exc: Exception) -> float:
         """Seconds to wait before the next request (0 for failover), or raise the typed error."""
         failure, url = self.owner._classify(exc), self.url
-        if failure.connect and self.pos + 1 < len(self.order):
+        # 503 = this replica cannot serve now (loading its model, draining for shutdown): another may.
+        unavailable = failure.connect or failure.status_code == 503
+        if unavailable and self.pos + 1 < len(self.order):
             self.pos += 1
             logger.warning("%s at %s: %s; trying %s", self.owner.provider, url, failure.message, self.url)
             return 0.0
         if not failure.connect:
             self.owner._preferred = url  # a live server answered: the next attempt goes there first
-        elif len(self.order) > 1:
+        if unavailable and len(self.order) > 1:
             failure.message += f" (none of the {len(self.order)} base URLs answered)"
         delay = self.owner._retry_delay(failure, exc, self.attempt, url)
         self.attempt += 1
