@@ -12,8 +12,10 @@ import pytest
 
 from twostage_integrations.errors import InvalidParameterError
 from twostage_integrations.evaluation.bench import (
+    CASCADE,
     ENGINE_SYSTEMS,
     SYSTEMS,
+    build_collection,
     check_systems,
     flops,
     load_bench_data,
@@ -74,6 +76,99 @@ def test_engines_and_their_counts(report):
         assert report.gflops(s) > 0 and report.peak_share(s) > 0
     assert report.machine["matmul_peak_gflops"] > 0
     assert report.gflops(by_name["langchain"]) is None
+
+
+@pytest.fixture(scope="module")
+def cut_model_dir(tmp_path_factory, rerank_model_path):
+    """A cheaper first stage without training: the shared cross-encoder's first 2 of 6 layers."""
+    from twostage_integrations.finetune.model import load_base
+
+    out = tmp_path_factory.mktemp("ce-2-layers")
+    model, info = load_base(rerank_model_path, layers=2, max_length=192)
+    assert info["layers"] == 2
+    model.save_pretrained(str(out))
+    return str(out)
+
+
+CASCADE_KEEP = 6
+
+
+@pytest.fixture(scope="module")
+def cascade_run(tmp_path_factory, embedder, rerank_model_path, cut_model_dir):
+    db = tmp_path_factory.mktemp("bench-db")  # kept, so the test can recall from the very same collection
+    report = run_benchmark(
+        max_queries=3,
+        max_docs=60,
+        limit=10,
+        top_k=TOP_K,
+        rerank_max_length=192,
+        warmup=0,
+        progress=False,
+        rerank_model=rerank_model_path,
+        embedding_model=embedder,
+        systems=["twostage"],  # the cascade joins because stages are given
+        stages=[(cut_model_dir, CASCADE_KEEP), (rerank_model_path, None)],
+        db=db,
+    )
+    return report, db
+
+
+def test_cascade_row_is_what_cascade_rerank_returns(cascade_run, embedder, rerank_model_path, cut_model_dir):
+    from twostage_integrations import ChromaRecall, CrossEncoderReranker
+    from twostage_integrations.rerank.cascade import Cascade
+
+    report, db = cascade_run
+    assert [s.name for s in report.systems] == ["twostage", CASCADE]
+    row = report.system(CASCADE)
+    data = load_bench_data(max_queries=3, max_docs=60)
+    client, collection = build_collection(data, embedder, db, progress=False)
+    recall = ChromaRecall(collection, client=client, embedding_model=embedder)
+    backend = report.rerank_backend
+    cheap, strong = (
+        CrossEncoderReranker(m, backend=backend, max_length=192) for m in (cut_model_dir, rerank_model_path)
+    )
+    cascade = Cascade([(cheap, CASCADE_KEEP), (strong, None)])
+    expected = [[h.id for h in cascade.rerank(q, recall.search(q, 10), TOP_K)] for _, q in data.queries]
+    assert row.top_ids == expected
+    assert [len(ids) for ids in row.top_ids] == [TOP_K] * 3
+    # expected to differ somewhat from the single strong model: measured, not asserted
+    same = [a == b for a, b in zip(row.top_ids, report.system("twostage").top_ids, strict=True)]
+    assert row.agreement == sum(same) / 3
+
+
+def test_cascade_row_numbers(cascade_run, rerank_model_path, cut_model_dir):
+    report, _ = cascade_run
+    row, reference = report.system(CASCADE), report.system("twostage")
+    assert row.pairs == 3 * (10 + CASCADE_KEEP)  # the cheap stage scores every candidate, the strong one KEEP
+    assert reference.pairs == 3 * 10
+    assert row.cascade == [{"model": cut_model_dir, "keep": CASCADE_KEEP}, {"model": rerank_model_path, "keep": None}]
+    assert row.backend == reference.backend == report.rerank_backend
+    stages = row.stage_medians_ms()
+    assert stages["recall"] > 0 and stages["rerank 1"] > 0 and stages["rerank 2"] > 0
+    for rerank, first, second in zip(row.rerank_ms, *row.cascade_ms, strict=True):
+        assert first + second <= rerank  # both stages run inside the timed rerank
+    assert report.gflops(row) is None  # 2 and 6 layers: one FLOP estimate cannot cover both
+    assert report.gflops(reference) > 0
+    json_row = {s["name"]: s for s in report.to_dict()["systems"]}[CASCADE]
+    assert json_row["ratio_vs"]["twostage"] == pytest.approx(row.median_ms / reference.median_ms)
+    assert json_row["stage_median_ms"] == stages and cut_model_dir in json_row["description"]
+
+
+def test_cascade_in_table_and_plot(cascade_run, tmp_path):
+    from rich.console import Console
+
+    from twostage_integrations.cli.bench import report_table
+    from twostage_integrations.evaluation.bench import plot_report
+
+    report, _ = cascade_run
+    console = Console(width=300, record=True)
+    console.print(report_table(report))
+    text = console.export_text()
+    assert CASCADE in text and "speed × twostage" in text
+    stages = report.system(CASCADE).stage_medians_ms()
+    assert f"({stages['rerank 1']:.1f} + {stages['rerank 2']:.1f})" in text
+    out = plot_report(report, tmp_path / "cascade.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_flop_estimate():

@@ -118,6 +118,15 @@ RerankBackendOpt = Annotated[
 ]
 
 
+def parse_stage(spec: str) -> tuple[str, int | None]:
+    """``--stage MODEL[:KEEP]`` -> ``(MODEL, KEEP)``; a suffix that is not a number belongs to the model name
+    (``rerankers:/path:cross-encoder``), so the whole spec is the model and it keeps all it gets."""
+    model, sep, keep = spec.rpartition(":")
+    if not sep or not keep.isdigit():
+        return spec, None
+    return model, int(keep)
+
+
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one ``error:`` line to stderr and return the Exit to raise."""
     typer.echo(f"error: {message}", err=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .app import EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors
+from .app import EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors, parse_stage
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -47,6 +47,15 @@ def bench_command(
         list[str] | None,
         typer.Option(help="Comma-separated systems to run. Default: all (twostage always runs)."),
     ] = None,
+    stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--stage",
+            help="Also time system twostage-cascade: the same recall reranked by a cascade of these cross-encoders "
+            "(on --rerank-backend), MODEL[:KEEP], repeatable, in order, e.g. --stage tiny:30 --stage ce. "
+            "KEEP must be between --top-k and --limit.",
+        ),
+    ] = None,
     db: Annotated[
         Path | None, typer.Option("--db", help="Keep the embedded collection here for re-runs. Default: a temp dir.")
     ] = None,
@@ -78,12 +87,19 @@ def bench_command(
         warmup=warmup,
         systems=_split(systems),
         db=db,
+        stages=[parse_stage(s) for s in stage] if stage else None,
     )
     for report in reports:
         console.print(report_table(report))
         for s in report.systems:
+            if s.cascade:
+                console.print(f"{s.name}: {s.description}")
+        for s in report.systems:
+            expected = " (a cascade: expected to differ somewhat)" if s.cascade else ""
             for m in s.mismatches:
-                console.print(f"[yellow]{s.name} differs on {m['query_id']!r}[/yellow]: {m[s.name]} vs {m['twostage']}")
+                console.print(
+                    f"[yellow]{s.name} differs on {m['query_id']!r}[/yellow]{expected}: {m[s.name]} vs {m['twostage']}"
+                )
     if json_out:
         if len(reports) == 1:
             console.print(f"JSON: {write_json(reports[0], json_out)}")
@@ -94,6 +110,15 @@ def bench_command(
         for report in reports:
             path = plot if len(reports) == 1 else plot.with_name(f"{plot.stem}-limit{report.limit}{plot.suffix}")
             console.print(f"plot: {plot_report(report, path)}")
+
+
+def _stage_split(stages: dict[str, float] | None, n_cascade: int) -> str:
+    """``recall / rerank`` medians; a cascade adds each stage's, e.g. ``12.0 / 40.1 (8.2 + 31.5)``."""
+    if not stages:
+        return "-"
+    text = f"{stages['recall']:.1f} / {stages['rerank']:.1f}"
+    per_stage = [stages[f"rerank {i}"] for i in range(1, n_cascade + 1) if f"rerank {i}" in stages]
+    return text + (" (" + " + ".join(f"{ms:.1f}" for ms in per_stage) + ")" if per_stage else "")
 
 
 def report_table(report):
@@ -114,7 +139,11 @@ def report_table(report):
         ),
         title_justify="left",
     )
+    baselines = ["langchain", "llamaindex"]
     columns = ("system", "median ms", "p95 ms", "q/s", "pairs/s", "speed × LangChain", "speed × LlamaIndex")
+    if any(s.cascade for s in report.systems):  # a cascade is there to beat the single strong model
+        baselines.append("twostage")
+        columns += ("speed × twostage",)
     columns += ("recall / rerank ms",)
     for col in columns:
         table.add_column(col, justify="left" if col == "system" else "right")
@@ -122,7 +151,7 @@ def report_table(report):
         table.add_column(col, justify="right")
     for s in report.systems:
         stages = s.stage_medians_ms()
-        ratios = [report.ratio(s.name, b) for b in ("langchain", "llamaindex")]
+        ratios = [report.ratio(s.name, b) for b in baselines]
         # "speed × LangChain": how many times native LangChain's median latency this system's is (2.00 = twice as
         # fast). The JSON keeps the plain latency ratio (ratio_vs, below 1 = faster).
         speedups = [1.0 / r if r else None for r in ratios]
@@ -134,7 +163,7 @@ def report_table(report):
             f"{s.queries_per_s:.2f}",
             f"{s.pairs_per_s:.1f}",
             *(f"{r:.2f}" if r is not None else "-" for r in speedups),
-            f"{stages['recall']:.1f} / {stages['rerank']:.1f}" if stages else "-",
+            _stage_split(stages, len(s.cascade)),
             f"{s.agreement:.0%}",
             str(s.rerank_max_length),
             f"{s.truncated}/{s.pairs}" if s.truncated is not None else "-",

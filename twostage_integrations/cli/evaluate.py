@@ -8,16 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import DbOpt, EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors
+from .app import DbOpt, EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors, parse_stage
 
 DEFAULT_PLOT_LIMITS = "10,20,50,100"
-
-
-def _parse_stage(spec: str) -> tuple[str, int | None]:
-    model, sep, keep = spec.rpartition(":")
-    if not sep or not keep.isdigit():
-        return spec, None
-    return model, int(keep)
 
 
 def _engine_lines(console, rerankers) -> list[dict]:
@@ -101,7 +94,7 @@ def eval_command(
     data = load_beir(dataset_dir, split, max_queries=max_queries)  # fail on a bad folder before loading models
     stages = None
     if not no_rerank:
-        specs = [_parse_stage(s) for s in stage] if stage else [(rerank_model, None)]
+        specs = [parse_stage(s) for s in stage] if stage else [(rerank_model, None)]
         stages = [(make_reranker(model, backend=rerank_backend), keep) for model, keep in specs]
         if fusion_weight is not None:
             from ..rerank.fusion import FusedReranker

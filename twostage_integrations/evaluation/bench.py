@@ -19,6 +19,9 @@ Systems (:data:`SYSTEMS`):
   then ``SentenceTransformerRerank(model=..., top_n=top_k)``.
 - ``langchain+twostage-compressor`` / ``llamaindex+twostage-rerank``: the native retriever with our
   stage 2 (:class:`TwoStageCompressor` / :class:`TwoStageRerank`) as the drop-in replacement.
+- ``twostage-cascade`` (:data:`CASCADE`, only with ``stages``): the same recall as ``twostage``, reranked by a
+  :class:`~twostage_integrations.rerank.cascade.Cascade` of the ``stages`` cross-encoders (a cheap one keeps
+  KEEP, a strong one orders those). Its top-k is expected to differ somewhat from ``twostage``'s.
 
 Needs the ``bench`` extra: ``pip install "twostage-integrations[bench]"``.
 
@@ -49,8 +52,10 @@ import numpy as np
 
 from ..embeddings import BaseEmbedder, as_embedder
 from ..errors import InvalidParameterError
+from ..hit import Hit
 from ..pipeline import TwoStagePipeline
 from ..recall.chroma import ChromaRecall, make_client
+from ..rerank.cascade import Cascade, StageOutput
 from ..rerank.cross_encoder import CrossEncoderReranker
 from ..validation import check_limit_top_k, check_positive_int
 
@@ -68,6 +73,7 @@ SYSTEMS: dict[str, str] = {
     "langchain+twostage-compressor": "native LangChain retriever + ContextualCompressionRetriever(TwoStageCompressor)",
     "llamaindex+twostage-rerank": "native LlamaIndex retriever + TwoStageRerank postprocessor",
 }
+CASCADE = "twostage-cascade"  # not in SYSTEMS: it runs only when stages are given
 NATIVE = ("langchain", "llamaindex")
 ENGINE_SYSTEMS = {"twostage-torch": "torch", "twostage-onnx": "onnx", "twostage-onnx-int8": "onnx-int8"}
 PACKAGES = (
@@ -104,6 +110,10 @@ class SystemResult:
     truncated: int | None = None  # of those, pairs cut at the token limit (our engines count; natives do not)
     tokens: int | None = None  # real (unpadded) tokens of the pairs, for the FLOP estimate
     engine_s: float | None = None  # seconds inside our engine (tokenising + forward passes)
+    # twostage-cascade only: each stage's model and keep, and its seconds per call (ms, one list per stage)
+    cascade: list[dict[str, Any]] = field(default_factory=list)
+    cascade_ms: list[list[float]] = field(default_factory=list)
+    model_shape: dict[str, int] | None = None  # None: the report's (the reference cross-encoder's)
 
     @property
     def pairs_per_s(self) -> float:
@@ -127,9 +137,12 @@ class SystemResult:
         return self.median_ms
 
     def stage_medians_ms(self) -> dict[str, float] | None:
+        """Median ms of recall and rerank; for ``twostage-cascade`` also of each stage (``rerank 1``, ...)."""
         if not self.recall_ms:
             return None
-        return {"recall": float(np.median(self.recall_ms)), "rerank": float(np.median(self.rerank_ms))}
+        out = {"recall": float(np.median(self.recall_ms)), "rerank": float(np.median(self.rerank_ms))}
+        out.update({f"rerank {i}": float(np.median(ms)) for i, ms in enumerate(self.cascade_ms, 1) if ms})
+        return out
 
 
 @dataclass
@@ -155,10 +168,12 @@ class BenchReport:
     serve: dict[str, Any] | None = None
 
     def gflops(self, s: SystemResult) -> float | None:
-        """Achieved GFLOP/s of ``s``'s cross-encoder: useful FLOPs (unpadded tokens) over engine seconds."""
-        if not s.tokens or not s.engine_s or not self.model_shape:
+        """Achieved GFLOP/s of ``s``'s cross-encoder: useful FLOPs (unpadded tokens) over engine seconds (None for
+        a cascade whose models differ in shape: one estimate cannot cover them)."""
+        shape = self.model_shape if s.model_shape is None else s.model_shape
+        if not s.tokens or not s.engine_s or not shape:
             return None
-        return flops(self.model_shape, s.tokens, s.pairs) / s.engine_s / 1e9
+        return flops(shape, s.tokens, s.pairs) / s.engine_s / 1e9
 
     def peak_share(self, s: SystemResult) -> float | None:
         """:meth:`gflops` over this machine's measured fp32 matmul peak (int8 can exceed 1)."""
@@ -189,7 +204,8 @@ class BenchReport:
                 "p95_ms": s.p95_ms,
                 "queries_per_s": s.queries_per_s,
                 "stage_median_ms": s.stage_medians_ms(),
-                "ratio_vs": {b: self.ratio(s.name, b) for b in NATIVE},
+                "cascade": s.cascade or None,
+                "ratio_vs": {b: self.ratio(s.name, b) for b in (REFERENCE, *NATIVE)},
                 "agreement": s.agreement,
                 "mismatches": s.mismatches,
                 "backend": s.backend,
@@ -262,13 +278,65 @@ def build_collection(data: BenchData, embedder: BaseEmbedder, db: str | os.PathL
 
 
 # -- systems ------------------------------------------------------------------------------------------------
-def check_systems(names: Sequence[str] | None) -> list[str]:
-    """The systems to run, ``twostage`` first (it is the agreement reference); default: all of them."""
-    names = list(dict.fromkeys([REFERENCE, *(names or SYSTEMS)]))
-    unknown = [n for n in names if n not in SYSTEMS]
+def check_systems(names: Sequence[str] | None, *, cascade: bool = False) -> list[str]:
+    """The systems to run, ``twostage`` first (it is the agreement reference); default: all of :data:`SYSTEMS`.
+    ``cascade``: stages were given, so :data:`CASCADE` runs too (added if ``names`` lacks it); without stages,
+    naming it is an error."""
+    if isinstance(names, (str, bytes)):
+        raise InvalidParameterError(f"systems must be a list of system names, got the string {names!r}")
+    if not cascade and names and CASCADE in names:
+        raise InvalidParameterError(
+            f"{CASCADE} times a cascade of rerankers and needs its stages: pass --stage MODEL[:KEEP] once per stage "
+            f"(stages=[(model, keep), ...] in Python), or drop {CASCADE} from --systems"
+        )
+    names = list(dict.fromkeys([REFERENCE, *(names or SYSTEMS), *([CASCADE] if cascade else [])]))
+    known = [*SYSTEMS, CASCADE] if cascade else list(SYSTEMS)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise InvalidParameterError(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(SYSTEMS)}")
+        raise InvalidParameterError(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(known)}")
     return names
+
+
+def check_stages(
+    stages: Sequence[tuple[str | os.PathLike[str], int | None] | str | os.PathLike[str]] | None,
+    limits: Sequence[int],
+    top_k: int,
+) -> list[tuple[str, int | None]]:
+    """``stages`` as ``(model, keep)`` pairs (a bare model keeps all it gets), checked against every limit:
+    a stage cannot keep more candidates than recall gives it (KEEP <= limit) nor fewer than the top_k ids
+    every system returns (KEEP >= top_k). ``None``: no cascade, ``[]``."""
+    if stages is None:
+        return []
+    if isinstance(stages, (str, bytes)) or not stages:
+        raise InvalidParameterError(f"stages must be a non-empty list of (model, keep) pairs, got {stages!r}")
+    out: list[tuple[str, int | None]] = []
+    for i, stage in enumerate(stages, 1):
+        model, keep = stage if isinstance(stage, tuple) else (stage, None)
+        if keep is not None:
+            label = f"cascade stage {i} ({model}:{keep})"
+            check_positive_int(keep, f"keep of {label}")
+            if keep > min(limits):
+                raise InvalidParameterError(
+                    f"{label} keeps {keep} candidates but --limit {min(limits)} recalls only {min(limits)}: "
+                    f"pass KEEP <= {min(limits)} or raise --limit"
+                )
+            if keep < top_k:
+                raise InvalidParameterError(
+                    f"{label} keeps {keep} candidates but every system returns --top-k {top_k}: "
+                    f"pass KEEP >= {top_k} or lower --top-k"
+                )
+        out.append((str(model), keep))
+    return out
+
+
+class _TimedCascade(Cascade):
+    """A :class:`Cascade` that keeps its last run's stage outputs (the per-stage timings of the bench)."""
+
+    last_run: list[StageOutput]
+
+    def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        self.last_run = self.run(query, hits, top_k)
+        return self.last_run[-1].hits
 
 
 @dataclass
@@ -277,6 +345,15 @@ class _System:
     pipeline: TwoStagePipeline | None = None  # ours: where the stage split comes from
     rerank_max_length: int | None = None
     reranker: CrossEncoderReranker | None = None  # ours: where pair, truncation and token counts come from
+    cascade: _TimedCascade | None = None  # twostage-cascade: its stages' rerankers count instead of ``reranker``
+    description: str | None = None  # None: SYSTEMS' line
+
+    def engines(self) -> list[CrossEncoderReranker]:
+        """Our cross-encoders this system runs, each once (a cascade may use one model in two stages)."""
+        if self.cascade is not None:
+            unique = {id(r): r for r, _ in self.cascade.stages if isinstance(r, CrossEncoderReranker)}
+            return list(unique.values())
+        return [self.reranker] if self.reranker is not None else []
 
 
 def _top_ids(pipe: TwoStagePipeline) -> Callable[[str], list[str]]:
@@ -298,12 +375,14 @@ def make_systems(
     top_k: int,
     rerank_max_length: int | None = None,
     engines: dict[str, CrossEncoderReranker] | None = None,
+    cascade: Sequence[tuple[CrossEncoderReranker, int | None]] | None = None,
 ) -> dict[str, _System]:
     """Build each system the way its users would. ``rerank_max_length`` (None: each stack's default) is set
     on every cross-encoder; LlamaIndex's ``SentenceTransformerRerank`` hard-codes 512 tokens and has no
     argument for it, so there it is set on the loaded model. ``engines``: the cross-encoder of each
-    ``twostage-<backend>`` system (see :data:`ENGINE_SYSTEMS`)."""
-    names = check_systems(names)
+    ``twostage-<backend>`` system (see :data:`ENGINE_SYSTEMS`). ``cascade``: the ``(reranker, keep)`` stages of
+    :data:`CASCADE` (which then runs)."""
+    names = check_systems(names, cascade=bool(cascade))
     pipeline = TwoStagePipeline(
         ChromaRecall(collection, client=client, embedding_model=embedder), reranker, limit=limit, top_k=top_k
     )
@@ -316,6 +395,13 @@ def make_systems(
             engine = (engines or {})[name]
             pipe = TwoStagePipeline(pipeline.recall, engine, limit=limit, top_k=top_k)
             systems[name] = _System(_top_ids(pipe), pipe, _max_length(engine.model), engine)
+    if cascade:
+        check_stages([(r.name, keep) for r, keep in cascade], [limit], top_k)
+        chain = _TimedCascade(list(cascade))
+        pipe = TwoStagePipeline(pipeline.recall, chain, limit=limit, top_k=top_k)
+        last = cascade[-1][0]
+        description = f"TwoStagePipeline.search, reranked by Cascade({chain.name}) (same recall as twostage)"
+        systems[CASCADE] = _System(_top_ids(pipe), pipe, _max_length(last.model), last, chain, description)
     if any("langchain" in n for n in names):
         systems.update(
             _langchain_systems(names, client, collection, embedder, reranker, limit, top_k, rerank_max_length)
@@ -487,6 +573,7 @@ def run_benchmarks(
     systems: Sequence[str] | None = None,
     db: str | os.PathLike[str] | None = None,
     progress: bool = True,
+    stages: Sequence[tuple[str | os.PathLike[str], int | None] | str | os.PathLike[str]] | None = None,
 ) -> list[BenchReport]:
     """One :class:`BenchReport` per ``limit`` in ``limits``; the collection and our cross-encoders are loaded
     once and shared.
@@ -496,7 +583,10 @@ def run_benchmarks(
     through every system first; then each query runs ``repeat`` times per system, systems in rotated order.
     ``rerank_backend``: the engine of the ``twostage`` reference (and of the adapters and drop-ins); the
     ``twostage-<backend>`` systems force theirs. ``rerank_max_length``: token limit for every cross-encoder
-    (default: each stack's own; see :func:`make_systems`)."""
+    (default: each stack's own; see :func:`make_systems`). ``stages``: ``(model, keep)`` pairs (see
+    :func:`check_stages`) for :data:`CASCADE`, which then runs too; each stage is a
+    :class:`CrossEncoderReranker` on ``rerank_backend``, one per distinct model (shared with ``twostage`` when
+    it is the same model)."""
     if isinstance(limits, (int, str)) or not limits:
         raise InvalidParameterError(f"limits must be a non-empty list of candidate counts, got {limits!r}")
     checked = [check_limit_top_k(limit, top_k) for limit in limits]
@@ -505,20 +595,20 @@ def run_benchmarks(
         raise InvalidParameterError(f"warmup must be an integer >= 0, got {warmup!r}")
     if rerank_max_length is not None:
         check_positive_int(rerank_max_length, "rerank_max_length")
-    names = check_systems(systems)
+    stage_specs = check_stages(stages, [limit for limit, _ in checked], min(top_k for _, top_k in checked))
+    names = check_systems(systems, cascade=bool(stage_specs))
     data = load_bench_data(dataset_dir, max_queries=max_queries, max_docs=max_docs)
     from ..models import resolve_rerank_model
-    from ..rerank.factory import hosted_provider
 
-    model_name = resolve_rerank_model(rerank_model)
-    provider = hosted_provider(model_name)
-    if provider is not None and not os.path.exists(model_name):
-        raise InvalidParameterError(
-            f"{model_name!r} is a hosted {provider.capitalize()} model; the benchmark compares local cross-encoders, "
-            f"which LangChain and LlamaIndex load natively: pass --rerank-model with a cross-encoder folder or hub id"
-        )
+    model_name = _local_model(resolve_rerank_model(rerank_model), "--rerank-model")
+    stage_models = [(_local_model(model, f"--stage {model}"), keep) for model, keep in stage_specs]
     # a missing model or engine stops here, before any indexing
     reranker = CrossEncoderReranker(model_name, backend=rerank_backend, max_length=rerank_max_length)
+    loaded = {model_name: reranker}  # every model once, whatever the number of limits and stages using it
+    for model, _ in stage_models:
+        if model not in loaded:
+            loaded[model] = CrossEncoderReranker(model, backend=rerank_backend, max_length=rerank_max_length)
+    cascade = [(loaded[model], keep) for model, keep in stage_models]
     engines = {
         name: reranker
         if backend == reranker.backend
@@ -545,10 +635,18 @@ def run_benchmarks(
                 top_k=top_k,
                 rerank_max_length=rerank_max_length,
                 engines=engines,
+                cascade=cascade,
             )
-            results = {n: SystemResult(n, SYSTEMS[n], built[n].rerank_max_length) for n in names}
+            results = {
+                n: SystemResult(n, built[n].description or SYSTEMS[n], built[n].rerank_max_length) for n in names
+            }
             for n, system in built.items():
                 results[n].backend = system.reranker.backend if system.reranker is not None else None
+                if system.cascade is not None:
+                    results[n].cascade = [{"model": r.name, "keep": k} for r, k in system.cascade.stages]
+                    results[n].cascade_ms = [[] for _ in system.cascade.stages]
+                    shapes = [model_shape(e) for e in system.engines()]
+                    results[n].model_shape = shapes[0] if all(x == shapes[0] for x in shapes) else {}
             _run(data, built, results, repeat=repeat, warmup=warmup, progress=progress, limit=min(limit, len(data.ids)))
             del built
             machine["load_avg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -575,6 +673,19 @@ def run_benchmarks(
     return reports
 
 
+def _local_model(name: str, flag: str) -> str:
+    """``name``, unless it is a hosted reranker (the benchmark times local cross-encoders)."""
+    from ..rerank.factory import hosted_provider
+
+    provider = hosted_provider(name)
+    if provider is not None and not os.path.exists(name):
+        raise InvalidParameterError(
+            f"{name!r} is a hosted {provider.capitalize()} model; the benchmark compares local cross-encoders, "
+            f"which LangChain and LlamaIndex load natively: pass {flag} with a cross-encoder folder or hub id"
+        )
+    return name
+
+
 def _run(data: BenchData, built, results, *, repeat: int, warmup: int, progress: bool, limit: int) -> None:
     from tqdm.auto import tqdm
 
@@ -585,24 +696,27 @@ def _run(data: BenchData, built, results, *, repeat: int, warmup: int, progress:
     for i, (_, query) in enumerate(tqdm(data.queries, desc="benchmark", unit="query", disable=not progress)):
         for name in names[i % len(names) :] + names[: i % len(names)]:  # rotate: no system always goes first
             system, result = built[name], results[name]
+            engines = system.engines()
             for r in range(repeat):
-                engine = system.reranker
-                before = dataclasses.replace(engine.total_stats) if engine is not None else None
+                before = [dataclasses.replace(engine.total_stats) for engine in engines]
                 t0 = time.perf_counter()
                 ids = system.search(query)
                 result.latencies_ms.append(1000.0 * (time.perf_counter() - t0))
-                if engine is not None and before is not None:  # our engines count; calls are sequential: exact deltas
+                for engine, b in zip(engines, before, strict=True):  # ours count; calls are sequential: exact deltas
                     after = engine.total_stats
-                    result.pairs += after.pairs - before.pairs
-                    result.truncated = (result.truncated or 0) + after.truncated - before.truncated
-                    result.tokens = (result.tokens or 0) + after.tokens - before.tokens
-                    result.engine_s = (result.engine_s or 0.0) + after.seconds - before.seconds
-                else:  # the native stacks rerank every recalled candidate
+                    result.pairs += after.pairs - b.pairs
+                    result.truncated = (result.truncated or 0) + after.truncated - b.truncated
+                    result.tokens = (result.tokens or 0) + after.tokens - b.tokens
+                    result.engine_s = (result.engine_s or 0.0) + after.seconds - b.seconds
+                if not engines:  # the native stacks rerank every recalled candidate
                     result.pairs += limit
                 if system.pipeline is not None:
                     timings = system.pipeline.last_timings
                     result.recall_ms.append(1000.0 * timings.recall_s)
                     result.rerank_ms.append(1000.0 * timings.rerank_s)
+                if system.cascade is not None:
+                    for ms, stage in zip(result.cascade_ms, system.cascade.last_run, strict=True):
+                        ms.append(1000.0 * stage.seconds)
                 if r == 0:
                     result.top_ids.append(list(ids))
 
