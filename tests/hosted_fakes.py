@@ -131,6 +131,15 @@ class FaultServer:
             self.requests: list[dict] = []
             self.max_in_flight = 0  # in_flight is not reset: a timed-out request may still be sleeping
 
+    def settled_count(self, expected: int, wait: float = 5.0) -> int:
+        """How many requests arrived, once ``expected`` did or ``wait`` s passed: a client that timed out may
+        return before the server thread (starved on a loaded machine) has read its last request."""
+        deadline = time.monotonic() + wait
+        while len(self.requests) < expected and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)  # one more look: a request beyond the expected count must show up too
+        return len(self.requests)
+
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()

@@ -163,7 +163,7 @@ def test_slow_answers_time_out_and_are_retried_a_bounded_number_of_times(server)
     with pytest.raises(RerankAPIError, match="timeout=0.3 s") as info:
         reranker(server, timeout=0.3, max_retries=1).rerank("query", make_hits(5))
     assert info.value.attempts == 2
-    assert len(server.requests) == 2
+    assert server.settled_count(2) == 2
 
 
 def test_malformed_json_is_retried_then_raises(server):

@@ -184,7 +184,7 @@ def test_faults_are_retried_as_the_rules_say(server, case, path, caplog):
                 call("query", hits)
             assert info.value.attempts == requests
             assert f"Voyage rerank (rerank-2.5 at {server.url}/v1)" in str(info.value)
-    assert len(server.requests) == requests
+    assert server.settled_count(requests) == requests
     assert caplog.text.count("; retry ") == requests - 1  # each retry is logged; the last failure raises instead
     if case.startswith("429"):
         assert server.requests[1]["t"] - server.requests[0]["t"] >= 0.95 and "as Retry-After asks" in caplog.text
