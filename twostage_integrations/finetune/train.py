@@ -226,8 +226,9 @@ def finetune(
         result.settings = {**result.settings, "base": str(base), "round_bases": [r.settings["base"] for r in finished]}
         result.settings["round_lrs"] = [r.settings["lr"] for r in finished]
         result.settings["round_seeds"] = [r.settings["seed"] for r in finished]
-        result.model_info = {**finished[0].model_info, **result.model_info}
-        result.model_info["layers"] = finished[0].model_info["layers"]
+        # What was done to the base (new head, pooler, layers cut) happened in round 1; the losses are the last's.
+        losses = {k: result.model_info.get(k) for k in ("last_logged_loss", "mean_train_loss")}
+        result.model_info = {**finished[0].model_info, **losses}
         result.n_queries = sum(r.n_queries for r in finished)
         result.n_pairs = sum(r.n_pairs for r in finished)
         result.n_positive = sum(r.n_positive for r in finished)
