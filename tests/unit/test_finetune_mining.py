@@ -8,7 +8,14 @@ import pytest
 
 from twostage_integrations.errors import InvalidDocumentError, InvalidParameterError
 from twostage_integrations.evaluation.beir import BeirDataset, passage_text
-from twostage_integrations.finetune import PairBuilder, TrainQuery, load_corpus, mine_negatives, split_first_sentence
+from twostage_integrations.finetune import (
+    PairBuilder,
+    TrainQuery,
+    load_corpus,
+    mine_negatives,
+    split_first_sentence,
+    split_last_sentence,
+)
 from twostage_integrations.hit import Hit
 
 
@@ -113,7 +120,22 @@ def test_first_sentence_pairs():
         "Statins reduce cholesterol in older patients.",
     ]
     assert builder.passage("a") == "Aspirin and stroke. It also thins the blood in most adults."
+    assert builder.passage("c") == "A note without a title that has only one sentence"  # a negative, shown whole
     assert split_first_sentence("One sentence only") == ("One sentence only", "")
+
+
+def test_last_sentence_pairs():
+    builder = PairBuilder(_dataset(), "last-sentence")
+    queries = builder.queries()
+    assert [q.text for q in queries] == [
+        "It also thins the blood in most adults.",
+        "Muscle pain is a common side effect.",
+    ]
+    assert [q.positives for q in queries] == [["a"], ["b"]]
+    assert builder.passage("a") == "Aspirin and stroke. Aspirin lowers the risk of stroke."
+    assert builder.passage("c") == "A note without a title that has only one sentence"  # negatives shown the same way
+    assert split_last_sentence("One. Two. Three.") == ("One. Two.", "Three.")
+    assert split_last_sentence("One sentence only") == ("", "One sentence only")
 
 
 def test_label_free_sample_is_seeded_and_bad_source_rejected():

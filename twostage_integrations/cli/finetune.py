@@ -30,7 +30,7 @@ def finetune_command(
     pairs: Annotated[
         str,
         typer.Option(
-            help="Positives: qrels (judged queries), or label-free title-body / first-sentence (corpus only)."
+            help="Positives: qrels (judged queries), or label-free title-body / first-sentence / last-sentence."
         ),
     ] = "qrels",
     negatives: Annotated[int, typer.Option(help="Hard negatives per query, from stage-1 recall.")] = 3,
@@ -65,7 +65,8 @@ def finetune_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for mining, head initialisation and shuffling.")] = 0,
     layers: Annotated[
-        int | None, typer.Option(help="Keep only the first N transformer layers (a cheaper reranker).")
+        str | None,
+        typer.Option(help="A cheaper reranker: keep the first N layers, or the 0-based layers listed (0,5)."),
     ] = None,
     rounds: Annotated[
         int, typer.Option(help="Train N rounds, each from the last on fresh samples at half the learning rate.")
@@ -86,6 +87,7 @@ def finetune_command(
     from rich.console import Console
 
     from ..finetune import finetune
+    from ..finetune.model import parse_layers
 
     result = finetune(
         dataset_dir,
@@ -110,7 +112,7 @@ def finetune_command(
         corpus_pairs=corpus_pairs,
         corpus_negatives=corpus_negatives,
         seed=seed,
-        layers=layers,
+        layers=None if layers is None else parse_layers(layers),
         rounds=rounds,
         resume=resume,
         save_steps=save_steps,

@@ -5,7 +5,16 @@
 >>> print(result.metrics["after"]["nDCG@10"])  # doctest: +SKIP
 """
 
-from .data import PAIR_SOURCES, Pair, PairBuilder, TrainQuery, load_corpus, mine_negatives, split_first_sentence
+from .data import (
+    PAIR_SOURCES,
+    Pair,
+    PairBuilder,
+    TrainQuery,
+    load_corpus,
+    mine_negatives,
+    split_first_sentence,
+    split_last_sentence,
+)
 from .model import is_cross_encoder, keep_layers, load_base, reset_pooler
 from .train import FinetuneResult, finetune
 
@@ -23,4 +32,5 @@ __all__ = [
     "mine_negatives",
     "reset_pooler",
     "split_first_sentence",
+    "split_last_sentence",
 ]

@@ -23,8 +23,9 @@ def write_card(out_dir: Path, result: Any) -> Path:
         if info.get("plain_encoder")
         else ("existing cross-encoder: training continued")
     )
+    kept = info.get("layers_kept")
     layers = f"{info['layers']} transformer layers" + (
-        f" (first {info['layers']} of {info['layers_before']} kept)" if "layers_before" in info else ""
+        f" (layers {', '.join(map(str, kept))} of {info['layers_before']} kept, 0-based)" if kept else ""
     )
     lines = [
         f"# {out_dir.name}",

@@ -3,8 +3,8 @@
 Two sources of positives:
 
 - ``qrels``: a BEIR split's judged (query, relevant document) pairs;
-- label-free (``title-body``, ``first-sentence``): pseudo-queries cut from each document of the corpus
-  alone, the positive being the rest of that same document.
+- label-free (``title-body``, ``first-sentence``, ``last-sentence``): pseudo-queries cut from each document
+  of the corpus alone, the positive being the rest of that same document.
 
 Negatives are mined per query with stage 1 (any :class:`~twostage_integrations.recall.base.Recall`): a
 sample of the hits at ranks ``skip+1 .. depth`` (judged positives never used), plus random documents.
@@ -29,7 +29,7 @@ from ..evaluation.beir import BeirDataset, _jsonl, passage_text
 from ..recall.base import Recall
 from ..validation import check_positive_int
 
-PAIR_SOURCES = ("qrels", "title-body", "first-sentence")
+PAIR_SOURCES = ("qrels", "title-body", "first-sentence", "last-sentence")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(\[])")
 
 
@@ -91,13 +91,25 @@ def split_first_sentence(text: str) -> tuple[str, str]:
     return (parts[0].strip(), parts[1].strip()) if len(parts) == 2 else (text.strip(), "")
 
 
+def split_last_sentence(text: str) -> tuple[str, str]:
+    """``("the rest", "Last sentence.")``; the rest is empty when there is one sentence only.
+
+    >>> split_last_sentence("Aspirin thins blood. It lowers stroke risk.")
+    ('Aspirin thins blood.', 'It lowers stroke risk.')
+    """
+    parts = _SENTENCE_END.split(text.strip())
+    return (" ".join(p.strip() for p in parts[:-1]), parts[-1].strip()) if len(parts) > 1 else ("", text.strip())
+
+
 class PairBuilder:
     """Turns a dataset into training queries and the passage text each document shows the model.
 
     ``source``: ``qrels`` (the dataset's judged queries; relevance > 0 is a positive), ``title-body``
-    (query = a document's title, passage = its text without the title) or ``first-sentence`` (query = the
-    first sentence of the text, passage = title + the rest). In the label-free sources every document
-    is shown the same way, positives and negatives alike, so the model cannot learn the cut itself.
+    (query = a document's title, passage = its text without the title), ``first-sentence`` (query = the
+    first sentence of the text, passage = title + the rest) or ``last-sentence`` (query = the last sentence,
+    often an abstract's conclusion, a claim-like statement; passage = title + the rest). In the label-free
+    sources every document is shown the same way, positives and negatives alike, so the model cannot learn
+    the cut itself.
     """
 
     def __init__(self, dataset: BeirDataset, source: str = "qrels") -> None:
@@ -108,8 +120,10 @@ class PairBuilder:
     def passage(self, doc_id: str) -> str:
         if self.source == "title-body":
             return body(self.dataset, doc_id)
-        if self.source == "first-sentence":
-            rest = split_first_sentence(body(self.dataset, doc_id))[1]
+        if self.source in ("first-sentence", "last-sentence"):
+            rest = self._split(body(self.dataset, doc_id))[1]
+            if not rest:  # one sentence: never a positive, and as a negative it is shown whole, not empty
+                return self.dataset.corpus[doc_id]
             return passage_text(self.dataset.titles.get(doc_id, ""), rest)
         return self.dataset.corpus[doc_id]
 
@@ -150,8 +164,15 @@ class PairBuilder:
         if self.source == "title-body":
             title = self.dataset.titles.get(doc_id, "").strip()
             return title if title and len(text.split()) >= 5 else ""
-        first, rest = split_first_sentence(text)
-        return first if rest and len(first.split()) >= 4 else ""
+        sentence, rest = self._split(text)
+        return sentence if rest and len(sentence.split()) >= 4 else ""
+
+    def _split(self, text: str) -> tuple[str, str]:
+        """``(pseudo-query sentence, rest of the text)`` for the sentence sources."""
+        if self.source == "last-sentence":
+            rest, last = split_last_sentence(text)
+            return last, rest
+        return split_first_sentence(text)
 
     def pairs(self, queries: Sequence[TrainQuery]) -> list[Pair]:
         """One labelled pair per (query, positive) and per (query, negative)."""

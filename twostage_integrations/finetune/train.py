@@ -8,6 +8,7 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ def finetune(
     corpus_pairs: int = 0,
     corpus_negatives: int | None = None,
     seed: int = 0,
-    layers: int | None = None,
+    layers: int | Sequence[int] | None = None,
     rounds: int = 1,
     resume: bool = False,
     save_steps: int = 100,
@@ -130,7 +131,7 @@ def finetune(
     """Fine-tune a cross-encoder reranker on a BEIR-format folder and measure it before and after.
 
     1. Training queries: the judged queries of ``split`` (``pairs="qrels"``), or pseudo-queries cut from the
-       corpus alone (``"title-body"``, ``"first-sentence"``: only ``corpus.jsonl`` is needed).
+       corpus alone (``"title-body"``, ``"first-sentence"``, ``"last-sentence"``: only ``corpus.jsonl`` is needed).
     2. Negatives per query: ``negatives`` sampled from stage-1 ``recall`` hits at ranks ``mine_skip+1 ..
        mine_depth``, plus ``random_negatives`` random documents; positives are never negatives.
     3. Training with sentence-transformers' ``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss`` (one
@@ -147,7 +148,8 @@ def finetune(
 
     ``base``: an existing 1-logit cross-encoder (training continues; default ``lr`` 2e-5) or a plain encoder
     such as all-MiniLM-L6-v2 (a new head, pooler reset to identity; default ``lr`` 1e-4). ``layers`` keeps
-    the first N transformer layers.
+    the first N transformer layers, or a list of layer indices (see
+    :func:`~twostage_integrations.finetune.keep_layers`).
 
     ``rounds``: train N rounds in one call, each continuing from the last with freshly mined pairs (seed
     ``seed + r - 1``) and half the previous learning rate: the recipe of the shipped SciFact model is
@@ -180,7 +182,7 @@ def finetune(
         "corpus_pairs": corpus_pairs,
         "corpus_negatives": corpus_negatives,
         "seed": seed,
-        "layers": layers,
+        "layers": layers if layers is None or isinstance(layers, int) else list(layers),
         "max_length": max_length,
         "batch_size": batch_size,
         "lr": lr,
@@ -341,7 +343,7 @@ def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, v
     for name in ("max_length", "batch_size", "eval_limit", "save_steps", "rounds"):
         check_positive_int(values[name], name)
     for name in ("max_steps", "max_queries", "eval_max_queries", "layers"):
-        if values[name] is not None:
+        if values[name] is not None and not (name == "layers" and not isinstance(values[name], int)):
             check_positive_int(values[name], name)
     if values["lr"] is not None and not values["lr"] > 0:
         raise InvalidParameterError(f"lr must be > 0, got {values['lr']!r}")
