@@ -91,6 +91,7 @@ def cut_model_dir(tmp_path_factory, rerank_model_path):
 
 
 CASCADE_KEEP = 6
+CHEAP_MAX_LENGTH = 64  # the cheap stage's own token limit (a stage option), the strong one keeps 192
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +108,7 @@ def cascade_run(tmp_path_factory, embedder, rerank_model_path, cut_model_dir):
         rerank_model=rerank_model_path,
         embedding_model=embedder,
         systems=["twostage"],  # the cascade joins because stages are given
-        stages=[(cut_model_dir, CASCADE_KEEP), (rerank_model_path, None)],
+        stages=[(cut_model_dir, CASCADE_KEEP, {"max_length": CHEAP_MAX_LENGTH}), (rerank_model_path, None)],
         db=db,
     )
     return report, db
@@ -124,9 +125,8 @@ def test_cascade_row_is_what_cascade_rerank_returns(cascade_run, embedder, reran
     client, collection = build_collection(data, embedder, db, progress=False)
     recall = ChromaRecall(collection, client=client, embedding_model=embedder)
     backend = report.rerank_backend
-    cheap, strong = (
-        CrossEncoderReranker(m, backend=backend, max_length=192) for m in (cut_model_dir, rerank_model_path)
-    )
+    cheap = CrossEncoderReranker(cut_model_dir, backend=backend, max_length=CHEAP_MAX_LENGTH)
+    strong = CrossEncoderReranker(rerank_model_path, backend=backend, max_length=192)
     cascade = Cascade([(cheap, CASCADE_KEEP), (strong, None)])
     expected = [[h.id for h in cascade.rerank(q, recall.search(q, 10), TOP_K)] for _, q in data.queries]
     assert row.top_ids == expected
@@ -141,8 +141,12 @@ def test_cascade_row_numbers(cascade_run, rerank_model_path, cut_model_dir):
     row, reference = report.system(CASCADE), report.system("twostage")
     assert row.pairs == 3 * (10 + CASCADE_KEEP)  # the cheap stage scores every candidate, the strong one KEEP
     assert reference.pairs == 3 * 10
-    assert row.cascade == [{"model": cut_model_dir, "keep": CASCADE_KEEP}, {"model": rerank_model_path, "keep": None}]
-    assert row.backend == reference.backend == report.rerank_backend
+    backend = report.rerank_backend
+    assert row.cascade == [
+        {"model": cut_model_dir, "keep": CASCADE_KEEP, "backend": backend, "max_length": CHEAP_MAX_LENGTH},
+        {"model": rerank_model_path, "keep": None, "backend": backend, "max_length": 192},
+    ]
+    assert row.backend == reference.backend == backend
     stages = row.stage_medians_ms()
     assert stages["recall"] > 0 and stages["rerank 1"] > 0 and stages["rerank 2"] > 0
     for rerank, first, second in zip(row.rerank_ms, *row.cascade_ms, strict=True):

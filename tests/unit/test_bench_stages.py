@@ -3,6 +3,8 @@ cascade's per-stage numbers. No weights: every check here fails before a model i
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from typer.testing import CliRunner
 
@@ -22,15 +24,31 @@ from twostage_integrations.evaluation.bench import (
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("tiny:30", ("tiny", 30)),
-        ("ce", ("ce", None)),
-        ("/models/cut-2:12", ("/models/cut-2", 12)),
-        ("rerankers:/path/to/model:cross-encoder", ("rerankers:/path/to/model:cross-encoder", None)),
-        ("cohere:rerank-v3.5", ("cohere:rerank-v3.5", None)),
+        ("tiny:30", ("tiny", 30, {})),
+        ("ce", ("ce", None, {})),
+        ("/models/cut-2:12", ("/models/cut-2", 12, {})),
+        ("rerankers:/path/to/model:cross-encoder", ("rerankers:/path/to/model:cross-encoder", None, {})),
+        ("cohere:rerank-v3.5", ("cohere:rerank-v3.5", None, {})),
+        ("ce:30@backend=onnx-int8,max_length=64", ("ce", 30, {"backend": "onnx-int8", "max_length": 64})),
+        ("/m/ce@max_length=96", ("/m/ce", None, {"max_length": 96})),
+        ("/m/v1@2/ce:20", ("/m/v1@2/ce", 20, {})),  # an @ without options belongs to the path
     ],
 )
 def test_parse_stage(spec, expected):
     assert parse_stage(spec) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("ce:30@max_len=64", "options after @ are backend=..., max_length=..."),
+        ("ce:30@backend=", "got 'backend='"),
+        ("ce:30@max_length=short", "max_length must be a number"),
+    ],
+)
+def test_parse_stage_rejects_bad_options(spec, message):
+    with pytest.raises(InvalidParameterError, match=re.escape(message)):
+        parse_stage(spec)
 
 
 def test_eval_and_bench_share_the_parser():
@@ -55,7 +73,10 @@ def test_stages_add_the_cascade_system():
 
 def test_stage_keeps_are_checked_against_limit_and_top_k():
     assert check_stages(None, [20], 5) == []
-    assert check_stages([("tiny", 20), "ce"], [20, 50], 5) == [("tiny", 20), ("ce", None)]
+    assert check_stages([("tiny", 20), "ce"], [20, 50], 5) == [("tiny", 20, {}), ("ce", None, {})]
+    assert check_stages([("tiny", 20, {"max_length": 64})], [20], 5) == [("tiny", 20, {"max_length": 64})]
+    with pytest.raises(InvalidParameterError, match="unknown option"):
+        check_stages([("tiny", 20, {"device": "cpu"})], [20], 5)
     with pytest.raises(InvalidParameterError, match=r"stage 1 \(tiny:30\).*--limit 20"):
         check_stages([("tiny", 30), ("ce", None)], [50, 20], 5)  # the smallest of --limits counts
     with pytest.raises(InvalidParameterError, match=r"stage 2 \(ce:3\).*--top-k 5"):
@@ -108,3 +129,31 @@ def test_cascade_row_numbers():
     row = {s["name"]: s for s in report.to_dict()["systems"]}[CASCADE]
     assert row["ratio_vs"] == {"twostage": 0.5, "langchain": 0.25, "llamaindex": None}
     assert row["cascade"] == [{"model": "tiny", "keep": 6}, {"model": "ce", "keep": None}]
+
+
+def test_eval_gives_each_stage_its_own_engine_options(tmp_path, monkeypatch):
+    """``eval --stage``: a stage's ``@`` options reach that stage's reranker only; the others get
+    --rerank-backend. Stopped after the rerankers are made (no weights, no index)."""
+    import json
+
+    import twostage_integrations.rerank as rerank
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "title": "", "text": "aspirin"}) + "\n")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "aspirin?"}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    made: list[tuple[str, dict]] = []
+
+    def fake_make_reranker(model, **kwargs):
+        made.append((model, kwargs))
+        if len(made) == 2:
+            raise InvalidParameterError("stop here")
+        return object()
+
+    monkeypatch.setattr(rerank, "make_reranker", fake_make_reranker)
+    args = ["eval", str(folder), "--rerank-backend", "onnx", "--limit", "40"]
+    args += ["--stage", "ce:30@backend=onnx-int8,max_length=64", "--stage", "ce"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "stop here" in result.output, result.output
+    assert made == [("ce", {"backend": "onnx-int8", "max_length": 64}), ("ce", {"backend": "onnx"})]

@@ -15,7 +15,7 @@ import typer
 from typer import _click as click
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
-from ..errors import TwoStageError
+from ..errors import InvalidParameterError, TwoStageError
 from ..models import quiet_model_libraries
 
 
@@ -118,13 +118,36 @@ RerankBackendOpt = Annotated[
 ]
 
 
-def parse_stage(spec: str) -> tuple[str, int | None]:
-    """``--stage MODEL[:KEEP]`` -> ``(MODEL, KEEP)``; a suffix that is not a number belongs to the model name
-    (``rerankers:/path:cross-encoder``), so the whole spec is the model and it keeps all it gets."""
+STAGE_OPTIONS = ("backend", "max_length")
+
+
+def parse_stage(spec: str) -> tuple[str, int | None, dict[str, Any]]:
+    """``--stage MODEL[:KEEP][@backend=B,max_length=N]`` -> ``(MODEL, KEEP, options)``.
+
+    A ``:`` suffix that is not a number belongs to the model name (``rerankers:/path:cross-encoder``), so the
+    whole spec is the model and it keeps all it gets. After ``@``, options of that stage's cross-encoder:
+    ``backend`` (onnx, onnx-int8, torch) and ``max_length`` (tokens per pair), e.g. a cheap first stage
+    ``ce:30@backend=onnx-int8,max_length=64``; stages without them use ``--rerank-backend`` and the model's
+    own limit.
+    """
+    options: dict[str, Any] = {}
+    head, sep, tail = spec.rpartition("@")
+    if sep and "=" in tail:
+        for item in tail.split(","):
+            key, eq, value = (x.strip() for x in item.partition("="))
+            if not eq or key not in STAGE_OPTIONS or not value:
+                raise InvalidParameterError(
+                    f"--stage {spec!r}: options after @ are {', '.join(k + '=...' for k in STAGE_OPTIONS)}, "
+                    f"got {item!r}"
+                )
+            if key == "max_length" and not value.isdigit():
+                raise InvalidParameterError(f"--stage {spec!r}: max_length must be a number of tokens, got {value!r}")
+            options[key] = int(value) if key == "max_length" else value
+        spec = head
     model, sep, keep = spec.rpartition(":")
     if not sep or not keep.isdigit():
-        return spec, None
-    return model, int(keep)
+        return spec, None, options
+    return model, int(keep), options
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -51,9 +51,10 @@ def bench_command(
         list[str] | None,
         typer.Option(
             "--stage",
-            help="Also time system twostage-cascade: the same recall reranked by a cascade of these cross-encoders "
-            "(on --rerank-backend), MODEL[:KEEP], repeatable, in order, e.g. --stage tiny:30 --stage ce. "
-            "KEEP must be between --top-k and --limit.",
+            help="Also time system twostage-cascade: the same recall reranked by a cascade of these cross-encoders, "
+            "MODEL[:KEEP][@backend=B,max_length=N] (default: --rerank-backend, --rerank-max-length), repeatable, "
+            "in order, e.g. --stage ce:30@backend=onnx-int8,max_length=64 --stage ce. KEEP must be between "
+            "--top-k and --limit.",
         ),
     ] = None,
     db: Annotated[

@@ -47,8 +47,8 @@ def eval_command(
         list[str] | None,
         typer.Option(
             "--stage",
-            help="Cascade stage MODEL[:KEEP], repeatable, in order (instead of --rerank-model), "
-            "e.g. --stage tiny:30 --stage ce.",
+            help="Cascade stage MODEL[:KEEP][@backend=B,max_length=N], repeatable, in order (instead of "
+            "--rerank-model), e.g. --stage ce:30@backend=onnx-int8,max_length=64 --stage ce.",
         ),
     ] = None,
     fusion_weight: Annotated[
@@ -94,8 +94,12 @@ def eval_command(
     data = load_beir(dataset_dir, split, max_queries=max_queries)  # fail on a bad folder before loading models
     stages = None
     if not no_rerank:
-        specs = [parse_stage(s) for s in stage] if stage else [(rerank_model, None)]
-        stages = [(make_reranker(model, backend=rerank_backend), keep) for model, keep in specs]
+        specs: list[tuple[str | None, int | None, dict[str, Any]]] = (
+            [parse_stage(s) for s in stage] if stage else [(rerank_model, None, {})]
+        )
+        stages = [
+            (make_reranker(model, **{"backend": rerank_backend, **options}), keep) for model, keep, options in specs
+        ]
         if fusion_weight is not None:
             from ..rerank.fusion import FusedReranker
 

@@ -57,6 +57,7 @@ from ..pipeline import TwoStagePipeline
 from ..recall.chroma import ChromaRecall, make_client
 from ..rerank.cascade import Cascade, StageOutput
 from ..rerank.cross_encoder import CrossEncoderReranker
+from ..rerank.onnx import resolve_backend
 from ..validation import check_limit_top_k, check_positive_int
 
 REFERENCE = "twostage"
@@ -74,6 +75,8 @@ SYSTEMS: dict[str, str] = {
     "llamaindex+twostage-rerank": "native LlamaIndex retriever + TwoStageRerank postprocessor",
 }
 CASCADE = "twostage-cascade"  # not in SYSTEMS: it runs only when stages are given
+# A cascade stage: a model, (model, keep) or (model, keep, {"backend": ..., "max_length": ...}).
+StageArg = str | os.PathLike[str] | tuple[str | os.PathLike[str], int | None] | tuple[Any, int | None, dict[str, Any]]
 NATIVE = ("langchain", "llamaindex")
 ENGINE_SYSTEMS = {"twostage-torch": "torch", "twostage-onnx": "onnx", "twostage-onnx-int8": "onnx-int8"}
 PACKAGES = (
@@ -298,20 +301,25 @@ def check_systems(names: Sequence[str] | None, *, cascade: bool = False) -> list
 
 
 def check_stages(
-    stages: Sequence[tuple[str | os.PathLike[str], int | None] | str | os.PathLike[str]] | None,
+    stages: Sequence[StageArg] | None,
     limits: Sequence[int],
     top_k: int,
-) -> list[tuple[str, int | None]]:
-    """``stages`` as ``(model, keep)`` pairs (a bare model keeps all it gets), checked against every limit:
-    a stage cannot keep more candidates than recall gives it (KEEP <= limit) nor fewer than the top_k ids
-    every system returns (KEEP >= top_k). ``None``: no cascade, ``[]``."""
+) -> list[tuple[str, int | None, dict[str, Any]]]:
+    """``stages`` as ``(model, keep, options)`` (a bare model keeps all it gets; ``options``: ``backend``,
+    ``max_length`` of that stage's cross-encoder, may be left out), checked against every limit: a stage
+    cannot keep more candidates than recall gives it (KEEP <= limit) nor fewer than the top_k ids every
+    system returns (KEEP >= top_k). ``None``: no cascade, ``[]``."""
     if stages is None:
         return []
     if isinstance(stages, (str, bytes)) or not stages:
         raise InvalidParameterError(f"stages must be a non-empty list of (model, keep) pairs, got {stages!r}")
-    out: list[tuple[str, int | None]] = []
+    out: list[tuple[str, int | None, dict[str, Any]]] = []
     for i, stage in enumerate(stages, 1):
-        model, keep = stage if isinstance(stage, tuple) else (stage, None)
+        model, keep, *rest = stage if isinstance(stage, tuple) else (stage, None)
+        options = dict(rest[0]) if rest else {}
+        unknown = sorted(set(options) - {"backend", "max_length"})
+        if unknown:
+            raise InvalidParameterError(f"cascade stage {i} ({model}): unknown option(s) {', '.join(unknown)}")
         if keep is not None:
             label = f"cascade stage {i} ({model}:{keep})"
             check_positive_int(keep, f"keep of {label}")
@@ -325,7 +333,7 @@ def check_stages(
                     f"{label} keeps {keep} candidates but every system returns --top-k {top_k}: "
                     f"pass KEEP >= {top_k} or lower --top-k"
                 )
-        out.append((str(model), keep))
+        out.append((str(model), keep, options))
     return out
 
 
@@ -396,7 +404,7 @@ def make_systems(
             pipe = TwoStagePipeline(pipeline.recall, engine, limit=limit, top_k=top_k)
             systems[name] = _System(_top_ids(pipe), pipe, _max_length(engine.model), engine)
     if cascade:
-        check_stages([(r.name, keep) for r, keep in cascade], [limit], top_k)
+        check_stages([(r.name, keep) for r, keep in cascade], [limit], top_k)  # keeps only; engines are built
         chain = _TimedCascade(list(cascade))
         pipe = TwoStagePipeline(pipeline.recall, chain, limit=limit, top_k=top_k)
         last = cascade[-1][0]
@@ -573,7 +581,7 @@ def run_benchmarks(
     systems: Sequence[str] | None = None,
     db: str | os.PathLike[str] | None = None,
     progress: bool = True,
-    stages: Sequence[tuple[str | os.PathLike[str], int | None] | str | os.PathLike[str]] | None = None,
+    stages: Sequence[StageArg] | None = None,
 ) -> list[BenchReport]:
     """One :class:`BenchReport` per ``limit`` in ``limits``; the collection and our cross-encoders are loaded
     once and shared.
@@ -583,10 +591,10 @@ def run_benchmarks(
     through every system first; then each query runs ``repeat`` times per system, systems in rotated order.
     ``rerank_backend``: the engine of the ``twostage`` reference (and of the adapters and drop-ins); the
     ``twostage-<backend>`` systems force theirs. ``rerank_max_length``: token limit for every cross-encoder
-    (default: each stack's own; see :func:`make_systems`). ``stages``: ``(model, keep)`` pairs (see
+    (default: each stack's own; see :func:`make_systems`). ``stages``: ``(model, keep[, options])`` (see
     :func:`check_stages`) for :data:`CASCADE`, which then runs too; each stage is a
-    :class:`CrossEncoderReranker` on ``rerank_backend``, one per distinct model (shared with ``twostage`` when
-    it is the same model)."""
+    :class:`CrossEncoderReranker` on ``rerank_backend`` and ``rerank_max_length`` unless its options say
+    otherwise, one per distinct model and engine (shared with ``twostage`` when they are the same)."""
     if isinstance(limits, (int, str)) or not limits:
         raise InvalidParameterError(f"limits must be a non-empty list of candidate counts, got {limits!r}")
     checked = [check_limit_top_k(limit, top_k) for limit in limits]
@@ -601,14 +609,21 @@ def run_benchmarks(
     from ..models import resolve_rerank_model
 
     model_name = _local_model(resolve_rerank_model(rerank_model), "--rerank-model")
-    stage_models = [(_local_model(model, f"--stage {model}"), keep) for model, keep in stage_specs]
+    keys = [  # (model, engine, token limit) of each stage; a hosted or missing model stops here, before loading
+        (
+            _local_model(model, f"--stage {model}"),
+            resolve_backend(options.get("backend", rerank_backend)),
+            options.get("max_length", rerank_max_length),
+        )
+        for model, _, options in stage_specs
+    ]
     # a missing model or engine stops here, before any indexing
     reranker = CrossEncoderReranker(model_name, backend=rerank_backend, max_length=rerank_max_length)
-    loaded = {model_name: reranker}  # every model once, whatever the number of limits and stages using it
-    for model, _ in stage_models:
-        if model not in loaded:
-            loaded[model] = CrossEncoderReranker(model, backend=rerank_backend, max_length=rerank_max_length)
-    cascade = [(loaded[model], keep) for model, keep in stage_models]
+    loaded = {(model_name, reranker.backend, rerank_max_length): reranker}  # each once, however many stages use it
+    for key in keys:
+        if key not in loaded:
+            loaded[key] = CrossEncoderReranker(key[0], backend=key[1], max_length=key[2])
+    cascade = [(loaded[key], keep) for key, (_, keep, _) in zip(keys, stage_specs, strict=True)]
     engines = {
         name: reranker
         if backend == reranker.backend
@@ -643,7 +658,10 @@ def run_benchmarks(
             for n, system in built.items():
                 results[n].backend = system.reranker.backend if system.reranker is not None else None
                 if system.cascade is not None:
-                    results[n].cascade = [{"model": r.name, "keep": k} for r, k in system.cascade.stages]
+                    results[n].cascade = [
+                        {"model": r.name, "keep": k, "backend": r.backend, "max_length": _max_length(r.model)}
+                        for r, k in cascade  # the stages' CrossEncoderRerankers, as built above
+                    ]
                     results[n].cascade_ms = [[] for _ in system.cascade.stages]
                     shapes = [model_shape(e) for e in system.engines()]
                     results[n].model_shape = shapes[0] if all(x == shapes[0] for x in shapes) else {}
