@@ -155,19 +155,22 @@ def test_ctrl_c_saves_a_usable_checkpoint_and_resume_finishes(tiny_beir, rerank_
         finetune(tiny_beir, resume=True, **common)
 
 
-def test_cli_label_free_on_a_corpus_only_folder(tiny_beir, rerank_model_path, db, tmp_path):
+@pytest.mark.parametrize(("pairs", "layers", "kept"), [("title-body", "1", [0]), ("last-sentence", "0,5", [0, 5])])
+def test_cli_label_free_on_a_corpus_only_folder(tiny_beir, rerank_model_path, db, tmp_path, pairs, layers, kept):
     from twostage_integrations.cli import app
 
     corpus_only = tmp_path / tiny_beir.name  # same name + corpus = same cached collection, nothing re-embedded
     corpus_only.mkdir()
     (corpus_only / "corpus.jsonl").write_text((tiny_beir / "corpus.jsonl").read_text())
     out = tmp_path / "lf"
-    args = ["finetune", str(corpus_only), "--base", rerank_model_path, "--out", str(out), "--pairs", "title-body"]
-    args += ["--layers", "1", "--max-steps", "1", "--max-queries", "5", "--eval-split", "none", "--mine-depth", "8"]
+    args = ["finetune", str(corpus_only), "--base", rerank_model_path, "--out", str(out), "--pairs", pairs]
+    args += ["--layers", layers, "--max-steps", "1", "--max-queries", "5", "--eval-split", "none", "--mine-depth", "8"]
     result = CliRunner().invoke(app, [*args, "--mine-skip", "1", "--max-length", "64", "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert f"twostage eval {corpus_only}" in result.output  # no qrels: tells the user how to evaluate
     assert len(CrossEncoderReranker(out).score("q", ["a"])) == 1
+    assert json.loads((out / "finetune.json").read_text())["model_info"]["layers_kept"] == kept
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == len(kept)
     bad = CliRunner().invoke(app, ["finetune", str(corpus_only), "--base", rerank_model_path, "--out", str(out)])
     assert bad.exit_code == 2 and "qrels" in bad.output or "queries.jsonl" in bad.output
 
