@@ -157,3 +157,14 @@ def test_eval_gives_each_stage_its_own_engine_options(tmp_path, monkeypatch):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "stop here" in result.output, result.output
     assert made == [("ce", {"backend": "onnx-int8", "max_length": 64}), ("ce", {"backend": "onnx"})]
+
+
+@pytest.mark.parametrize("model", ["cohere:rerank-v3.5", "rerank-2.5", "rerankers:some/model"])
+def test_eval_refuses_a_token_limit_on_hosted_stages(tmp_path, model):
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text('{"_id": "d1", "title": "", "text": "aspirin"}\n')
+    (folder / "queries.jsonl").write_text('{"_id": "q1", "text": "aspirin?"}\n')
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    result = CliRunner().invoke(app, ["eval", str(folder), "--stage", f"{model}@max_length=64"])
+    assert result.exit_code == 2 and "local cross-encoders only" in result.output, result.output
