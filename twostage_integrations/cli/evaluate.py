@@ -81,7 +81,6 @@ def eval_command(
     from ..evaluation import plot_limits as plot_by_limit  # the name plot_limits is the --plot-limits option
     from ..extras import check_eval_extras
     from ..rerank import make_reranker
-    from ..rerank.factory import hosted_provider
 
     if no_rerank and (rerank_model or rerank_backend or stage or fusion_weight is not None):
         raise fail("--no-rerank contradicts --rerank-model/--rerank-backend/--stage/--fusion-weight; pass one")
@@ -98,11 +97,6 @@ def eval_command(
         specs: list[tuple[str | None, int | None, dict[str, Any]]] = (
             [parse_stage(s) for s in stage] if stage else [(rerank_model, None, {})]
         )
-        for model, _, stage_options in specs:
-            name = str(model or "")
-            remote = name.startswith("rerankers:") or (hosted_provider(name) and not Path(name).exists())
-            if "max_length" in stage_options and remote:
-                raise fail(f"--stage {name}@max_length=...: a token limit applies to local cross-encoders only")
         stages = [
             (make_reranker(model, **{"backend": rerank_backend, **options}), keep) for model, keep, options in specs
         ]

@@ -76,6 +76,11 @@ def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str |
                 f"{name!r} is a hosted {provider.capitalize()} model; a rerank backend ({backend!r}) applies to "
                 f"local cross-encoders"
             )
+        if "max_length" in kwargs:  # e.g. --stage NAME@max_length=N
+            raise InvalidParameterError(
+                f"{name!r} is a hosted {provider.capitalize()} model; a token limit (max_length) applies to local "
+                "cross-encoders only"
+            )
         if provider == "voyage":
             from .voyage import VoyageReranker
 
