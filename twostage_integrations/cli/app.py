@@ -118,9 +118,6 @@ RerankBackendOpt = Annotated[
 ]
 
 
-STAGE_OPTIONS = ("backend", "max_length")
-
-
 def parse_stage(spec: str) -> tuple[str, int | None, dict[str, Any]]:
     """``--stage MODEL[:KEEP][@backend=B,max_length=N]`` -> ``(MODEL, KEEP, options)``.
 
@@ -130,6 +127,8 @@ def parse_stage(spec: str) -> tuple[str, int | None, dict[str, Any]]:
     ``ce:30@backend=onnx-int8,max_length=64``; stages without them use ``--rerank-backend`` and the model's
     own limit.
     """
+    from ..rerank.cascade import STAGE_OPTIONS
+
     options: dict[str, Any] = {}
     head, sep, tail = spec.rpartition("@")
     if sep and "=" in tail:

@@ -55,7 +55,7 @@ from ..errors import InvalidParameterError
 from ..hit import Hit
 from ..pipeline import TwoStagePipeline
 from ..recall.chroma import ChromaRecall, make_client
-from ..rerank.cascade import Cascade, StageOutput
+from ..rerank.cascade import STAGE_OPTIONS, Cascade, StageOutput
 from ..rerank.cross_encoder import CrossEncoderReranker
 from ..rerank.onnx import resolve_backend
 from ..validation import check_limit_top_k, check_positive_int
@@ -317,7 +317,7 @@ def check_stages(
     for i, stage in enumerate(stages, 1):
         model, keep, *rest = stage if isinstance(stage, tuple) else (stage, None)
         options = dict(rest[0]) if rest else {}
-        unknown = sorted(set(options) - {"backend", "max_length"})
+        unknown = sorted(set(options) - set(STAGE_OPTIONS))
         if unknown:
             raise InvalidParameterError(f"cascade stage {i} ({model}): unknown option(s) {', '.join(unknown)}")
         if keep is not None:
