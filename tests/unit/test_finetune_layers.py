@@ -6,7 +6,12 @@ import pytest
 import torch
 
 from twostage_integrations.errors import InvalidParameterError
-from twostage_integrations.finetune.model import keep_layers, parse_layers
+from twostage_integrations.finetune.model import (
+    LEAST_USEFUL,
+    keep_layers,
+    layer_cuts,
+    parse_layers,
+)
 
 
 def _tiny_random_bert(n_layers: int = 6):
@@ -53,3 +58,24 @@ def test_parse_layers():
     assert parse_layers("0, 5") == [0, 5]
     with pytest.raises(InvalidParameterError, match="count"):
         parse_layers("two")
+
+
+def test_a_plain_encoder_is_cut_at_once():
+    assert layer_cuts(2, 6, gradual=False) == [2]
+    assert layer_cuts([0, 5], 6, gradual=False) == [[0, 5]]
+
+
+def test_a_cross_encoder_loses_listed_layers_one_at_a_time_highest_first():
+    # Each cut indexes the previous round's stack: 6 -> drop 4 -> drop 3 -> drop 2 -> drop 1 = [0, 5].
+    assert layer_cuts([0, 5], 6, gradual=True) == [[0, 1, 2, 3, 5], [0, 1, 2, 4], [0, 1, 3], [0, 2]]
+    stack = list(range(6))
+    for cut in layer_cuts([0, 5], 6, gradual=True):
+        stack = [stack[i] for i in cut]
+    assert stack == [0, 5]
+    assert layer_cuts(2, 6, gradual=True) == [LEAST_USEFUL] * 4
+    assert layer_cuts(6, 6, gradual=True) == []
+
+
+def test_layer_cuts_refuse_what_keep_layers_refuses():
+    with pytest.raises(InvalidParameterError, match="layers"):
+        layer_cuts([0, 6], 6, gradual=True)

@@ -66,8 +66,15 @@ def finetune_command(
     seed: Annotated[int, typer.Option(help="Seed for mining, head initialisation and shuffling.")] = 0,
     layers: Annotated[
         str | None,
-        typer.Option(help="A cheaper reranker: keep the first N layers, or the 0-based layers listed (0,5)."),
+        typer.Option(
+            help="A cheaper reranker with N layers, or the 0-based layers listed (0,5). From a cross-encoder, "
+            "layers go one at a time (a count drops the least useful each time); a plain encoder keeps the first N."
+        ),
     ] = None,
+    shrink_steps: Annotated[
+        int,
+        typer.Option(help="With --layers on a cross-encoder: training steps after each layer removed but the last."),
+    ] = 100,
     rounds: Annotated[
         int, typer.Option(help="Train N rounds, each from the last on fresh samples at half the learning rate.")
     ] = 1,
@@ -113,6 +120,7 @@ def finetune_command(
         corpus_negatives=corpus_negatives,
         seed=seed,
         layers=None if layers is None else parse_layers(layers),
+        shrink_steps=shrink_steps,
         rounds=rounds,
         resume=resume,
         save_steps=save_steps,

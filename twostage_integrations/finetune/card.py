@@ -44,6 +44,17 @@ def write_card(out_dir: Path, result: Any) -> Path:
         + ".",
         "- Hyper-parameters: " + ", ".join(f"{k}={s[k]}" for k in _HYPER) + ".",
     ]
+    if s.get("shrink_steps") and s.get("round_max_steps"):
+        how = (
+            "the least useful each time (ROC AUC on 256 training pairs)"
+            if isinstance(s["layers"], int)
+            else ("the highest first")
+        )
+        steps = ", ".join(str(n) if n else f"{s['epochs']:g} epoch" for n in s["round_max_steps"])
+        lines.append(
+            f"- Layers removed one at a time, {how}, with {s['shrink_steps']} training steps after each removal "
+            f"but the last (steps per round: {steps})."
+        )
     if s.get("round_lrs"):
         lines.append(
             f"- {len(s['round_lrs'])} rounds, each continuing from the previous one on freshly mined pairs: "

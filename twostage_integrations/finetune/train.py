@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import threading
@@ -25,6 +26,7 @@ from .data import PAIR_SOURCES, Pair, PairBuilder, load_corpus, mine_negatives
 from .model import load_base
 
 PAIRS_FILE = "pairs.jsonl"
+_CHOOSE_PAIRS = 256  # training pairs scored per candidate when choosing which layer to drop
 SETTINGS_FILE = "settings.json"
 # Settings that change the training data or the model: --resume refuses to continue if any differs.
 _RESUME_KEYS: tuple[str, ...] = (
@@ -35,6 +37,7 @@ _RESUME_KEYS: tuple[str, ...] = (
         "corpus_negatives",
         "seed",
         "layers",
+        "layer_ids",
         "max_length",
         "batch_size",
         "lr",
@@ -119,6 +122,7 @@ def finetune(
     corpus_negatives: int | None = None,
     seed: int = 0,
     layers: int | Sequence[int] | None = None,
+    shrink_steps: int = 100,
     rounds: int = 1,
     resume: bool = False,
     save_steps: int = 100,
@@ -151,6 +155,13 @@ def finetune(
     the first N transformer layers, or a list of layer indices (see
     :func:`~twostage_integrations.finetune.keep_layers`).
 
+    ``layers`` on a trained cross-encoder removes one layer at a time, each removal but the last followed by
+    ``shrink_steps`` training steps on freshly mined pairs (then the last removal gets the full training):
+    a head reading ``[CLS]`` survives one missing layer, not four. A count N drops the least useful layer
+    each time (:func:`~twostage_integrations.finetune.model.least_useful_layer`); listed indices drop the
+    others from the highest down. Measured on SciFact (6 -> 3 layers, 100 steps per removal): ROC AUC on
+    held-out training pairs 0.977 -> 0.954, where the same cut at once stays at the constant predictor.
+
     ``rounds``: train N rounds in one call, each continuing from the last with freshly mined pairs (seed
     ``seed + r - 1``) and half the previous learning rate: the recipe of the shipped SciFact model is
     ``rounds=2``. Finished rounds are kept in ``out/rounds/round-R``; ``resume=True`` skips them. "Before"
@@ -163,10 +174,12 @@ def finetune(
     dataset_dir = Path(dataset_dir).expanduser()
     out_dir = Path(out).expanduser()
     _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, locals())
-    from .model import is_cross_encoder
+    from .model import is_cross_encoder, layer_count, layer_cuts
 
     _require_training_deps()  # before minutes of mining, not after
     plain = not is_cross_encoder(base)
+    base_layers = None if layers is None else layer_count(base)
+    cuts = [] if layers is None or base_layers is None else layer_cuts(layers, base_layers, gradual=not plain)
     lr = lr if lr is not None else (1e-4 if plain else 2e-5)
     settings = {
         "dataset": str(dataset_dir),
@@ -183,6 +196,9 @@ def finetune(
         "corpus_negatives": corpus_negatives,
         "seed": seed,
         "layers": layers if layers is None or isinstance(layers, int) else list(layers),
+        "layer_ids": None,
+        "base_layers": base_layers,
+        "shrink_steps": shrink_steps if len(cuts) > 1 else None,
         "max_length": max_length,
         "batch_size": batch_size,
         "lr": lr,
@@ -200,37 +216,52 @@ def finetune(
     options: dict[str, Any] = dict(save_steps=save_steps, db=db, embedding_model=embedding_model, progress=progress)
     finished: list[FinetuneResult] = []
     round_base: str | os.PathLike[str] = base
-    for r in range(1, rounds + 1):
-        # Round r continues from round r-1 on fresh samples at half its learning rate; layers are cut once.
+    shrinking = max(len(cuts) - 1, 0)  # rounds that remove a layer before the user's rounds start
+    total = shrinking + rounds
+    layer_ids: list[int] | None = None
+    for r in range(1, total + 1):
+        # Round r continues from round r-1 on fresh samples; the user's rounds halve the learning rate each time.
+        user_round = r - shrinking
         round_settings = {
             **settings,
             "base": str(round_base),
             "seed": seed + r - 1,
-            "lr": lr * 0.5 ** (r - 1),
-            "layers": layers if r == 1 else None,
+            "lr": lr * 0.5 ** max(user_round - 1, 0),
+            "max_steps": max_steps if user_round >= 1 else shrink_steps,
+            "layers": cuts[r - 1] if r <= len(cuts) else None,
+            "layer_ids": layer_ids,
             "round": r,
+            "rounds": total,
         }
-        round_dir = out_dir if r == rounds else out_dir / "rounds" / f"round-{r}"
-        result = _finished_round(round_dir, round_settings) if resume and r < rounds else None
+        round_dir = out_dir if r == total else out_dir / "rounds" / f"round-{r}"
+        result = _finished_round(round_dir, round_settings) if resume and r < total else None
         if result is None:
             result = _train_round(
                 dataset_dir, round_dir, round_settings, resume=resume, callbacks=callbacks or [], **options
             )
             if result.interrupted:
                 return result
-            if r < rounds:
+            if r < total:
                 (round_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
         finished.append(result)
         round_base = round_dir
+        layer_ids = result.model_info.get("layers_kept", layer_ids)
 
     result = finished[-1]
-    if rounds > 1:
-        result.settings = {**result.settings, "base": str(base), "round_bases": [r.settings["base"] for r in finished]}
+    if total > 1:
+        result.settings = {
+            **result.settings,
+            **{k: settings[k] for k in ("base", "layers", "max_steps", "rounds")},
+            "round_bases": [r.settings["base"] for r in finished],
+            "round_max_steps": [r.settings["max_steps"] for r in finished],
+        }
         result.settings["round_lrs"] = [r.settings["lr"] for r in finished]
         result.settings["round_seeds"] = [r.settings["seed"] for r in finished]
-        # What was done to the base (new head, pooler, layers cut) happened in round 1; the losses are the last's.
+        # The new head and pooler happened in round 1, layer cuts in the first rounds; the losses are the last's.
+        cut = [r.model_info for r in finished if "layers_kept" in r.model_info]
+        kept = {k: cut[-1][k] for k in ("layers", "layers_kept", "layers_before")} if cut else {}
         losses = {k: result.model_info.get(k) for k in ("last_logged_loss", "mean_train_loss")}
-        result.model_info = {**finished[0].model_info, **losses}
+        result.model_info = {**finished[0].model_info, **kept, **losses}
         result.n_queries = sum(r.n_queries for r in finished)
         result.n_pairs = sum(r.n_pairs for r in finished)
         result.n_positive = sum(r.n_positive for r in finished)
@@ -287,9 +318,7 @@ def _train_round(
             f.writelines(json.dumps(asdict(p)) + "\n" for p in train_pairs)
         (ckpt_dir / SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
 
-    model, info = load_base(
-        settings["base"], max_length=settings["max_length"], layers=settings["layers"], seed=settings["seed"]
-    )
+    model, info = _load_and_cut(settings, train_pairs)
     result = FinetuneResult(
         out_dir=out_dir,
         settings=settings,
@@ -307,6 +336,30 @@ def _train_round(
         for ckpt in ckpt_dir.glob("checkpoint-*"):
             shutil.rmtree(ckpt)  # optimizer states are 3x the model; the finished model is in out_dir
     return result
+
+
+def _load_and_cut(settings: dict[str, Any], train_pairs: list[Pair]) -> tuple[Any, dict[str, Any]]:
+    """The round's base with its layer cut done; ``layers_kept`` numbered as in the original base."""
+    from .model import LEAST_USEFUL, keep_layers, least_useful_layer
+
+    cut = settings["layers"]
+    model, info = load_base(
+        settings["base"],
+        max_length=settings["max_length"],
+        layers=None if cut == LEAST_USEFUL else cut,
+        seed=settings["seed"],
+    )
+    if cut == LEAST_USEFUL:
+        held = random.Random(settings["seed"]).sample(train_pairs, min(_CHOOSE_PAIRS, len(train_pairs)))
+        drop = least_useful_layer(model, held)
+        info["layers_before"] = info["layers"]
+        info["layers_kept"] = keep_layers(model[0].model, [i for i in range(info["layers"]) if i != drop])
+        info["layers"] -= 1
+    ids = settings.get("layer_ids")
+    if ids and "layers_kept" in info:  # this base was cut before: report indices of the original model
+        info["layers_kept"] = [ids[i] for i in info["layers_kept"]]
+        info["layers_before"] = settings["base_layers"]
+    return model, info
 
 
 def _require_training_deps() -> None:
@@ -340,7 +393,7 @@ def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, v
         raise InvalidParameterError(f"epochs must be > 0, got {epochs!r}")
     if not 0 <= warmup < 1:
         raise InvalidParameterError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
-    for name in ("max_length", "batch_size", "eval_limit", "save_steps", "rounds"):
+    for name in ("max_length", "batch_size", "eval_limit", "save_steps", "rounds", "shrink_steps"):
         check_positive_int(values[name], name)
     for name in ("max_steps", "max_queries", "eval_max_queries", "layers"):
         if values[name] is not None and not (name == "layers" and not isinstance(values[name], int)):
