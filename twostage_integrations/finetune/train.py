@@ -159,8 +159,9 @@ def finetune(
     ``shrink_steps`` training steps on freshly mined pairs (then the last removal gets the full training):
     a head reading ``[CLS]`` survives one missing layer, not four. A count N drops the least useful layer
     each time (:func:`~twostage_integrations.finetune.model.least_useful_layer`); listed indices drop the
-    others from the highest down. Measured on SciFact (6 -> 3 layers, 100 steps per removal): ROC AUC on
-    held-out training pairs 0.977 -> 0.954, where the same cut at once stays at the constant predictor.
+    others from the highest down. Measured on SciFact, the shipped 6-layer cross-encoder to 2 layers (100
+    steps per removal, 400 after the last, 10.6 min on 2 cores): hybrid + it 0.527 nDCG@10, where the same
+    cut at once stayed at the constant predictor (0.128).
 
     ``rounds``: train N rounds in one call, each continuing from the last with freshly mined pairs (seed
     ``seed + r - 1``) and half the previous learning rate: the recipe of the shipped SciFact model is
