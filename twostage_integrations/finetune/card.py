@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .model import CHOICE_PAIRS
+
 _HYPER: tuple[str, ...] = (
     *("negatives", "random_negatives", "mine_depth", "mine_skip", "recall", "max_queries", "corpus_pairs"),
     "corpus_negatives",
@@ -46,9 +48,9 @@ def write_card(out_dir: Path, result: Any) -> Path:
     ]
     if s.get("shrink_steps") and s.get("round_max_steps"):
         how = (
-            "the least useful each time (ROC AUC on 256 training pairs)"
+            f"the least useful each time (ROC AUC on {CHOICE_PAIRS} training pairs)"
             if isinstance(s["layers"], int)
-            else ("the highest first")
+            else "the highest first"
         )
         steps = ", ".join(str(n) if n else f"{s['epochs']:g} epoch" for n in s["round_max_steps"])
         lines.append(

@@ -91,6 +91,7 @@ def reset_pooler(hf_model: Any) -> bool:
 
 
 LEAST_USEFUL = "least-useful"
+CHOICE_PAIRS = 256  # training pairs scored per candidate when choosing which layer to drop
 
 
 def keep_layers(hf_model: Any, layers: int | Sequence[int]) -> list[int]:

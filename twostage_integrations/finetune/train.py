@@ -26,7 +26,6 @@ from .data import PAIR_SOURCES, Pair, PairBuilder, load_corpus, mine_negatives
 from .model import load_base
 
 PAIRS_FILE = "pairs.jsonl"
-_CHOOSE_PAIRS = 256  # training pairs scored per candidate when choosing which layer to drop
 SETTINGS_FILE = "settings.json"
 # Settings that change the training data or the model: --resume refuses to continue if any differs.
 _RESUME_KEYS: tuple[str, ...] = (
@@ -179,8 +178,11 @@ def finetune(
 
     _require_training_deps()  # before minutes of mining, not after
     plain = not is_cross_encoder(base)
-    base_layers = None if layers is None else layer_count(base)
-    cuts = [] if layers is None or base_layers is None else layer_cuts(layers, base_layers, gradual=not plain)
+    base_layers: int | None = None
+    cuts: list[Any] = []  # what each round does to the layers (see layer_cuts)
+    if layers is not None:
+        base_layers = layer_count(base)
+        cuts = layer_cuts(layers, base_layers, gradual=not plain)
     lr = lr if lr is not None else (1e-4 if plain else 2e-5)
     settings = {
         "dataset": str(dataset_dir),
@@ -341,7 +343,7 @@ def _train_round(
 
 def _load_and_cut(settings: dict[str, Any], train_pairs: list[Pair]) -> tuple[Any, dict[str, Any]]:
     """The round's base with its layer cut done; ``layers_kept`` numbered as in the original base."""
-    from .model import LEAST_USEFUL, keep_layers, least_useful_layer
+    from .model import CHOICE_PAIRS, LEAST_USEFUL, keep_layers, least_useful_layer
 
     cut = settings["layers"]
     model, info = load_base(
@@ -351,7 +353,7 @@ def _load_and_cut(settings: dict[str, Any], train_pairs: list[Pair]) -> tuple[An
         seed=settings["seed"],
     )
     if cut == LEAST_USEFUL:
-        held = random.Random(settings["seed"]).sample(train_pairs, min(_CHOOSE_PAIRS, len(train_pairs)))
+        held = random.Random(settings["seed"]).sample(train_pairs, min(CHOICE_PAIRS, len(train_pairs)))
         drop = least_useful_layer(model, held)
         info["layers_before"] = info["layers"]
         info["layers_kept"] = keep_layers(model[0].model, [i for i in range(info["layers"]) if i != drop])
