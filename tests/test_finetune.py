@@ -231,7 +231,7 @@ def test_a_count_of_layers_from_a_cross_encoder_drops_the_least_useful_one_per_r
     out = tmp_path / "shrunk"
     result = finetune(
         tiny_beir, base=rerank_model_path, out=out, layers=4, shrink_steps=1, max_steps=2, eval_split=None,
-        db=db, embedding_model=embedder, progress=False, **TINY,
+        lr=1e-12, db=db, embedding_model=embedder, progress=False, **TINY,
     )  # fmt: skip
     round1 = json.loads((out / "rounds" / "round-1" / "finetune.json").read_text())
     first_cut, kept = round1["model_info"]["layers_kept"], result.model_info["layers_kept"]
@@ -241,6 +241,14 @@ def test_a_count_of_layers_from_a_cross_encoder_drops_the_least_useful_one_per_r
     assert result.settings["round_max_steps"] == [1, 2] and result.steps == 3
     assert round1["settings"]["layers"] == LEAST_USEFUL and round1["settings"]["base"] == rerank_model_path
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 4
+    # At lr 1e-12 the weights stay put, so layer j of the result must be layer kept[j] of the base.
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    base, small = (AutoModelForSequenceClassification.from_pretrained(str(p)) for p in (rerank_model_path, out))
+    for j, k in enumerate(kept):
+        mine, theirs = (m.base_model.encoder.layer[i].attention.self.query.weight for m, i in ((small, j), (base, k)))
+        assert torch.allclose(mine, theirs, atol=1e-6), (j, k)
     card = (out / "README.md").read_text()
     assert "the least useful each time" in card and f"layers {', '.join(map(str, kept))} of 6 kept" in card
 

@@ -70,10 +70,15 @@ def load_base(
     if plain:
         info["pooler_reset"] = reset_pooler(hf)
     if layers is not None:
-        info["layers_before"] = hf.config.num_hidden_layers
-        info["layers_kept"] = keep_layers(hf, layers)
-        info["layers"] = len(info["layers_kept"])
+        cut_layers(model, info, layers)
     return model, info
+
+
+def cut_layers(model: Any, info: dict[str, Any], layers: int | Sequence[int]) -> None:
+    """:func:`keep_layers` on a loaded ``CrossEncoder``, recording the cut in ``info`` (from :func:`load_base`)."""
+    info["layers_before"] = info["layers"]
+    info["layers_kept"] = keep_layers(model[0].model, layers)
+    info["layers"] = len(info["layers_kept"])
 
 
 def reset_pooler(hf_model: Any) -> bool:

@@ -343,7 +343,7 @@ def _train_round(
 
 def _load_and_cut(settings: dict[str, Any], train_pairs: list[Pair]) -> tuple[Any, dict[str, Any]]:
     """The round's base with its layer cut done; ``layers_kept`` numbered as in the original base."""
-    from .model import CHOICE_PAIRS, LEAST_USEFUL, keep_layers, least_useful_layer
+    from .model import CHOICE_PAIRS, LEAST_USEFUL, cut_layers, least_useful_layer
 
     cut = settings["layers"]
     model, info = load_base(
@@ -355,9 +355,7 @@ def _load_and_cut(settings: dict[str, Any], train_pairs: list[Pair]) -> tuple[An
     if cut == LEAST_USEFUL:
         held = random.Random(settings["seed"]).sample(train_pairs, min(CHOICE_PAIRS, len(train_pairs)))
         drop = least_useful_layer(model, held)
-        info["layers_before"] = info["layers"]
-        info["layers_kept"] = keep_layers(model[0].model, [i for i in range(info["layers"]) if i != drop])
-        info["layers"] -= 1
+        cut_layers(model, info, [i for i in range(info["layers"]) if i != drop])
     ids = settings.get("layer_ids")
     if ids and "layers_kept" in info:  # this base was cut before: report indices of the original model
         info["layers_kept"] = [ids[i] for i in info["layers_kept"]]
