@@ -67,7 +67,7 @@ def bench_command(
     (same collection, models and queries, one process), and check they return the same top-k ids."""
     from rich.console import Console
 
-    from ..evaluation.bench import plot_report, run_benchmarks, write_json
+    from ..bench import plot_report, run_benchmarks, write_json
 
     try:
         chosen = [int(x) for x in limits.split(",") if x.strip()] if limits else [limit]
@@ -170,6 +170,6 @@ def report_table(report):
             f"{s.truncated}/{s.pairs}" if s.truncated is not None else "-",
             f"{gflops:.0f} ({share:.0%})" if gflops is not None and share is not None else "-",
         )
-    if report.serve:  # filled from evaluation/serve_bench.py's run_serve_benchmark(...)
+    if report.serve:  # filled from bench/serve.py's run_serve_benchmark(...)
         table.caption = f"serve: {report.serve}"
     return table

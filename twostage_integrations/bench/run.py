@@ -25,7 +25,7 @@ Systems (:data:`SYSTEMS`):
 
 Needs the ``bench`` extra: ``pip install "twostage-integrations[bench]"``.
 
->>> from twostage_integrations.evaluation.bench import run_benchmark
+>>> from twostage_integrations.bench import run_benchmark
 >>> report = run_benchmark(max_queries=10, rerank_model="path/to/cross-encoder")  # doctest: +SKIP
 >>> {s.name: round(s.median_ms) for s in report.systems}  # doctest: +SKIP
 {'twostage': 210, 'langchain': 214, ...}
@@ -166,7 +166,7 @@ class BenchReport:
     machine: dict[str, Any] = field(default_factory=dict)
     rerank_backend: str | None = None  # the engine of the ``twostage`` reference
     model_shape: dict[str, int] = field(default_factory=dict)  # layers, hidden, intermediate (for FLOPs)
-    # Serve throughput (8 concurrent clients, batching on/off) from evaluation/serve_bench.py's
+    # Serve throughput (8 concurrent clients, batching on/off) from bench/serve.py's
     # run_serve_benchmark(...), attached by whoever runs it; printed under the table when set.
     serve: dict[str, Any] | None = None
 
@@ -257,7 +257,7 @@ def load_bench_data(
         if max_docs is not None:
             keep = sorted(random.Random(seed).sample(keep, min(max_docs, len(keep))))
         return BenchData("sample corpus", keep, [corpus[d] for d in keep], queries)
-    from .beir import load_beir
+    from ..evaluation.beir import load_beir
 
     data = load_beir(dataset_dir, "test", max_queries=max_queries)
     if max_docs is not None:

@@ -4,7 +4,7 @@ Starts the server on 127.0.0.1 in this process, fires the same request set from 
 httpx clients in each mode and reports requests/s, p50/p95 latency and the on/off ratio.
 
 >>> from twostage_integrations import CrossEncoderReranker
->>> from twostage_integrations.evaluation.serve_bench import run_serve_benchmark
+>>> from twostage_integrations.bench import run_serve_benchmark
 >>> report = run_serve_benchmark(CrossEncoderReranker("path/to/ce"), clients=8, documents=20)  # doctest: +SKIP
 >>> print(report.table())  # doctest: +SKIP
 """
