@@ -10,8 +10,7 @@ import subprocess
 
 import pytest
 
-from twostage_integrations.errors import InvalidParameterError
-from twostage_integrations.evaluation.bench import (
+from twostage_integrations.bench import (
     CASCADE,
     ENGINE_SYSTEMS,
     SYSTEMS,
@@ -21,6 +20,7 @@ from twostage_integrations.evaluation.bench import (
     load_bench_data,
     run_benchmark,
 )
+from twostage_integrations.errors import InvalidParameterError
 
 TOP_K = 3
 
@@ -161,8 +161,8 @@ def test_cascade_row_numbers(cascade_run, rerank_model_path, cut_model_dir):
 def test_cascade_in_table_and_plot(cascade_run, tmp_path):
     from rich.console import Console
 
+    from twostage_integrations.bench import plot_report
     from twostage_integrations.cli.bench import report_table
-    from twostage_integrations.evaluation.bench import plot_report
 
     report, _ = cascade_run
     console = Console(width=300, record=True)
@@ -207,7 +207,7 @@ def test_json_and_ratios(report, tmp_path):
 
 
 def test_plot_is_written(report, tmp_path):
-    from twostage_integrations.evaluation.bench import plot_report
+    from twostage_integrations.bench import plot_report
 
     out = plot_report(report, tmp_path / "bench.png")
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"

@@ -8,10 +8,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from twostage_integrations.cli import app
-from twostage_integrations.cli.app import parse_stage
-from twostage_integrations.errors import InvalidParameterError
-from twostage_integrations.evaluation.bench import (
+from twostage_integrations.bench import (
     CASCADE,
     SYSTEMS,
     BenchReport,
@@ -19,6 +16,9 @@ from twostage_integrations.evaluation.bench import (
     check_stages,
     check_systems,
 )
+from twostage_integrations.cli import app
+from twostage_integrations.cli.app import parse_stage
+from twostage_integrations.errors import InvalidParameterError
 
 
 @pytest.mark.parametrize(

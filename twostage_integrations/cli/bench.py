@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .app import EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors, parse_stage
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..bench import BenchReport
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -16,50 +21,60 @@ def _split(values: list[str] | None) -> list[str] | None:
     return [v.strip() for value in values for v in value.split(",") if v.strip()] if values else None
 
 
+# The longer options, named so bench_command's signature stays readable.
+DatasetArg = Annotated[
+    Path | None,
+    typer.Argument(help="BEIR folder (test split). Default: the bundled sample corpus and demo queries."),
+]
+MaxDocsOpt = Annotated[
+    int | None,
+    typer.Option(help="Keep N documents: the chosen queries' relevant ones plus seeded random others."),
+]
+LimitsOpt = Annotated[
+    str | None,
+    typer.Option(help="Comma-separated limits, e.g. 20,50,100: one table per limit (instead of --limit)."),
+]
+MaxLengthOpt = Annotated[
+    int | None,
+    typer.Option(help="Token limit for every system's cross-encoder. Default: each stack's own."),
+]
+SystemsOpt = Annotated[
+    list[str] | None,
+    typer.Option(help="Comma-separated systems to run. Default: all (twostage always runs)."),
+]
+StageOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--stage",
+        help="Also time system twostage-cascade: the same recall reranked by a cascade of these cross-encoders, "
+        "MODEL[:KEEP][@backend=B,max_length=N] (default: --rerank-backend, --rerank-max-length), repeatable, "
+        "in order, e.g. --stage ce:30@backend=onnx-int8,max_length=64 --stage ce. KEEP must be between "
+        "--top-k and --limit.",
+    ),
+]
+DbOpt = Annotated[
+    Path | None, typer.Option("--db", help="Keep the embedded collection here for re-runs. Default: a temp dir.")
+]
+
+
 @app.command("bench")
 @friendly_errors
 def bench_command(
-    dataset_dir: Annotated[
-        Path | None,
-        typer.Argument(help="BEIR folder (test split). Default: the bundled sample corpus and demo queries."),
-    ] = None,
+    dataset_dir: DatasetArg = None,
     max_queries: Annotated[int, typer.Option(help="Queries to time (the demo queries are cycled).")] = 50,
-    max_docs: Annotated[
-        int | None,
-        typer.Option(help="Keep N documents: the chosen queries' relevant ones plus seeded random others."),
-    ] = None,
+    max_docs: MaxDocsOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 20,
-    limits: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated limits, e.g. 20,50,100: one table per limit (instead of --limit)."),
-    ] = None,
+    limits: LimitsOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results kept after reranking.")] = 5,
     rerank_model: RerankModelOpt = None,
     rerank_backend: RerankBackendOpt = None,
-    rerank_max_length: Annotated[
-        int | None,
-        typer.Option(help="Token limit for every system's cross-encoder. Default: each stack's own."),
-    ] = None,
+    rerank_max_length: MaxLengthOpt = None,
     embedding_model: EmbeddingOpt = None,
     repeat: Annotated[int, typer.Option(help="Timed runs of each query per system.")] = 1,
     warmup: Annotated[int, typer.Option(help="Untimed queries through every system first.")] = 2,
-    systems: Annotated[
-        list[str] | None,
-        typer.Option(help="Comma-separated systems to run. Default: all (twostage always runs)."),
-    ] = None,
-    stage: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--stage",
-            help="Also time system twostage-cascade: the same recall reranked by a cascade of these cross-encoders, "
-            "MODEL[:KEEP][@backend=B,max_length=N] (default: --rerank-backend, --rerank-max-length), repeatable, "
-            "in order, e.g. --stage ce:30@backend=onnx-int8,max_length=64 --stage ce. KEEP must be between "
-            "--top-k and --limit.",
-        ),
-    ] = None,
-    db: Annotated[
-        Path | None, typer.Option("--db", help="Keep the embedded collection here for re-runs. Default: a temp dir.")
-    ] = None,
+    systems: SystemsOpt = None,
+    stage: StageOpt = None,
+    db: DbOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every number as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also save a bar chart (PNG, SVG or PDF) here.")] = None,
 ) -> None:
@@ -67,7 +82,7 @@ def bench_command(
     (same collection, models and queries, one process), and check they return the same top-k ids."""
     from rich.console import Console
 
-    from ..evaluation.bench import plot_report, run_benchmarks, write_json
+    from ..bench import run_benchmarks
 
     try:
         chosen = [int(x) for x in limits.split(",") if x.strip()] if limits else [limit]
@@ -90,6 +105,12 @@ def bench_command(
         db=db,
         stages=[parse_stage(s) for s in stage] if stage else None,
     )
+    _print_reports(console, reports)
+    _save(console, reports, json_out, plot)
+
+
+def _print_reports(console: Any, reports: list[BenchReport]) -> None:
+    """Each report's table, the cascade's stages and the first top-k mismatches."""
     for report in reports:
         console.print(report_table(report))
         for s in report.systems:
@@ -101,6 +122,12 @@ def bench_command(
                 console.print(
                     f"[yellow]{s.name} differs on {m['query_id']!r}[/yellow]{expected}: {m[s.name]} vs {m['twostage']}"
                 )
+
+
+def _save(console: Any, reports: list[BenchReport], json_out: Path | None, plot: Path | None) -> None:
+    """``--json`` (one object, or a list for several limits) and ``--plot`` (one chart per limit)."""
+    from ..bench import plot_report, write_json
+
     if json_out:
         if len(reports) == 1:
             console.print(f"JSON: {write_json(reports[0], json_out)}")
@@ -122,8 +149,15 @@ def _stage_split(stages: dict[str, float] | None, n_cascade: int) -> str:
     return text + (" (" + " + ".join(f"{ms:.1f}" for ms in per_stage) + ")" if per_stage else "")
 
 
-def report_table(report):
-    """The rich table ``twostage bench`` prints."""
+def report_table(report: BenchReport) -> Table:
+    """The rich table ``twostage bench`` prints.
+
+    Args:
+        report: One limit's report.
+
+    Returns:
+        Its table: per system the latencies, speed-ups, stage split, agreement and engine counts.
+    """
     from rich.table import Table
 
     m = report.machine
@@ -141,7 +175,15 @@ def report_table(report):
         title_justify="left",
     )
     baselines = ["langchain", "llamaindex"]
-    columns = ("system", "median ms", "p95 ms", "q/s", "pairs/s", "speed × LangChain", "speed × LlamaIndex")
+    columns: tuple[str, ...] = (
+        "system",
+        "median ms",
+        "p95 ms",
+        "q/s",
+        "pairs/s",
+        "speed × LangChain",
+        "speed × LlamaIndex",
+    )
     if any(s.cascade for s in report.systems):  # a cascade is there to beat the single strong model
         baselines.append("twostage")
         columns += ("speed × twostage",)
@@ -170,6 +212,6 @@ def report_table(report):
             f"{s.truncated}/{s.pairs}" if s.truncated is not None else "-",
             f"{gflops:.0f} ({share:.0%})" if gflops is not None and share is not None else "-",
         )
-    if report.serve:  # filled from evaluation/serve_bench.py's run_serve_benchmark(...)
+    if report.serve:  # filled from bench/serve.py's run_serve_benchmark(...)
         table.caption = f"serve: {report.serve}"
     return table

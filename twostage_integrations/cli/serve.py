@@ -166,7 +166,7 @@ def bench_serve(
     """Time `twostage serve` on 127.0.0.1 with concurrent clients, dynamic batching off, then on."""
     import json
 
-    from ..evaluation.serve_bench import run_serve_benchmark
+    from ..bench import run_serve_benchmark
     from ..models import resolve_rerank_model
     from ..rerank.cross_encoder import CrossEncoderReranker
 

@@ -4,7 +4,7 @@ Starts the server on 127.0.0.1 in this process, fires the same request set from 
 httpx clients in each mode and reports requests/s, p50/p95 latency and the on/off ratio.
 
 >>> from twostage_integrations import CrossEncoderReranker
->>> from twostage_integrations.evaluation.serve_bench import run_serve_benchmark
+>>> from twostage_integrations.bench import run_serve_benchmark
 >>> report = run_serve_benchmark(CrossEncoderReranker("path/to/ce"), clients=8, documents=20)  # doctest: +SKIP
 >>> print(report.table())  # doctest: +SKIP
 """
@@ -43,6 +43,8 @@ class ServeModeResult:
 
 @dataclass
 class ServeBenchReport:
+    """What :func:`run_serve_benchmark` measured: the setup and one :class:`ServeModeResult` per mode."""
+
     model: str
     clients: int
     documents: int
@@ -59,6 +61,7 @@ class ServeBenchReport:
         return None
 
     def as_dict(self) -> dict[str, Any]:
+        """Every field and the ratio, JSON-ready (what ``twostage bench-serve --json`` writes)."""
         return {**asdict(self), "ratio": self.ratio}
 
     def table(self) -> str:
@@ -145,14 +148,27 @@ def run_serve_benchmark(
     batch_wait_ms: float = 5.0,
     warmup: int | None = None,
 ) -> ServeBenchReport:
-    """Serve ``reranker`` on loopback once per ``batching`` mode and time ``requests`` requests of ``documents``
-    documents each from ``clients`` concurrent clients (the same requests in every mode).
+    """Serve ``reranker`` on loopback once per ``batching`` mode and time the same requests in every mode.
 
-    ``corpus``/``queries``: texts to send (default: the bundled sample corpus and the demo queries).
-    ``warmup``: untimed requests first in each mode (default: ``clients``).
+    Args:
+        reranker: The reranker the server runs.
+        clients: Concurrent clients, each with one request out at a time.
+        documents: Documents per request.
+        requests: Timed requests per mode.
+        batching: The modes to run, in order (dynamic batching off / on).
+        corpus: Texts to send (default: the bundled sample corpus).
+        queries: Queries to send (default: the demo queries).
+        max_batch: Pairs merged into one model call with batching on.
+        batch_wait_ms: Batching wait once the queue is empty.
+        warmup: Untimed requests first in each mode (default: ``clients``).
+
+    Returns:
+        One :class:`ServeModeResult` per mode, and the load average at the end.
+
+    Raises:
+        InvalidParameterError: ``clients``, ``documents`` or ``requests`` is not a positive integer, or the
+            corpus or queries are empty.
     """
-    from ..server import create_app, serve_in_thread
-
     for value, name in [(clients, "clients"), (documents, "documents"), (requests, "requests")]:
         check_positive_int(value, name)
     if corpus is None or queries is None:
@@ -167,35 +183,61 @@ def run_serve_benchmark(
     bodies = _request_bodies(corpus, queries, documents, requests)
     report = ServeBenchReport(getattr(reranker, "name", type(reranker).__name__), clients, documents, requests)
     for mode in modes:
-        app = create_app(
-            reranker,
-            batching=mode,
-            max_batch=max_batch,
-            batch_wait_ms=batch_wait_ms,
-            max_queue=max(clients, 1) * 2,  # never sheds load here: every client has at most one request out
-            max_documents=max(documents, 1000),
-        )
-        with serve_in_thread(app) as url:
-            if warm:
-                _fire(url, warm, clients)
-            before = app.state.service.stats()
-            seconds, latencies, errors = _fire(url, bodies, clients)
-            after = app.state.service.stats()
         report.modes.append(
-            ServeModeResult(
+            _time_mode(
+                reranker,
+                warm,
+                bodies,
                 batching=mode,
-                requests=len(bodies),
-                errors=errors,
-                seconds=seconds,
-                requests_per_s=len(bodies) / seconds,
-                pairs_per_s=len(bodies) * documents / seconds,
-                p50_ms=_percentile(latencies, 50) * 1000,
-                p95_ms=_percentile(latencies, 95) * 1000,
-                batches=after["batches"] - before["batches"],
-                merged_batches=after["merged_batches"] - before["merged_batches"],
-                largest_batch=after["largest_batch"],
+                max_batch=max_batch,
+                batch_wait_ms=batch_wait_ms,
+                clients=clients,
+                documents=documents,
             )
         )
     if hasattr(os, "getloadavg"):
         report.load_average = tuple(round(x, 2) for x in os.getloadavg())  # type: ignore[assignment]
     return report
+
+
+def _time_mode(
+    reranker: Reranker,
+    warm: Sequence[dict[str, Any]],
+    bodies: Sequence[dict[str, Any]],
+    *,
+    batching: bool,
+    max_batch: int,
+    batch_wait_ms: float,
+    clients: int,
+    documents: int,
+) -> ServeModeResult:
+    """Serve ``reranker`` on loopback in one mode, send ``warm`` untimed, then time ``bodies``."""
+    from ..server import create_app, serve_in_thread
+
+    app = create_app(
+        reranker,
+        batching=batching,
+        max_batch=max_batch,
+        batch_wait_ms=batch_wait_ms,
+        max_queue=max(clients, 1) * 2,  # never sheds load here: every client has at most one request out
+        max_documents=max(documents, 1000),
+    )
+    with serve_in_thread(app) as url:
+        if warm:
+            _fire(url, warm, clients)
+        before = app.state.service.stats()
+        seconds, latencies, errors = _fire(url, bodies, clients)
+        after = app.state.service.stats()
+    return ServeModeResult(
+        batching=batching,
+        requests=len(bodies),
+        errors=errors,
+        seconds=seconds,
+        requests_per_s=len(bodies) / seconds,
+        pairs_per_s=len(bodies) * documents / seconds,
+        p50_ms=_percentile(latencies, 50) * 1000,
+        p95_ms=_percentile(latencies, 95) * 1000,
+        batches=after["batches"] - before["batches"],
+        merged_batches=after["merged_batches"] - before["merged_batches"],
+        largest_batch=after["largest_batch"],
+    )

@@ -1,0 +1,57 @@
+"""Speed benchmarks (``twostage bench`` and ``twostage bench-serve``).
+
+This package sits above the adapters and the server it measures: it builds our pipeline and the native
+LangChain and LlamaIndex stacks (:mod:`.systems`, :mod:`.native`), times them (:mod:`.run`) and starts the
+rerank server (:mod:`.serve`), so the evaluation package (quality metrics) never has to import them.
+
+>>> from twostage_integrations.bench import run_benchmark
+>>> report = run_benchmark(max_queries=10, rerank_model="path/to/cross-encoder")  # doctest: +SKIP
+"""
+
+from .data import BenchData, build_collection, load_bench_data
+from .machine import PACKAGES, flops, machine_info, matmul_peak_gflops, model_shape
+from .report import BenchReport, SystemResult, plot_report, write_json
+from .run import run_benchmark, run_benchmarks
+from .serve import ServeBenchReport, ServeModeResult, run_serve_benchmark
+from .systems import (
+    CASCADE,
+    ENGINE_SYSTEMS,
+    NATIVE,
+    REFERENCE,
+    SYSTEMS,
+    BuiltSystem,
+    StageArg,
+    check_stages,
+    check_systems,
+    make_systems,
+)
+
+__all__ = [
+    "CASCADE",
+    "ENGINE_SYSTEMS",
+    "NATIVE",
+    "PACKAGES",
+    "REFERENCE",
+    "SYSTEMS",
+    "BenchData",
+    "BenchReport",
+    "BuiltSystem",
+    "ServeBenchReport",
+    "ServeModeResult",
+    "StageArg",
+    "SystemResult",
+    "build_collection",
+    "check_stages",
+    "check_systems",
+    "flops",
+    "load_bench_data",
+    "machine_info",
+    "make_systems",
+    "matmul_peak_gflops",
+    "model_shape",
+    "plot_report",
+    "run_benchmark",
+    "run_benchmarks",
+    "run_serve_benchmark",
+    "write_json",
+]
