@@ -11,8 +11,9 @@ from ..errors import InvalidParameterError
 from ..hit import Hit
 from ..validation import check_positive_int, check_search_args
 from .base import AddResult, Recall
+from .factory import RECALL_KINDS, recall_by_kind  # moved to .factory; re-exported: callers import them from here
 
-RECALL_KINDS = ("dense", "bm25", "hybrid")
+__all__ = ["RECALL_KINDS", "HybridRecall", "recall_by_kind", "rrf_fuse"]
 
 
 def rrf_fuse(
@@ -166,28 +167,3 @@ class HybridRecall:
 
     def __repr__(self) -> str:
         return f"HybridRecall(dense={self.dense!r}, sparse={self.sparse!r}, k={self.k})"
-
-
-def recall_by_kind(
-    kind: str,
-    chroma: Any,
-    *,
-    rrf_k: float = 60.0,
-    candidates_per_arm: int | None = None,
-    stemmer: str | None = None,
-) -> Recall:
-    """What ``--recall`` selects: ``dense`` (``chroma`` itself), ``bm25`` over its passages, or ``hybrid``
-    (RRF of both).
-
-    >>> recall_by_kind("hybrid", ChromaRecall("docs"))  # doctest: +SKIP
-    """
-    if kind not in RECALL_KINDS:
-        raise InvalidParameterError(f"recall must be one of {', '.join(RECALL_KINDS)}, got {kind!r}")
-    if kind == "dense":
-        return chroma
-    from .bm25 import BM25Recall
-
-    bm25 = BM25Recall(chroma, stemmer=stemmer)
-    if kind == "bm25":
-        return bm25
-    return HybridRecall(chroma, bm25, k=rrf_k, candidates_per_arm=candidates_per_arm)
