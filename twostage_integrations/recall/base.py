@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import TwoStageError
 from ..hit import Hit
+
+
+class DeleteNotSupportedError(TwoStageError, NotImplementedError):
+    """The recall cannot delete passages (it has no store of its own to delete from)."""
 
 
 @dataclass
@@ -74,6 +81,123 @@ class Recall(Protocol):
     ) -> AddResult: ...
 
     def count(self) -> int: ...
+
+
+class BaseRecall(ABC):
+    """What the shipped recalls share; derive from it to write a stage-1 backend.
+
+    A subclass implements :meth:`search`, :meth:`add_texts` and :meth:`count` (and :meth:`delete` if it can
+    delete) and gets the rest of the :class:`Recall` protocol: :meth:`asearch` runs :meth:`search` in a worker
+    thread, and :meth:`_hit` builds the hits the protocol asks for. Backend options (``num_candidates``...) are
+    keyword-only parameters of the subclass's ``search``; :meth:`asearch` passes them through.
+    """
+
+    score_kind: str = "recall"  # recall_score scale, see docs/scores.md; subclasses name theirs
+
+    @abstractmethod
+    def search(
+        self,
+        query: str,
+        limit: int = 20,
+        *,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+    ) -> list[Hit]:
+        """The top ``limit`` passages for ``query``, best first.
+
+        Args:
+            query: The search text.
+            limit: How many hits at most.
+            where: Chroma-style metadata filter.
+            where_document: Chroma-style document filter.
+
+        Returns:
+            Hits with ``score`` = ``recall_score`` and ``recall_rank`` set (1-based).
+        """
+
+    async def asearch(
+        self,
+        query: str,
+        limit: int = 20,
+        *,
+        where: Mapping[str, Any] | None = None,
+        where_document: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> list[Hit]:
+        """:meth:`search` in a worker thread (``asyncio.to_thread``), so model and database work never block
+        the event loop.
+
+        Args:
+            query: The search text.
+            limit: How many hits at most.
+            where: Chroma-style metadata filter.
+            where_document: Chroma-style document filter.
+            **options: Backend options of the subclass's ``search`` (an unknown one is a ``TypeError``).
+
+        Returns:
+            What :meth:`search` returns for the same arguments.
+        """
+        return await asyncio.to_thread(
+            self.search,
+            query,
+            limit,
+            where=where,
+            where_document=where_document,
+            **options,
+        )
+
+    @abstractmethod
+    def add_texts(
+        self,
+        texts: Sequence[str],
+        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
+        ids: Sequence[str] | None = None,
+    ) -> AddResult:
+        """Store passages (upsert by id).
+
+        Args:
+            texts: The passages.
+            metadatas: One metadata dict (or ``None``) per passage.
+            ids: One id per passage; default a hash of the text.
+
+        Returns:
+            How many passages were added, updated or already stored as given.
+        """
+
+    @abstractmethod
+    def count(self) -> int:
+        """How many passages stage 1 holds."""
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete passages by id. This default cannot; recalls that own a store override it.
+
+        Args:
+            ids: The ids to delete; ids not stored are ignored.
+
+        Returns:
+            How many of ``ids`` were stored.
+
+        Raises:
+            DeleteNotSupportedError: Always, unless a subclass overrides this method.
+        """
+        raise DeleteNotSupportedError(
+            f"{type(self).__name__} cannot delete passages; delete them from the store it reads "
+            f"(e.g. ChromaRecall.delete)"
+        )
+
+    @staticmethod
+    def _hit(doc_id: str, text: str | None, metadata: Mapping[str, Any] | None, score: float, rank: int) -> Hit:
+        """One stage-1 hit: ``score`` and ``recall_score`` both ``score`` (as a float), ``recall_rank`` ``rank``;
+        a missing text becomes ``""`` and the metadata is copied, so callers may change it freely."""
+        score = float(score)
+        return Hit(
+            id=doc_id,
+            text=text or "",
+            metadata=dict(metadata or {}),
+            score=score,
+            recall_score=score,
+            recall_rank=rank,
+        )
 
 
 def query_embedder(recall: object) -> Any:

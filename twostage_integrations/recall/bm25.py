@@ -6,7 +6,6 @@ Chroma stays the one place passages live; the BM25 index is derived from it, sav
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -25,7 +24,7 @@ import numpy as np
 from ..extras import require_extra
 from ..hit import Hit
 from ..validation import check_search_args
-from .base import AddResult
+from .base import AddResult, BaseRecall
 from .chroma import ChromaRecall, check_filters, default_db_path
 
 log = logging.getLogger(__name__)
@@ -50,7 +49,7 @@ class _Snapshot:
     fingerprint: str
 
 
-class BM25Recall:
+class BM25Recall(BaseRecall):
     """BM25 recall over the passages stored in ``chroma`` (a :class:`ChromaRecall`).
 
     Tokenisation is ``bm25s.tokenize`` with lower-casing and the ``stopwords`` list (default English);
@@ -114,7 +113,7 @@ class BM25Recall:
         self._lock = threading.Lock()  # one rebuild at a time; searches never take it once a snapshot exists
         self._snapshot: _Snapshot | None = None
         self._checked_at = float("-inf")  # monotonic time of the last version check
-        self._writes_seen = -1  # chroma._writes at the last check: a write through this process forces a check
+        self._writes_seen = -1  # chroma.writes at the last check: a write through this process forces a check
         self._stale = True  # set by our own add_texts/delete: check before the next search
 
     # -- index lifecycle -------------------------------------------------------------------------------
@@ -147,7 +146,7 @@ class BM25Recall:
         metas: list[dict[str, Any]] = []
         offset = 0
         while True:
-            with self.chroma._errors():
+            with self.chroma.errors():
                 page = collection.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
             ids.extend(page["ids"])
             texts.extend(doc or "" for doc in page["documents"])
@@ -163,6 +162,12 @@ class BM25Recall:
             digest.update(doc_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
         return digest.hexdigest()
 
+    def mark_stale(self) -> None:
+        """Make the next search check the collection's version stamp (and rebuild if it moved), however recently
+        it was checked: call it after writing to the collection other than through this object or its
+        :class:`ChromaRecall` (e.g. another recall sharing the collection)."""
+        self._stale = True
+
     def refresh(self) -> None:
         """Re-read the whole collection now and rebuild the snapshot if ids or texts differ from the index
         (also catches edits made with the raw Chroma API, which do not move the version stamp)."""
@@ -173,7 +178,7 @@ class BM25Recall:
         return (
             self._snapshot is None
             or self._stale
-            or self._writes_seen != self.chroma._writes
+            or self._writes_seen != self.chroma.writes
             or time.monotonic() - self._checked_at >= self.refresh_interval
         )
 
@@ -194,12 +199,12 @@ class BM25Recall:
 
     def _mark_checked(self) -> None:
         self._checked_at = time.monotonic()
-        self._writes_seen = self.chroma._writes
+        self._writes_seen = self.chroma.writes
         self._stale = False
 
     def _rebuild(self, version: tuple[int, str]) -> None:
         """Build the next snapshot completely, then publish it with one assignment. Caller holds the lock."""
-        writes = self.chroma._writes
+        writes = self.chroma.writes
         ids, texts, metas = self._read_corpus()
         fingerprint = self._fingerprint(ids, texts)
         current = self._snapshot
@@ -283,13 +288,23 @@ class BM25Recall:
     ) -> AddResult:
         """Store passages in the underlying Chroma collection; the BM25 index follows on the next search."""
         result = self.chroma.add_texts(texts, metadatas=metadatas, ids=ids)
-        self._stale = True  # even "unchanged" here may be new to the index when another recall wrote it first
+        self.mark_stale()  # even "unchanged" here may be new to the index when another recall wrote it first
         return result
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Delete passages from the Chroma collection; the next search no longer returns them."""
+        """Delete passages from the Chroma collection; the next search no longer returns them.
+
+        Args:
+            ids: The ids to delete; ids not stored are ignored.
+
+        Returns:
+            How many of ``ids`` were stored.
+
+        Raises:
+            InvalidParameterError: ``ids`` is not a list of strings.
+        """
         deleted = self.chroma.delete(ids)
-        self._stale = True
+        self.mark_stale()
         return deleted
 
     def search(
@@ -309,7 +324,7 @@ class BM25Recall:
         tokens = self._tokenize([query], return_ids=False)[0]
         scores = np.asarray(snap.retriever.get_scores(tokens), dtype=np.float64)
         if where or where_document:
-            with self.chroma._errors():
+            with self.chroma.errors():
                 allowed = set(
                     self.chroma.collection.get(
                         where=dict(where) if where else None,
@@ -322,26 +337,9 @@ class BM25Recall:
         # Highest score first; ties by index position so results are deterministic.
         order = candidates[np.lexsort((candidates, -scores[candidates]))][:limit]
         return [
-            Hit(
-                id=snap.ids[i],
-                text=snap.texts[i],
-                metadata=dict(snap.metas[i]),
-                score=float(scores[i]),
-                recall_score=float(scores[i]),
-                recall_rank=rank,
-            )
+            self._hit(snap.ids[i], snap.texts[i], snap.metas[i], scores[i], rank)
             for rank, i in enumerate(order, start=1)
         ]
-
-    async def asearch(
-        self,
-        query: str,
-        limit: int = 20,
-        *,
-        where: Mapping[str, Any] | None = None,
-        where_document: Mapping[str, Any] | None = None,
-    ) -> list[Hit]:
-        return await asyncio.to_thread(self.search, query, limit, where=where, where_document=where_document)
 
     @property
     def collection(self):
@@ -349,6 +347,7 @@ class BM25Recall:
         return self.chroma.collection
 
     def count(self) -> int:
+        """How many passages the Chroma collection holds (the index follows it on the next search)."""
         return self.chroma.count()
 
     def __repr__(self) -> str:

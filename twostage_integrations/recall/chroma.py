@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import os
 import re
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from ..errors import (
 )
 from ..hit import Hit
 from ..validation import check_documents, check_positive_int, check_search_args
-from .base import AddResult
+from .base import AddResult, BaseRecall
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +142,7 @@ def _cosine_from_distance(space: str):
     return lambda d: 1.0 - d  # "cosine" and "ip" both report 1 - dot
 
 
-class ChromaRecall:
+class ChromaRecall(BaseRecall):
     """Dense recall from a Chroma collection.
 
     Where the collection lives, first match wins: ``collection`` is already a Chroma ``Collection``; a
@@ -194,13 +193,30 @@ class ChromaRecall:
         self.location, self._server = _location_of(api)
 
     # -- collection handling -------------------------------------------------------------------------
-    def _errors(self):
+    def errors(self) -> AbstractContextManager[None]:
+        """A context manager that turns Chroma's transport and storage failures inside it into typed errors
+        naming where the data lives; for code that calls the Chroma collection directly (e.g. :class:`BM25Recall`).
+
+        Returns:
+            The context manager.
+
+        Raises:
+            ChromaUnavailableError: The Chroma server could not be reached (on exit from the block).
+            StorageError: The embedded database could not be used (on exit from the block).
+        """
         return chroma_errors(self.location, server=self._server)
+
+    @property
+    def writes(self) -> int:
+        """How many writes (adds, updates, deletes that changed something) went through this object so far; a
+        derived index compares it with the count it last saw to know a version check is due without asking Chroma.
+        """
+        return self._writes
 
     def _get_collection(self, *, create: bool):
         if self._collection is not None:
             return self._collection
-        with self._errors():
+        with self.errors():
             return self._open_collection(create=create)
 
     def _open_collection(self, *, create: bool):
@@ -247,14 +263,19 @@ class ChromaRecall:
         return hnsw.get("space") or (collection.metadata or {}).get("hnsw:space") or "l2"
 
     def count(self) -> int:
-        with self._errors():
+        """How many passages the collection holds.
+
+        Raises:
+            CollectionNotFoundError: The collection does not exist.
+        """
+        with self.errors():
             return self.collection.count()
 
     def version(self) -> tuple[int, str]:
         """``(count, stamp)`` read fresh from Chroma (two small calls): what a derived index compares to see
         whether the collection changed. The stamp changes on every write through :meth:`add_texts` /
         :meth:`delete` (in any process); the count also catches adds and deletes by other writers."""
-        with self._errors():
+        with self.errors():
             return self.collection.count(), str(self._fresh_metadata().get(VERSION_KEY, ""))
 
     def _fresh_metadata(self) -> dict[str, Any]:
@@ -302,7 +323,7 @@ class ChromaRecall:
         collection = self._get_collection(create=True)
         step = max(self.batch_size, 256)
         with (
-            self._errors(),
+            self.errors(),
             tqdm(total=len(texts), desc=f"adding to {self.name}", unit="passage", disable=not self.progress) as bar,
         ):
             for start in range(0, len(texts), step):
@@ -321,7 +342,7 @@ class ChromaRecall:
         ids = list(dict.fromkeys(ids))
         if not ids:
             return 0
-        with self._errors():
+        with self.errors():
             collection = self.collection
             stored = collection.get(ids=ids, include=[])["ids"]
             if stored:
@@ -373,7 +394,7 @@ class ChromaRecall:
         if num_candidates is not None:
             check_positive_int(num_candidates, "num_candidates")
         check_filters(where, where_document)
-        with self._errors():
+        with self.errors():
             collection = self.collection
             vector = self.embedder.embed_query(query)
             res = collection.query(
@@ -384,34 +405,11 @@ class ChromaRecall:
                 include=["documents", "metadatas", "distances"],
             )
         to_cosine = _cosine_from_distance(self._space(collection))
-        hits = []
         rows = zip(res["ids"][0], res["documents"][0], res["metadatas"][0], res["distances"][0], strict=True)
-        for rank, (doc_id, text, meta, dist) in enumerate(list(rows)[:limit], start=1):
-            score = float(to_cosine(dist))
-            hits.append(
-                Hit(
-                    id=doc_id,
-                    text=text or "",
-                    metadata=dict(meta or {}),
-                    score=score,
-                    recall_score=score,
-                    recall_rank=rank,
-                )
-            )
-        return hits
-
-    async def asearch(
-        self,
-        query: str,
-        limit: int = 20,
-        *,
-        where: Mapping[str, Any] | None = None,
-        where_document: Mapping[str, Any] | None = None,
-        num_candidates: int | None = None,
-    ) -> list[Hit]:
-        return await asyncio.to_thread(
-            self.search, query, limit, where=where, where_document=where_document, num_candidates=num_candidates
-        )
+        return [
+            self._hit(doc_id, text, meta, to_cosine(dist), rank)
+            for rank, (doc_id, text, meta, dist) in enumerate(list(rows)[:limit], start=1)
+        ]
 
     def __repr__(self) -> str:
         return f"ChromaRecall(collection={self.name!r}, embedding_model={self.embedder.name!r})"

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ..errors import InvalidParameterError
 from ..hit import Hit
 from ..validation import check_positive_int, check_search_args
-from .base import AddResult, Recall
+from .base import AddResult, BaseRecall, DeleteNotSupportedError, Recall
 
-RECALL_KINDS = ("dense", "bm25", "hybrid")
+# RECALL_KINDS and recall_by_kind live in .factory; re-exported (see __all__) for callers that import them from here.
+from .factory import RECALL_KINDS, hybrid_from_chroma, recall_by_kind
+
+__all__ = ["RECALL_KINDS", "HybridRecall", "recall_by_kind", "rrf_fuse"]
 
 
 def rrf_fuse(
@@ -49,7 +52,7 @@ def rrf_fuse(
     ]
 
 
-class HybridRecall:
+class HybridRecall(BaseRecall):
     """Recall from a dense and a sparse arm, fused with reciprocal rank fusion.
 
     Each arm returns its top ``candidates_per_arm`` (default: the ``limit`` of the search); the fused list
@@ -91,10 +94,17 @@ class HybridRecall:
 
     @classmethod
     def from_chroma(cls, chroma: Any, **kwargs: Any) -> HybridRecall:
-        """Dense = ``chroma`` itself, sparse = a :class:`BM25Recall` over the same collection."""
-        from .bm25 import BM25Recall
+        """Dense = ``chroma`` itself, sparse = a :class:`BM25Recall` over the same collection
+        (:func:`~twostage_integrations.recall.factory.hybrid_from_chroma`).
 
-        return cls(chroma, BM25Recall(chroma), **kwargs)
+        Args:
+            chroma: The dense arm, a :class:`ChromaRecall`.
+            **kwargs: ``HybridRecall`` options (``k``, ``candidates_per_arm``, ``weights``).
+
+        Returns:
+            An instance of this class.
+        """
+        return hybrid_from_chroma(chroma, recall_class=cls, **kwargs)
 
     def _per_arm(self, limit: int) -> int:
         return self.candidates_per_arm or limit
@@ -129,6 +139,7 @@ class HybridRecall:
         where_document: Mapping[str, Any] | None = None,
         **dense_kwargs: Any,
     ) -> list[Hit]:
+        """:meth:`search` with both arms searched concurrently (each off the event loop)."""
         check_search_args(query, limit)
         n = self._per_arm(limit)
         dense, sparse = await asyncio.gather(
@@ -150,14 +161,28 @@ class HybridRecall:
         return result
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Delete from both arms (once when they share a Chroma collection); returns how many the dense arm had."""
-        # delete() is not part of the Recall protocol; ChromaRecall and BM25Recall have it.
-        dense, sparse = cast(Any, self.dense), cast(Any, self.sparse)
-        deleted = dense.delete(ids)
-        if getattr(sparse, "chroma", None) is dense:
-            sparse._stale = True  # same collection, already deleted: only tell the BM25 snapshot
-        else:
-            sparse.delete(ids)
+        """Delete from both arms (once when the sparse arm is a :class:`BM25Recall` over the dense arm: then it
+        is only told to re-check its index).
+
+        Args:
+            ids: The ids to delete; ids not stored are ignored.
+
+        Returns:
+            How many of ``ids`` the dense arm had.
+
+        Raises:
+            DeleteNotSupportedError: An arm cannot delete (checked before either arm deletes anything).
+        """
+        from .bm25 import BM25Recall
+
+        sparse = self.sparse
+        if isinstance(sparse, BM25Recall) and sparse.chroma is self.dense:
+            deleted = _deleter(self.dense, "dense")(ids)
+            sparse.mark_stale()  # same collection, already deleted: only tell the BM25 snapshot
+            return deleted
+        delete_dense, delete_sparse = _deleter(self.dense, "dense"), _deleter(sparse, "sparse")
+        deleted = delete_dense(ids)
+        delete_sparse(ids)
         return deleted
 
     def count(self) -> int:
@@ -168,26 +193,11 @@ class HybridRecall:
         return f"HybridRecall(dense={self.dense!r}, sparse={self.sparse!r}, k={self.k})"
 
 
-def recall_by_kind(
-    kind: str,
-    chroma: Any,
-    *,
-    rrf_k: float = 60.0,
-    candidates_per_arm: int | None = None,
-    stemmer: str | None = None,
-) -> Recall:
-    """What ``--recall`` selects: ``dense`` (``chroma`` itself), ``bm25`` over its passages, or ``hybrid``
-    (RRF of both).
-
-    >>> recall_by_kind("hybrid", ChromaRecall("docs"))  # doctest: +SKIP
-    """
-    if kind not in RECALL_KINDS:
-        raise InvalidParameterError(f"recall must be one of {', '.join(RECALL_KINDS)}, got {kind!r}")
-    if kind == "dense":
-        return chroma
-    from .bm25 import BM25Recall
-
-    bm25 = BM25Recall(chroma, stemmer=stemmer)
-    if kind == "bm25":
-        return bm25
-    return HybridRecall(chroma, bm25, k=rrf_k, candidates_per_arm=candidates_per_arm)
+def _deleter(arm: Recall, role: str) -> Callable[[Sequence[str]], int]:
+    """``arm.delete``, or :class:`DeleteNotSupportedError` if ``arm`` has none (or only BaseRecall's refusal)."""
+    delete = getattr(arm, "delete", None)
+    if delete is None or (isinstance(arm, BaseRecall) and type(arm).delete is BaseRecall.delete):
+        raise DeleteNotSupportedError(
+            f"the {role} arm of this HybridRecall ({type(arm).__name__}) cannot delete passages; nothing was deleted"
+        )
+    return delete
