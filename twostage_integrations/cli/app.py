@@ -15,6 +15,13 @@ import typer
 from typer import _click as click
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from ..config import (
+    TWOSTAGE_DB,
+    TWOSTAGE_DEBUG,
+    TWOSTAGE_EMBEDDING_MODEL,
+    TWOSTAGE_RERANK_BACKEND,
+    TWOSTAGE_RERANK_MODEL,
+)
 from ..errors import InvalidParameterError, TwoStageError
 from ..models import quiet_model_libraries
 
@@ -85,7 +92,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Chroma collection name.")]
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", help="Embedded Chroma folder (default: $TWOSTAGE_DB or ~/.local/share/twostage/chroma)."),
+    typer.Option("--db", help=f"Embedded Chroma folder (default: {TWOSTAGE_DB.or_default()})."),
 ]
 HostOpt = Annotated[str | None, typer.Option("--host", help="Chroma server host (instead of --db).")]
 PortOpt = Annotated[int | None, typer.Option("--port", help="Chroma server port (instead of --db).")]
@@ -93,7 +100,7 @@ EmbeddingOpt = Annotated[
     str | None,
     typer.Option(
         "--embedding-model",
-        help="Embedding model id or folder (default: $TWOSTAGE_EMBEDDING_MODEL or all-MiniLM-L6-v2).",
+        help=f"Embedding model id or folder (default: {TWOSTAGE_EMBEDDING_MODEL.or_default()}).",
     ),
 ]
 RerankModelOpt = Annotated[
@@ -103,7 +110,7 @@ RerankModelOpt = Annotated[
         help="Reranker: cross-encoder folder or hub id, a Cohere model such as rerank-v3.5 (or cohere:NAME), "
         "a Voyage model such as rerank-2.5 (or voyage:NAME), or any rerankers-library model as "
         "rerankers:MODEL[:TYPE] (e.g. rerankers:/path/to/model:cross-encoder; see docs/stage2.md) "
-        "(default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2).",
+        f"(default: {TWOSTAGE_RERANK_MODEL.or_default()}).",
     ),
 ]
 RerankBackendOpt = Annotated[
@@ -111,8 +118,7 @@ RerankBackendOpt = Annotated[
     typer.Option(
         "--rerank-backend",
         help="Cross-encoder engine: onnx (ONNX Runtime fp32: torch's scores, faster on CPU), onnx-int8 (faster "
-        "again, rankings close to fp32) or torch (default: $TWOSTAGE_RERANK_BACKEND, else onnx when the onnx extra "
-        "is installed, else torch).",
+        f"again, rankings close to fp32) or torch (default: {TWOSTAGE_RERANK_BACKEND.or_default()}).",
         show_default=False,
     ),
 ]
@@ -155,7 +161,7 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-DEBUG_ENV = "TWOSTAGE_DEBUG"
+DEBUG_ENV = TWOSTAGE_DEBUG.name
 
 
 @app.callback()
@@ -183,7 +189,7 @@ def main(
 
 
 def debug_enabled() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return (TWOSTAGE_DEBUG.value() or "").strip().lower() not in ("", "0", "false", "no")
 
 
 def describe_error(exc: BaseException) -> tuple[str, int] | None:
