@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import overload
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,11 @@ class Setting:
     name: str
     default: str
     help: str
+
+    @overload
+    def value(self) -> str | None: ...
+    @overload
+    def value(self, fallback: str) -> str: ...
 
     def value(self, fallback: str | None = None) -> str | None:
         """The variable's raw value.
