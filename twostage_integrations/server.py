@@ -45,6 +45,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from . import config
 from .errors import InvalidDocumentError, InvalidParameterError, InvalidQueryError, RerankAPIError, TwoStageError
 from .hit import Hit
 from .rerank.base import BaseReranker, Reranker
@@ -59,7 +60,7 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH = 256  # pairs merged into one model call
 DEFAULT_BATCH_WAIT_MS = 5.0
 DEFAULT_MAX_QUEUE = 64  # requests admitted and not yet answered
-SERVE_API_KEY_ENV = "TWOSTAGE_SERVE_API_KEY"
+SERVE_API_KEY_ENV = config.TWOSTAGE_SERVE_API_KEY.name
 MAX_RETRY_AFTER = 60
 DISCONNECT_POLL_S = 0.25  # how often a waiting request checks whether its client is still there
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -15,6 +16,13 @@ import typer
 from typer import _click as click
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from ..config import (
+    TWOSTAGE_DB,
+    TWOSTAGE_DEBUG,
+    TWOSTAGE_EMBEDDING_MODEL,
+    TWOSTAGE_RERANK_BACKEND,
+    TWOSTAGE_RERANK_MODEL,
+)
 from ..errors import InvalidParameterError, TwoStageError
 from ..models import quiet_model_libraries
 
@@ -24,9 +32,38 @@ def _reflow(text: str) -> str:
     return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(text).split("\n\n"))
 
 
+# Click's names for value types: Typer (0.29) labels values <str>, <int>, <path>; click, and Typer before it,
+# say TEXT, INTEGER, PATH.
+_CLICK_TYPE_NAMES = {"str": "TEXT", "int": "INTEGER", "float": "FLOAT", "bool": "BOOLEAN"}
+
+
+def _value_label(param: TyperOption, ctx: click.Context) -> str:
+    """Click's label for an option's value: TEXT, INTEGER, FLOAT, PATH..., ``[a|b]`` for a choice.
+
+    >>> from typer.main import get_command
+    >>> cmd = get_command(app)
+    >>> _value_label(next(p for p in cmd.params if p.name == "debug"), click.Context(cmd))
+    'BOOLEAN'
+    """
+    label = param.display_type(ctx).strip("<>")  # Typer's own: "int", "list[str]", "path", "a|b", "int range"
+    if param.type_descriptor.is_choice:
+        return f"[{label}]"
+    item = re.fullmatch(r"list\[(.+)\]", label)
+    if item:  # a repeatable option takes one value each time
+        label = item.group(1)
+    return " ".join(_CLICK_TYPE_NAMES.get(word.lower(), word.upper()) for word in label.split())
+
+
+class _Argument(TyperArgument):
+    """A positional argument whose help row is its name alone (TEXT, PATHS): Typer would add a ``<str>`` column."""
+
+    def display_type_rich(self, ctx: click.Context) -> str | None:
+        return None
+
+
 class _HelpStyle:
-    """Help output as people expect it: ``twostage query [OPTIONS] TEXT``, flags without a ``<bool>`` label,
-    docstrings reflowed to the terminal width."""
+    """Help output as people expect it: ``twostage query [OPTIONS] TEXT``, values labelled as click does
+    (``--limit INTEGER``, not ``<int>``), flags without a label, docstrings reflowed to the terminal width."""
 
     help: str | None
 
@@ -38,10 +75,13 @@ class _HelpStyle:
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         params = super().get_params(ctx)  # type: ignore[misc]
         for param in params:
-            if isinstance(param, TyperArgument) and param.metavar is None and param.name:
-                param.metavar = param.name.upper()
-            elif isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
-                param.metavar = ""  # a flag takes no value; Typer would label it <bool>
+            if isinstance(param, TyperArgument):
+                if param.metavar is None and param.name:
+                    param.metavar = param.name.upper()
+                param.__class__ = _Argument  # Typer builds the parameters itself, with no hook for their class
+            elif isinstance(param, TyperOption) and param.metavar is None:
+                # A flag takes no value (Typer would label it <bool>); other options get click's TEXT, INTEGER...
+                param.metavar = "" if param.is_flag else _value_label(param, ctx)
         return params
 
 
@@ -85,7 +125,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 CollectionOpt = Annotated[str, typer.Option("--collection", "-c", help="Chroma collection name.")]
 DbOpt = Annotated[
     Path | None,
-    typer.Option("--db", help="Embedded Chroma folder (default: $TWOSTAGE_DB or ~/.local/share/twostage/chroma)."),
+    typer.Option("--db", help=f"Embedded Chroma folder (default: {TWOSTAGE_DB.or_default()})."),
 ]
 HostOpt = Annotated[str | None, typer.Option("--host", help="Chroma server host (instead of --db).")]
 PortOpt = Annotated[int | None, typer.Option("--port", help="Chroma server port (instead of --db).")]
@@ -93,7 +133,7 @@ EmbeddingOpt = Annotated[
     str | None,
     typer.Option(
         "--embedding-model",
-        help="Embedding model id or folder (default: $TWOSTAGE_EMBEDDING_MODEL or all-MiniLM-L6-v2).",
+        help=f"Embedding model id or folder (default: {TWOSTAGE_EMBEDDING_MODEL.or_default()}).",
     ),
 ]
 RerankModelOpt = Annotated[
@@ -103,7 +143,7 @@ RerankModelOpt = Annotated[
         help="Reranker: cross-encoder folder or hub id, a Cohere model such as rerank-v3.5 (or cohere:NAME), "
         "a Voyage model such as rerank-2.5 (or voyage:NAME), or any rerankers-library model as "
         "rerankers:MODEL[:TYPE] (e.g. rerankers:/path/to/model:cross-encoder; see docs/stage2.md) "
-        "(default: $TWOSTAGE_RERANK_MODEL or ms-marco-MiniLM-L-6-v2).",
+        f"(default: {TWOSTAGE_RERANK_MODEL.or_default()}).",
     ),
 ]
 RerankBackendOpt = Annotated[
@@ -111,8 +151,7 @@ RerankBackendOpt = Annotated[
     typer.Option(
         "--rerank-backend",
         help="Cross-encoder engine: onnx (ONNX Runtime fp32: torch's scores, faster on CPU), onnx-int8 (faster "
-        "again, rankings close to fp32) or torch (default: $TWOSTAGE_RERANK_BACKEND, else onnx when the onnx extra "
-        "is installed, else torch).",
+        f"again, rankings close to fp32) or torch (default: {TWOSTAGE_RERANK_BACKEND.or_default()}).",
         show_default=False,
     ),
 ]
@@ -155,22 +194,18 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-DEBUG_ENV = "TWOSTAGE_DEBUG"
+DEBUG_ENV = TWOSTAGE_DEBUG.name
 
 
 @app.callback()
 def main(
     verbose: Annotated[
         bool,
-        typer.Option(
-            "--verbose", "-v", help="Show model libraries' progress bars and info logs (hidden by default).", metavar=""
-        ),
+        typer.Option("--verbose", "-v", help="Show model libraries' progress bars and info logs (hidden by default)."),
     ] = False,
     debug: Annotated[
         bool,
-        typer.Option(
-            "--debug", help="Show the full traceback on errors (also: TWOSTAGE_DEBUG=1).", envvar=DEBUG_ENV, metavar=""
-        ),
+        typer.Option("--debug", help="Show the full traceback on errors (also: TWOSTAGE_DEBUG=1).", envvar=DEBUG_ENV),
     ] = False,
 ) -> None:
     """Two-stage retrieval: recall candidates from Chroma, rerank them with a cross-encoder."""
@@ -183,7 +218,7 @@ def main(
 
 
 def debug_enabled() -> bool:
-    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+    return (TWOSTAGE_DEBUG.value() or "").strip().lower() not in ("", "0", "false", "no")
 
 
 def describe_error(exc: BaseException) -> tuple[str, int] | None:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..config import TWOSTAGE_SERVE_API_KEY
 from ..errors import TwoStageError
 from .app import RerankBackendOpt, app, fail, friendly_errors
 
@@ -62,7 +63,7 @@ def serve(
     api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="TWOSTAGE_SERVE_API_KEY",
+            envvar=TWOSTAGE_SERVE_API_KEY.name,
             help="Require 'Authorization: Bearer KEY' (clients pass it as their Cohere API key).",
             show_default=False,
         ),

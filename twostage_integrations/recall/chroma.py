@@ -14,6 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..config import TWOSTAGE_DB, XDG_DATA_HOME
 from ..embeddings import BaseEmbedder, as_embedder
 from ..errors import (
     ChromaUnavailableError,
@@ -28,7 +29,7 @@ from .base import AddResult, BaseRecall
 
 log = logging.getLogger(__name__)
 
-DB_ENV = "TWOSTAGE_DB"
+DB_ENV = TWOSTAGE_DB.name
 MODEL_KEY = "twostage:embedding_model"
 DIM_KEY = "twostage:dimension"
 # A stamp our writers change on every write (add/update/delete), so readers of derived indexes (BM25) can tell
@@ -43,9 +44,10 @@ FILTER_HELP = (
 
 def default_db_path() -> Path:
     """``$TWOSTAGE_DB``, else ``$XDG_DATA_HOME/twostage/chroma`` (``~/.local/share/twostage/chroma``)."""
-    if os.environ.get(DB_ENV):
-        return Path(os.environ[DB_ENV]).expanduser()
-    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    db = TWOSTAGE_DB.value()
+    if db:
+        return Path(db).expanduser()
+    base = XDG_DATA_HOME.value() or Path.home() / ".local" / "share"
     return Path(base) / "twostage" / "chroma"
 
 

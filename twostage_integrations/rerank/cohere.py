@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from .. import config
 from ..extras import require_extra
 from ..validation import check_positive_int
 from . import hosted
@@ -19,8 +20,9 @@ if TYPE_CHECKING:
 DEFAULT_COHERE_MODEL = "rerank-v3.5"
 MAX_DOCUMENTS_PER_REQUEST = 1000  # the API's documented per-request limit
 COHERE_PREFIX = "cohere:"
-API_KEY_ENVS = ("CO_API_KEY", "COHERE_API_KEY")  # the SDK's name first, then what LangChain/LlamaIndex users set
-BASE_URL_ENVS = ("TWOSTAGE_COHERE_BASE_URL", "CO_API_URL")
+# The SDK's name first, then what LangChain/LlamaIndex users set.
+API_KEY_ENVS = (config.CO_API_KEY.name, config.COHERE_API_KEY.name)
+BASE_URL_ENVS = (config.TWOSTAGE_COHERE_BASE_URL.name, config.CO_API_URL.name)
 AUTH_STATUSES = frozenset({401, 403, 498})
 
 

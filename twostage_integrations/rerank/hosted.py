@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import os
 import random
 import time
 import weakref
@@ -21,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypedDict
 
+from .. import config
 from ..errors import APIKeyError, InvalidParameterError, RerankAPIError
 from ..hit import Hit
 from ..validation import check_positive_int
@@ -86,7 +86,7 @@ class Failure:
 
 def resolve_key(api_key: str | None, envs: Sequence[str], missing: str) -> Secret:
     """``api_key``, else the first non-empty of ``envs``; else :class:`APIKeyError` with the ``missing`` message."""
-    key = api_key if api_key is not None else next((os.environ[e] for e in envs if os.environ.get(e)), "")
+    key = api_key if api_key is not None else (config.first_set(envs) or "")
     if not isinstance(key, str) or not key.strip():
         raise APIKeyError(missing)
     return Secret(key)
@@ -100,7 +100,7 @@ def resolve_base_urls(base_url: str | Sequence[str] | None, envs: Sequence[str])
     ('http://a:1', 'http://b:2')
     """
     if base_url is None or base_url == "":
-        base_url = next((os.environ[e] for e in envs if os.environ.get(e)), None)
+        base_url = config.first_set(envs)
         if base_url is None:
             return (None,)
     urls = base_url.split(",") if isinstance(base_url, str) else base_url

@@ -34,14 +34,15 @@ from typing import Any
 
 import numpy as np
 
+from ..config import TWOSTAGE_CACHE_DIR, TWOSTAGE_RERANK_BACKEND, XDG_CACHE_HOME
 from ..errors import InvalidParameterError, MissingDependencyError, ModelLoadError
 from ..extras import install_line
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
-BACKEND_ENV = "TWOSTAGE_RERANK_BACKEND"
-CACHE_ENV = "TWOSTAGE_CACHE_DIR"
+BACKEND_ENV = TWOSTAGE_RERANK_BACKEND.name
+CACHE_ENV = TWOSTAGE_CACHE_DIR.name
 INSTALL_HINT = install_line("onnx")
 OPSET = 17
 # Bump when the export or quantisation recipe changes: the cache key includes it, so old files are not reused.
@@ -82,7 +83,7 @@ def resolve_backend(backend: str | None) -> str:
     >>> resolve_backend("torch")
     'torch'
     """
-    chosen = backend if backend is not None else (os.environ.get(BACKEND_ENV) or None)
+    chosen = backend if backend is not None else (TWOSTAGE_RERANK_BACKEND.value() or None)
     if chosen is None:
         return "onnx" if onnx_available() and importlib.util.find_spec("onnx") is not None else "torch"
     if not isinstance(chosen, str) or chosen.strip().lower() not in BACKENDS:
@@ -115,7 +116,7 @@ def physical_cores() -> int:
 # -- files and cache ------------------------------------------------------------------------------------------
 def cache_dir() -> Path:
     """``$TWOSTAGE_CACHE_DIR/onnx``, else the platform's user cache dir (``~/.cache/twostage/onnx``)."""
-    root = os.environ.get(CACHE_ENV)
+    root = TWOSTAGE_CACHE_DIR.value()
     if root:
         return Path(root).expanduser() / "onnx"
     try:
@@ -123,7 +124,7 @@ def cache_dir() -> Path:
 
         return Path(user_cache_dir("twostage")) / "onnx"
     except ImportError:  # platformdirs is usually present (pip, chromadb pull it); XDG otherwise
-        return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "twostage" / "onnx"
+        return Path(XDG_CACHE_HOME.value() or Path.home() / ".cache") / "twostage" / "onnx"
 
 
 def snapshot(name: str, local_only: bool) -> Path:

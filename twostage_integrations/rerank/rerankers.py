@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import config
 from ..errors import APIKeyError, InvalidParameterError, MissingDependencyError, ModelLoadError, RerankScoresError
 from ..extras import require_extra
 from ..models import check_model_path, looks_like_path
@@ -158,7 +159,7 @@ class RerankersReranker(BaseReranker):
             )
         if model_type in API_KEY_ENVS and kwargs.get("api_key") is None:
             envs = API_KEY_ENVS[model_type]
-            key = next((os.environ[e] for e in envs if os.environ.get(e)), None)
+            key = config.first_set(envs)
             if key is None:
                 raise APIKeyError(f"no {model_type} API key: pass api_key=..., or set {' or '.join(envs)}")
             kwargs["api_key"] = key

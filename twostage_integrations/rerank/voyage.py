@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import config
 from ..errors import InvalidParameterError
 from ..extras import require_extra
 from ..validation import check_positive_int
@@ -25,8 +26,8 @@ if TYPE_CHECKING:
 
 DEFAULT_VOYAGE_MODEL = "rerank-2.5"
 VOYAGE_PREFIX = "voyage:"
-API_KEY_ENVS = ("VOYAGE_API_KEY",)
-BASE_URL_ENVS = ("TWOSTAGE_VOYAGE_BASE_URL",)
+API_KEY_ENVS = (config.VOYAGE_API_KEY.name,)
+BASE_URL_ENVS = (config.TWOSTAGE_VOYAGE_BASE_URL.name,)
 AUTH_STATUSES = frozenset({401, 403})
 # Per-request limits from https://docs.voyageai.com/reference/reranker-api: at most 1,000 documents, and
 # "query tokens x number of documents + tokens of all documents" at most 600K (300K for the 1st generation).
