@@ -1,133 +1,93 @@
-"""``twostage finetune``."""
+"""``twostage finetune``: one option per :class:`~twostage_integrations.finetune.FinetuneConfig` field.
+
+The options are built from the fields' metadata (help text, flag names, type), so a setting added to the
+config is an option here without restating it; only the dataset argument and ``--json`` belong to the CLI.
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
 import shlex
 import sys
+import typing
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from ..finetune.config import FinetuneConfig
+from ..finetune.train import FinetuneResult
 from .app import DbOpt, EmbeddingOpt, app, friendly_errors
 
+# Fields whose option several commands share: the shared option's flag and help, the same everywhere.
+_SHARED: dict[str, Any] = {"db": DbOpt, "embedding_model": EmbeddingOpt}
+_DatasetArg = Annotated[
+    Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (label-free: corpus only).")
+]
+_JsonOpt = Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON to this file.")]
 
-@app.command("finetune")
-@friendly_errors
-def finetune_command(
-    dataset_dir: Annotated[
-        Path,
-        typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv (label-free: corpus only)."),
-    ],
-    base: Annotated[
-        str,
-        typer.Option(
-            "--base", help="Model to start from: a 1-logit cross-encoder (continue) or a plain encoder (new head)."
-        ),
-    ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the fine-tuned reranker to.")],
-    split: Annotated[str, typer.Option(help="Training qrels: qrels/<split>.tsv.")] = "train",
-    pairs: Annotated[
-        str,
-        typer.Option(
-            help="Positives: qrels (judged queries), or label-free title-body / first-sentence / last-sentence."
-        ),
-    ] = "qrels",
-    negatives: Annotated[int, typer.Option(help="Hard negatives per query, from stage-1 recall.")] = 3,
-    random_negatives: Annotated[int, typer.Option(help="Random negatives per query.")] = 3,
-    mine_depth: Annotated[int, typer.Option(help="Hard negatives come from recall ranks up to this depth.")] = 40,
-    mine_skip: Annotated[
-        int, typer.Option(help="Skip this many top recall hits (likely unjudged positives) when mining.")
-    ] = 10,
-    recall: Annotated[
-        str, typer.Option(help="Stage 1 used for mining (and evaluation): dense, bm25, hybrid.")
-    ] = "dense",
-    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
-    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps (overrides --epochs).")] = None,
-    max_length: Annotated[int, typer.Option(help="Token limit per (query, passage) pair.")] = 256,
-    batch_size: Annotated[int, typer.Option(help="Pairs per training step.")] = 16,
-    lr: Annotated[
-        float | None, typer.Option(help="Learning rate (default: 1e-4 for a plain encoder, 2e-5 for a cross-encoder).")
-    ] = None,
-    eval_split: Annotated[
-        str, typer.Option(help="Held-back qrels to measure before/after on, read after training; 'none' to skip.")
-    ] = "test",
-    eval_limit: Annotated[int, typer.Option(help="Candidates recalled and reranked per query when evaluating.")] = 50,
-    eval_max_queries: Annotated[int | None, typer.Option(help="Evaluate on the first N judged queries only.")] = None,
-    max_queries: Annotated[
-        int | None, typer.Option(help="Train on at most N queries (label-free: a seeded sample of documents).")
-    ] = None,
-    corpus_pairs: Annotated[
-        int, typer.Option(help="With --pairs qrels: also train on N label-free title -> text pairs from the corpus.")
-    ] = 0,
-    corpus_negatives: Annotated[
-        int | None, typer.Option(help="Hard and random negatives (N of each) per --corpus-pairs pair.")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for mining, head initialisation and shuffling.")] = 0,
-    layers: Annotated[
-        str | None,
-        typer.Option(
-            help="A cheaper reranker with N layers, or the 0-based layers listed (0,5). From a cross-encoder, "
-            "layers go one at a time (a count drops the least useful each time); a plain encoder keeps the first N."
-        ),
-    ] = None,
-    shrink_steps: Annotated[
-        int,
-        typer.Option(help="With --layers on a cross-encoder: training steps after each layer removed but the last."),
-    ] = 100,
-    rounds: Annotated[
-        int, typer.Option(help="Train N rounds, each from the last on fresh samples at half the learning rate.")
-    ] = 1,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the interrupted run in --out (finished rounds are kept).")
-    ] = False,
-    save_steps: Annotated[int, typer.Option(help="Save a resumable checkpoint every N steps.")] = 100,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON to this file.")] = None,
-    db: DbOpt = None,
-    embedding_model: EmbeddingOpt = None,
-) -> None:
+
+def cli_fields() -> list[Field[Any]]:
+    """The :class:`FinetuneConfig` fields ``twostage finetune`` has an option for, in the order of ``--help``."""
+    return [f for f in fields(FinetuneConfig) if f.metadata["cli"]]
+
+
+def _option(f: Field[Any], hints: dict[str, Any]) -> inspect.Parameter:
+    meta = f.metadata
+    if f.name in _SHARED:
+        annotation = _SHARED[f.name]
+    else:
+        kind = meta["cli_type"] or hints[f.name]  # e.g. --layers takes "0,5", the field a list
+        annotation = Annotated[kind, typer.Option(*meta["flags"], help=meta["help"])]
+    default = inspect.Parameter.empty if f.default is MISSING else f.default
+    return inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _signature() -> inspect.Signature:
+    """What Typer reads to build the command: the dataset argument, the config's options, ``--json``, then
+    the shared options."""
+    hints = typing.get_type_hints(FinetuneConfig)
+    options = [_option(f, hints) for f in cli_fields()]
+    dataset = inspect.Parameter("dataset_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_DatasetArg)
+    json_out = inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=_JsonOpt)
+    own = [p for p in options if p.name not in _SHARED]
+    shared = [p for p in options if p.name in _SHARED]
+    return inspect.Signature([dataset, *own, json_out, *shared], return_annotation=None)
+
+
+def config_from_options(options: dict[str, Any]) -> FinetuneConfig:
+    """The config the option values describe (each turned into its field's value), with the command line.
+
+    Raises:
+        InvalidParameterError: A value the config refuses (shown as one ``error:`` line).
+    """
+    values = {}
+    for f in cli_fields():
+        convert = f.metadata["from_cli"]
+        values[f.name] = convert(options[f.name]) if convert else options[f.name]
+    return FinetuneConfig(**values, command=shlex.join(["twostage", *sys.argv[1:]]))
+
+
+def _notice(message: str) -> None:
+    typer.echo(f"\n{message}")  # after the progress bar's line
+
+
+def finetune_command(dataset_dir: Path, json_out: Path | None = None, **options: Any) -> None:
     """Fine-tune the stage-2 cross-encoder on your data: mine hard negatives with stage 1, train with binary
     cross-entropy (sentence-transformers CrossEncoderTrainer), save a folder --rerank-model loads, and print
     nDCG@10 etc. on the held-back split before and after. Ctrl-C saves a checkpoint; --resume continues."""
-    import json
+    from ..finetune import finetune
 
+    config = config_from_options(options)
+    result = finetune(dataset_dir, config=config, on_interrupt=_notice)
+    _report(result, dataset_dir, Path(config.out), json_out)
+
+
+def _report(result: FinetuneResult, dataset_dir: Path, out: Path, json_out: Path | None) -> None:
     from rich.console import Console
 
-    from ..finetune import finetune
-    from ..finetune.model import parse_layers
-
-    result = finetune(
-        dataset_dir,
-        base=base,
-        out=out,
-        split=split,
-        pairs=pairs,
-        negatives=negatives,
-        random_negatives=random_negatives,
-        mine_depth=mine_depth,
-        mine_skip=mine_skip,
-        recall=recall,
-        epochs=epochs,
-        max_steps=max_steps,
-        max_length=max_length,
-        batch_size=batch_size,
-        lr=lr,
-        eval_split=None if eval_split.lower() == "none" else eval_split,
-        eval_limit=eval_limit,
-        eval_max_queries=eval_max_queries,
-        max_queries=max_queries,
-        corpus_pairs=corpus_pairs,
-        corpus_negatives=corpus_negatives,
-        seed=seed,
-        layers=None if layers is None else parse_layers(layers),
-        shrink_steps=shrink_steps,
-        rounds=rounds,
-        resume=resume,
-        save_steps=save_steps,
-        db=db,
-        embedding_model=embedding_model,
-        command=shlex.join(["twostage", *sys.argv[1:]]),
-    )
     console = Console() if Console().is_terminal else Console(width=160)
     console.print(
         f"{result.n_pairs} pairs ({result.n_positive} positive) from {result.n_queries} queries; "
@@ -143,3 +103,7 @@ def finetune_command(
     console.print(f"model written to {out} (model card: {out / 'README.md'})")
     if not result.metrics.get("after"):
         console.print(f"evaluate it with: twostage eval {dataset_dir} --rerank-model {out}")
+
+
+finetune_command.__signature__ = _signature()  # type: ignore[attr-defined]
+app.command("finetune")(friendly_errors(finetune_command))

@@ -3,8 +3,15 @@
 >>> from twostage_integrations.finetune import finetune
 >>> result = finetune("path/to/beir-folder", base="path/to/encoder", out="my-reranker")  # doctest: +SKIP
 >>> print(result.metrics["after"]["nDCG@10"])  # doctest: +SKIP
+
+The same with a :class:`FinetuneConfig` (checked on creation, reusable, one place for every setting):
+
+>>> from twostage_integrations.finetune import FinetuneConfig
+>>> config = FinetuneConfig(base="path/to/encoder", out="my-reranker", layers=2)  # doctest: +SKIP
+>>> result = finetune("path/to/beir-folder", config=config)  # doctest: +SKIP
 """
 
+from .config import FinetuneConfig
 from .data import (
     PAIR_SOURCES,
     Pair,
@@ -20,6 +27,7 @@ from .train import FinetuneResult, finetune
 
 __all__ = [
     "PAIR_SOURCES",
+    "FinetuneConfig",
     "FinetuneResult",
     "Pair",
     "PairBuilder",

@@ -3,47 +3,33 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
 import signal
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..embeddings import Embedder
 from ..errors import InvalidParameterError, ModelLoadError
 from ..evaluation.beir import BeirDataset, index_corpus, load_beir
 from ..evaluation.report import EvalReport
 from ..evaluation.runner import evaluate
-from ..recall.hybrid import RECALL_KINDS, recall_by_kind
-from ..validation import check_positive_int
+from ..recall.hybrid import recall_by_kind
 from .card import write_card
-from .data import PAIR_SOURCES, Pair, PairBuilder, load_corpus, mine_negatives
+from .config import FinetuneConfig, check_same_settings
+from .data import Pair, PairBuilder, load_corpus, mine_negatives
 from .model import load_base
+
+logger = logging.getLogger(__name__)
 
 PAIRS_FILE = "pairs.jsonl"
 SETTINGS_FILE = "settings.json"
-# Settings that change the training data or the model: --resume refuses to continue if any differs.
-_RESUME_KEYS: tuple[str, ...] = (
-    *("base", "split", "pairs", "negatives", "random_negatives", "mine_depth", "mine_skip", "recall"),
-    *(
-        "max_queries",
-        "corpus_pairs",
-        "corpus_negatives",
-        "seed",
-        "layers",
-        "layer_ids",
-        "max_length",
-        "batch_size",
-        "lr",
-        "epochs",
-        "rounds",
-    ),
-)
+INTERRUPT_NOTICE = "interrupted: saving a checkpoint after this step (Ctrl-C again to abort without saving)"
 
 
 @dataclass
@@ -97,185 +83,173 @@ class FinetuneResult:
 def finetune(
     dataset_dir: str | os.PathLike[str],
     *,
-    base: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    split: str = "train",
-    pairs: str = "qrels",
-    negatives: int = 3,
-    random_negatives: int = 3,
-    mine_depth: int = 40,
-    mine_skip: int = 10,
-    recall: str = "dense",
-    epochs: float = 1.0,
-    max_steps: int | None = None,
-    max_length: int = 256,
-    batch_size: int = 16,
-    lr: float | None = None,
-    warmup: float = 0.1,
-    eval_split: str | None = "test",
-    eval_recall: str | None = None,
-    eval_limit: int = 50,
-    eval_max_queries: int | None = None,
-    max_queries: int | None = None,
-    corpus_pairs: int = 0,
-    corpus_negatives: int | None = None,
-    seed: int = 0,
-    layers: int | Sequence[int] | None = None,
-    shrink_steps: int = 100,
-    rounds: int = 1,
-    resume: bool = False,
-    save_steps: int = 100,
-    db: str | os.PathLike[str] | None = None,
-    embedding_model: str | os.PathLike[str] | Embedder | None = None,
+    config: FinetuneConfig | None = None,
     progress: bool = True,
-    command: str | None = None,
     callbacks: list[Any] | None = None,
+    on_interrupt: Callable[[str], None] | None = None,
+    **settings: Any,
 ) -> FinetuneResult:
     """Fine-tune a cross-encoder reranker on a BEIR-format folder and measure it before and after.
 
-    1. Training queries: the judged queries of ``split`` (``pairs="qrels"``), or pseudo-queries cut from the
-       corpus alone (``"title-body"``, ``"first-sentence"``, ``"last-sentence"``: only ``corpus.jsonl`` is needed).
-    2. Negatives per query: ``negatives`` sampled from stage-1 ``recall`` hits at ranks ``mine_skip+1 ..
-       mine_depth``, plus ``random_negatives`` random documents; positives are never negatives.
+    1. Training queries: the judged queries of ``split``, or pseudo-queries cut from the corpus alone.
+    2. Negatives per query: hard ones mined from stage-1 ``recall`` hits, plus random documents.
     3. Training with sentence-transformers' ``CrossEncoderTrainer`` and ``BinaryCrossEntropyLoss`` (one
        calibrated score per pair, the sigmoid head :class:`CrossEncoderReranker` reads). Checkpoints go to
        ``out/checkpoints``; Ctrl-C stops after the current step and saves a usable model in ``out``;
        ``resume=True`` continues from the last checkpoint with the same pairs.
     4. Only then, if ``eval_split`` is set, its qrels are read and the base and the new model are evaluated
-       on it (``recall`` + rerank at ``eval_limit``), as ``twostage eval`` would.
+       on it (``recall`` + rerank at ``eval_limit``), as ``twostage eval`` would. "Before" is always ``base``.
 
-    ``corpus_pairs``: with ``pairs="qrels"``, also train on that many label-free title -> text pairs (a seeded
-    sample of the corpus; the recipe of the shipped SciFact cross-encoder). ``corpus_negatives``: hard *and*
-    random negatives (N of each) per such pair; default: ``negatives`` and ``random_negatives``.
-    ``callbacks``: extra ``transformers.TrainerCallback`` objects (logging, early stopping...).
+    Measured on SciFact, the shipped 6-layer cross-encoder cut to 2 layers one layer at a time (100 steps per
+    removal, 400 after the last, 10.6 min on 2 cores): hybrid + it 0.527 nDCG@10, where the same cut at once
+    stayed at the constant predictor (0.128).
 
-    ``base``: an existing 1-logit cross-encoder (training continues; default ``lr`` 2e-5) or a plain encoder
-    such as all-MiniLM-L6-v2 (a new head, pooler reset to identity; default ``lr`` 1e-4). ``layers`` keeps
-    the first N transformer layers, or a list of layer indices (see
-    :func:`~twostage_integrations.finetune.keep_layers`).
+    Args:
+        dataset_dir: BEIR folder: ``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv`` (label-free
+            pairs need the corpus only).
+        config: What to train and where (see :class:`FinetuneConfig`).
+        progress: Show progress bars for indexing, mining and training.
+        callbacks: Extra ``transformers.TrainerCallback`` objects (logging, early stopping...).
+        on_interrupt: Called with a one-line notice on the first Ctrl-C (default: logged as a warning).
+        **settings: :class:`FinetuneConfig` fields (``base=..., out=..., layers=2``...), alone or overriding
+            ``config``'s.
 
-    ``layers`` on a trained cross-encoder removes one layer at a time, each removal but the last followed by
-    ``shrink_steps`` training steps on freshly mined pairs (then the last removal gets the full training):
-    a head reading ``[CLS]`` survives one missing layer, not four. A count N drops the least useful layer
-    each time (:func:`~twostage_integrations.finetune.model.least_useful_layer`); listed indices drop the
-    others from the highest down. Measured on SciFact, the shipped 6-layer cross-encoder to 2 layers (100
-    steps per removal, 400 after the last, 10.6 min on 2 cores): hybrid + it 0.527 nDCG@10, where the same
-    cut at once stayed at the constant predictor (0.128).
+    Returns:
+        What was done: settings, pair counts, steps, metrics before and after; also saved as
+        ``out/finetune.json`` and the model card ``out/README.md``.
 
-    ``rounds``: train N rounds in one call, each continuing from the last with freshly mined pairs (seed
-    ``seed + r - 1``) and half the previous learning rate: the recipe of the shipped SciFact model is
-    ``rounds=2``. Finished rounds are kept in ``out/rounds/round-R``; ``resume=True`` skips them. "Before"
-    is always the ``base`` given here.
+    Raises:
+        InvalidParameterError: Invalid settings, or a ``resume`` that does not match the saved run.
+        ModelLoadError: The training extra is not installed, or ``base`` cannot be read.
+        TypeError: ``base`` or ``out`` missing, or a keyword that is not a :class:`FinetuneConfig` field.
 
     >>> from twostage_integrations.finetune import finetune
     >>> result = finetune("scifact", base="all-MiniLM-L6-v2-folder", out="my-ce")  # doctest: +SKIP
     >>> result.metrics["after"]["nDCG@10"]  # doctest: +SKIP
     """
-    dataset_dir = Path(dataset_dir).expanduser()
-    out_dir = Path(out).expanduser()
-    _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, locals())
+    config = _resolve_config(config, settings)
+    run = _Run(config, progress, list(callbacks or []), on_interrupt or _log_interrupt)
+    dataset = Path(dataset_dir).expanduser()
+    _require_training_deps()  # before minutes of mining, not after
+    plain, cuts, base_settings = _plan(config, dataset)
+    finished = _run_rounds(dataset, base_settings, cuts, run)
+    result = finished[-1]
+    if result.interrupted:
+        return result
+    out_dir = Path(config.out)
+    if len(finished) > 1:
+        _merge_rounds(result, finished, base_settings)
+        write_card(out_dir, result)
+    if config.eval_split:
+        _evaluate(result, dataset, config.base, plain, db=config.db, embedding_model=config.embedding_model,
+                  progress=progress)  # fmt: skip
+        write_card(out_dir, result)
+    (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def _resolve_config(config: FinetuneConfig | None, settings: dict[str, Any]) -> FinetuneConfig:
+    """``config`` with ``settings`` on top (checked again: the caller may have changed a field), or a new one."""
+    return FinetuneConfig(**settings) if config is None else replace(config, **settings)
+
+
+def _log_interrupt(message: str) -> None:
+    logger.warning(message)
+
+
+@dataclass
+class _Run:
+    """One call's config and the caller's hooks."""
+
+    config: FinetuneConfig
+    progress: bool
+    callbacks: list[Any]
+    notify: Callable[[str], None]  # the Ctrl-C notice
+
+
+def _plan(config: FinetuneConfig, dataset_dir: Path) -> tuple[bool, list[Any], dict[str, Any]]:
+    """Whether ``base`` is a plain encoder, the layer cut of each round (see ``layer_cuts``) and the settings
+    saved with the result: the config's, with what it implies filled in."""
     from .model import is_cross_encoder, layer_count, layer_cuts
 
-    _require_training_deps()  # before minutes of mining, not after
-    plain = not is_cross_encoder(base)
+    plain = not is_cross_encoder(config.base)
     base_layers: int | None = None
-    cuts: list[Any] = []  # what each round does to the layers (see layer_cuts)
-    if layers is not None:
-        base_layers = layer_count(base)
-        cuts = layer_cuts(layers, base_layers, gradual=not plain)
-    lr = lr if lr is not None else (1e-4 if plain else 2e-5)
+    cuts: list[Any] = []
+    if config.layers is not None:
+        base_layers = layer_count(config.base)
+        cuts = layer_cuts(config.layers, base_layers, gradual=not plain)
     settings = {
         "dataset": str(dataset_dir),
-        "base": str(base),
-        "split": split if pairs == "qrels" else None,
-        "pairs": pairs,
-        "negatives": negatives,
-        "random_negatives": random_negatives,
-        "mine_depth": mine_depth,
-        "mine_skip": mine_skip,
-        "recall": recall,
-        "max_queries": max_queries,
-        "corpus_pairs": corpus_pairs,
-        "corpus_negatives": corpus_negatives,
-        "seed": seed,
-        "layers": layers if layers is None or isinstance(layers, int) else list(layers),
+        **config.settings(),
+        "split": config.split if config.pairs == "qrels" else None,
         "layer_ids": None,
         "base_layers": base_layers,
-        "shrink_steps": shrink_steps if len(cuts) > 1 else None,
-        "max_length": max_length,
-        "batch_size": batch_size,
-        "lr": lr,
-        "warmup": warmup,
-        "epochs": epochs,
-        "max_steps": max_steps,
+        "shrink_steps": config.shrink_steps if len(cuts) > 1 else None,
+        "lr": config.lr if config.lr is not None else (1e-4 if plain else 2e-5),
         "loss": "BinaryCrossEntropyLoss",
-        "rounds": rounds,
-        "eval_split": eval_split,
-        "eval_recall": eval_recall or recall,
-        "eval_limit": eval_limit,
-        "eval_max_queries": eval_max_queries,
-        "command": command,
+        "eval_recall": config.eval_recall or config.recall,
     }
-    options: dict[str, Any] = dict(save_steps=save_steps, db=db, embedding_model=embedding_model, progress=progress)
+    return plain, cuts, settings
+
+
+def _run_rounds(dataset_dir: Path, settings: dict[str, Any], cuts: list[Any], run: _Run) -> list[FinetuneResult]:
+    """Train (or, with ``resume``, reuse) each round; stops after an interrupted one, which is then last."""
+    config = run.config
+    out_dir = Path(config.out)
     finished: list[FinetuneResult] = []
-    round_base: str | os.PathLike[str] = base
+    round_base = str(config.base)
     shrinking = max(len(cuts) - 1, 0)  # rounds that remove a layer before the user's rounds start
-    total = shrinking + rounds
+    total = shrinking + config.rounds
     layer_ids: list[int] | None = None
     for r in range(1, total + 1):
         # Round r continues from round r-1 on fresh samples; the user's rounds halve the learning rate each time.
         user_round = r - shrinking
         round_settings = {
             **settings,
-            "base": str(round_base),
-            "seed": seed + r - 1,
-            "lr": lr * 0.5 ** max(user_round - 1, 0),
-            "max_steps": max_steps if user_round >= 1 else shrink_steps,
+            "base": round_base,
+            "seed": config.seed + r - 1,
+            "lr": settings["lr"] * 0.5 ** max(user_round - 1, 0),
+            "max_steps": config.max_steps if user_round >= 1 else config.shrink_steps,
             "layers": cuts[r - 1] if r <= len(cuts) else None,
             "layer_ids": layer_ids,
             "round": r,
             "rounds": total,
         }
         round_dir = out_dir if r == total else out_dir / "rounds" / f"round-{r}"
-        result = _finished_round(round_dir, round_settings) if resume and r < total else None
+        result = _finished_round(round_dir, round_settings) if config.resume and r < total else None
         if result is None:
-            result = _train_round(
-                dataset_dir, round_dir, round_settings, resume=resume, callbacks=callbacks or [], **options
-            )
+            result = _train_round(dataset_dir, round_dir, round_settings, run)
             if result.interrupted:
-                return result
+                return [*finished, result]
             if r < total:
                 (round_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
         finished.append(result)
-        round_base = round_dir
+        round_base = str(round_dir)
         layer_ids = result.model_info.get("layers_kept", layer_ids)
+    return finished
 
-    result = finished[-1]
-    if total > 1:
-        result.settings = {
-            **result.settings,
-            **{k: settings[k] for k in ("base", "layers", "max_steps", "rounds")},
-            "round_bases": [r.settings["base"] for r in finished],
-            "round_max_steps": [r.settings["max_steps"] for r in finished],
-        }
-        result.settings["round_lrs"] = [r.settings["lr"] for r in finished]
-        result.settings["round_seeds"] = [r.settings["seed"] for r in finished]
-        # The new head and pooler happened in round 1, layer cuts in the first rounds; the losses are the last's.
-        cut = [r.model_info for r in finished if "layers_kept" in r.model_info]
-        kept = {k: cut[-1][k] for k in ("layers", "layers_kept", "layers_before")} if cut else {}
-        losses = {k: result.model_info.get(k) for k in ("last_logged_loss", "mean_train_loss")}
-        result.model_info = {**finished[0].model_info, **kept, **losses}
-        result.n_queries = sum(r.n_queries for r in finished)
-        result.n_pairs = sum(r.n_pairs for r in finished)
-        result.n_positive = sum(r.n_positive for r in finished)
-        result.steps = sum(r.steps for r in finished)
-        result.train_seconds = sum(r.train_seconds for r in finished)
-        write_card(out_dir, result)
-    if eval_split:
-        _evaluate(result, dataset_dir, base, plain, db=db, embedding_model=embedding_model, progress=progress)
-        write_card(out_dir, result)
-    (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
-    return result
+
+def _merge_rounds(result: FinetuneResult, finished: list[FinetuneResult], settings: dict[str, Any]) -> None:
+    """Make the last round's ``result`` describe all ``finished`` rounds: the user's settings, totals, and the
+    facts of the round that did each thing."""
+    result.settings = {
+        **result.settings,
+        **{k: settings[k] for k in ("base", "layers", "max_steps", "rounds")},
+        "round_bases": [r.settings["base"] for r in finished],
+        "round_max_steps": [r.settings["max_steps"] for r in finished],
+    }
+    result.settings["round_lrs"] = [r.settings["lr"] for r in finished]
+    result.settings["round_seeds"] = [r.settings["seed"] for r in finished]
+    # The new head and pooler happened in round 1, layer cuts in the first rounds; the losses are the last's.
+    cut = [r.model_info for r in finished if "layers_kept" in r.model_info]
+    kept = {k: cut[-1][k] for k in ("layers", "layers_kept", "layers_before")} if cut else {}
+    losses = {k: result.model_info.get(k) for k in ("last_logged_loss", "mean_train_loss")}
+    result.model_info = {**finished[0].model_info, **kept, **losses}
+    result.n_queries = sum(r.n_queries for r in finished)
+    result.n_pairs = sum(r.n_pairs for r in finished)
+    result.n_positive = sum(r.n_positive for r in finished)
+    result.steps = sum(r.steps for r in finished)
+    result.train_seconds = sum(r.train_seconds for r in finished)
 
 
 def _finished_round(round_dir: Path, settings: dict[str, Any]) -> FinetuneResult | None:
@@ -284,26 +258,16 @@ def _finished_round(round_dir: Path, settings: dict[str, Any]) -> FinetuneResult
     if not file.is_file():
         return None
     data = json.loads(file.read_text())
-    _check_same_settings(data["settings"], settings)
+    check_same_settings(data["settings"], settings)
     data.pop("stages", None)
     data["out_dir"] = Path(data["out_dir"])
     return FinetuneResult(**data)
 
 
-def _train_round(
-    dataset_dir: Path,
-    out_dir: Path,
-    settings: dict[str, Any],
-    *,
-    resume: bool,
-    save_steps: int,
-    db,
-    embedding_model,
-    progress: bool,
-    callbacks: list[Any],
-) -> FinetuneResult:
+def _train_round(dataset_dir: Path, out_dir: Path, settings: dict[str, Any], run: _Run) -> FinetuneResult:
     """Mine (or reload) the pairs, train one round from ``settings["base"]``, save model and card in ``out_dir``."""
     ckpt_dir = out_dir / "checkpoints"
+    resume = run.config.resume
     if resume and (ckpt_dir / SETTINGS_FILE).is_file():
         train_pairs, n_queries = _resume_pairs(ckpt_dir, settings)
     else:
@@ -315,7 +279,9 @@ def _train_round(
             )
         resume = False
         data = load_beir(dataset_dir, settings["split"]) if settings["pairs"] == "qrels" else load_corpus(dataset_dir)
-        train_pairs, n_queries = _mine(data, settings, db=db, embedding_model=embedding_model, progress=progress)
+        train_pairs, n_queries = _mine(
+            data, settings, db=run.config.db, embedding_model=run.config.embedding_model, progress=run.progress
+        )
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         with open(ckpt_dir / PAIRS_FILE, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(asdict(p)) + "\n" for p in train_pairs)
@@ -330,8 +296,7 @@ def _train_round(
         n_pairs=len(train_pairs),
         n_positive=sum(p.label for p in train_pairs),
     )
-    _train(model, train_pairs, ckpt_dir, settings, result, resume=resume, save_steps=save_steps, progress=progress,
-           callbacks=callbacks)  # fmt: skip
+    _train(model, train_pairs, ckpt_dir, settings, result, run, resume=resume)
     model.save_pretrained(str(out_dir))
     write_card(out_dir, result)
     if not result.interrupted:
@@ -371,38 +336,6 @@ def _require_training_deps() -> None:
         raise ModelLoadError(f"fine-tuning needs {exc.name}: pip install 'twostage-integrations[train]'") from exc
 
 
-def _check_args(pairs, recall, eval_recall, split, eval_split, epochs, warmup, values: dict[str, Any]) -> None:
-    if pairs not in PAIR_SOURCES:
-        raise InvalidParameterError(f"pairs must be one of {', '.join(PAIR_SOURCES)}, got {pairs!r}")
-    for kind in (recall, eval_recall or recall):
-        if kind not in RECALL_KINDS:
-            raise InvalidParameterError(f"recall must be one of {', '.join(RECALL_KINDS)}, got {kind!r}")
-    if pairs == "qrels" and eval_split and split == eval_split:
-        raise InvalidParameterError(
-            f"training and evaluation both use split {split!r}: the numbers would be meaningless; "
-            "pass another --eval-split (or none)"
-        )
-    if values["corpus_negatives"] is not None:
-        check_positive_int(values["corpus_negatives"], "corpus_negatives")
-    if values["corpus_pairs"] and pairs != "qrels":
-        raise InvalidParameterError(
-            "corpus_pairs adds title-body pairs to a qrels run; with --pairs label-free use --max-queries"
-        )
-    if not isinstance(values["corpus_pairs"], int) or values["corpus_pairs"] < 0:
-        raise InvalidParameterError(f"corpus_pairs must be an integer >= 0, got {values['corpus_pairs']!r}")
-    if not epochs > 0:
-        raise InvalidParameterError(f"epochs must be > 0, got {epochs!r}")
-    if not 0 <= warmup < 1:
-        raise InvalidParameterError(f"warmup is a fraction of the steps in [0, 1), got {warmup!r}")
-    for name in ("max_length", "batch_size", "eval_limit", "save_steps", "rounds", "shrink_steps"):
-        check_positive_int(values[name], name)
-    for name in ("max_steps", "max_queries", "eval_max_queries", "layers"):
-        if values[name] is not None and not (name == "layers" and not isinstance(values[name], int)):
-            check_positive_int(values[name], name)
-    if values["lr"] is not None and not values["lr"] > 0:
-        raise InvalidParameterError(f"lr must be > 0, got {values['lr']!r}")
-
-
 def _mine(
     data: BeirDataset, settings: dict[str, Any], *, db, embedding_model, progress: bool
 ) -> tuple[list[Pair], int]:
@@ -440,23 +373,17 @@ def _resume_pairs(ckpt_dir: Path, settings: dict[str, Any]) -> tuple[list[Pair],
     pairs_file, settings_file = ckpt_dir / PAIRS_FILE, ckpt_dir / SETTINGS_FILE
     if not (pairs_file.is_file() and settings_file.is_file()) or get_last_checkpoint(str(ckpt_dir)) is None:
         raise InvalidParameterError(f"nothing to resume in {ckpt_dir}: run without --resume first")
-    _check_same_settings(json.loads(settings_file.read_text()), settings)
+    check_same_settings(json.loads(settings_file.read_text()), settings)
     with open(pairs_file, encoding="utf-8") as f:
         train_pairs = [Pair(**json.loads(line)) for line in f]
     return train_pairs, len({p.query for p in train_pairs})
 
 
-def _check_same_settings(saved: dict[str, Any], settings: dict[str, Any]) -> None:
-    changed = [k for k in _RESUME_KEYS if saved.get(k) != settings.get(k)]
-    if changed:
-        diff = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
-        raise InvalidParameterError(f"--resume needs the same settings as the interrupted run ({diff})")
-
-
 class _Interrupt:
     """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: abort at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        self.notify = notify
         self.requested = False
         self._previous: Any = None
 
@@ -473,10 +400,10 @@ class _Interrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\ninterrupted: saving a checkpoint after this step (Ctrl-C again to abort without saving)", flush=True)
+        self.notify(INTERRUPT_NOTICE)
 
 
-def _train(model, train_pairs, ckpt_dir: Path, settings, result, *, resume, save_steps, progress, callbacks):
+def _train(model, train_pairs, ckpt_dir: Path, settings, result, run: _Run, *, resume: bool) -> None:
     import torch
     from datasets import Dataset
     from sentence_transformers.cross_encoder import (
@@ -487,7 +414,8 @@ def _train(model, train_pairs, ckpt_dir: Path, settings, result, *, resume, save
     from transformers import TrainerCallback
     from transformers.trainer_utils import get_last_checkpoint
 
-    interrupt = _Interrupt()
+    interrupt = _Interrupt(run.notify)
+    save_steps = run.config.save_steps
 
     class StopOnInterrupt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
@@ -516,14 +444,14 @@ def _train(model, train_pairs, ckpt_dir: Path, settings, result, *, resume, save
         save_total_limit=2,
         logging_steps=max(1, min(50, save_steps)),
         report_to="none",
-        disable_tqdm=not progress,
+        disable_tqdm=not run.progress,
         dataloader_pin_memory=torch.cuda.is_available(),  # pinning is for GPUs; on CPU it only warns
     )
     # Binary cross-entropy on the raw logit: each pair gets one calibrated relevance score, the same sigmoid
     # output CrossEncoderReranker returns; list-wise losses would need all negatives of a query per batch.
     loss = losses.BinaryCrossEntropyLoss(model)
     trainer = CrossEncoderTrainer(
-        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[StopOnInterrupt(), *callbacks]
+        model=model, args=args, train_dataset=dataset, loss=loss, callbacks=[StopOnInterrupt(), *run.callbacks]
     )
     start = get_last_checkpoint(str(ckpt_dir)) if resume else None
     t0 = time.perf_counter()
