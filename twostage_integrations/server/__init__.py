@@ -45,11 +45,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from .errors import InvalidDocumentError, InvalidParameterError, InvalidQueryError, RerankAPIError, TwoStageError
-from .hit import Hit
-from .rerank.base import BaseReranker, Reranker
-from .rerank.cache import ScoreCache
-from .validation import check_positive_int, check_query
+from ..errors import InvalidDocumentError, InvalidParameterError, InvalidQueryError, RerankAPIError, TwoStageError
+from ..hit import Hit
+from ..rerank.base import BaseReranker, Reranker
+from ..rerank.cache import ScoreCache
+from ..validation import check_positive_int, check_query
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger(__name__ + ".requests")
