@@ -297,12 +297,14 @@ class RerankService:
         while True:
             wait = DISCONNECT_POLL_S if deadline is None else min(DISCONNECT_POLL_S, deadline - loop.time())
             if wait <= 0:
+                job.cancel()  # now, not on the loop's next turn (the wrapper passes its cancel on via call_soon)
                 future.cancel()
                 raise asyncio.TimeoutError
             done, _ = await asyncio.wait({future}, timeout=wait)
             if done:
                 return future.result()
             if is_disconnected is not None and await is_disconnected():
+                job.cancel()
                 future.cancel()
                 raise _ClientGone
 
