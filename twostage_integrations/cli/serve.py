@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..config import TWOSTAGE_SERVE_API_KEY
 from ..errors import TwoStageError
 from .app import RerankBackendOpt, app, fail, friendly_errors
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ..rerank.base import Reranker
 
 
 @app.command()
@@ -77,12 +84,23 @@ def serve(
     The model loads in the background (/health answers at once, /ready once it is loaded and warmed);
     SIGTERM or Ctrl+C finishes the requests in progress, then exits 0.
     """
-    import logging
+    name = _local_model_name(model)
+    _check_limits(
+        max_queue, max_documents, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
+    )
+    _route_server_logs(log_requests)
+    load = _loader(name, batch_size, rerank_backend, cache_size)
+    server_app = _build_app(
+        load, api_key, max_documents, batching, max_batch, batch_wait_ms, max_queue, request_timeout
+    )
+    _announce(name, host, port, api_key, batching and max_batch > 0, max_batch, max_queue, cache_size)
+    _run_until_stopped(server_app, host, port, graceful_timeout)
 
+
+def _local_model_name(model: str | None) -> str:
+    """The cross-encoder to serve; a hosted model's name is refused (serve hosts a local model)."""
     from ..models import resolve_rerank_model
-    from ..rerank.cross_encoder import CrossEncoderReranker
     from ..rerank.factory import hosted_provider
-    from ..server import create_app, run_server
 
     name = resolve_rerank_model(model)
     provider = hosted_provider(name)
@@ -91,21 +109,38 @@ def serve(
             f"{name!r} is a hosted {provider.capitalize()} model; serve hosts a local cross-encoder: "
             f"pass --model FOLDER_OR_HUB_ID"
         )
+    return name
+
+
+def _check_limits(max_queue: int, max_documents: int, batch_size: int | None, at_least_zero: tuple[float, ...]) -> None:
+    """Refuse out-of-range options before anything loads (exit 2); ``at_least_zero``: --max-batch, --cache-size,
+    --batch-wait-ms and the timeouts."""
     limits = [(max_queue, "--max-queue"), (max_documents, "--max-documents")]
     for value, option in limits + ([(batch_size, "--batch-size")] if batch_size is not None else []):
         if value < 1:
             raise fail(f"{option} must be >= 1, got {value}")
-    if max_batch < 0 or cache_size < 0 or batch_wait_ms < 0 or request_timeout < 0 or graceful_timeout < 0:
+    if any(value < 0 for value in at_least_zero):
         raise fail("--max-batch, --cache-size, --batch-wait-ms and the timeouts must be >= 0")
 
-    def load():
-        reranker = CrossEncoderReranker(name, batch_size=batch_size, backend=rerank_backend)
+
+def _loader(name: str, batch_size: int | None, backend: Any, cache_size: int) -> Callable[[], Reranker]:
+    """Loads the cross-encoder (behind a score cache when ``cache_size``) on the server's worker thread."""
+
+    def load() -> Reranker:
+        from ..rerank.cross_encoder import CrossEncoderReranker
+
+        reranker = CrossEncoderReranker(name, batch_size=batch_size, backend=backend)
         if cache_size:
             from ..rerank.cache import ScoreCache
 
             return ScoreCache(reranker, maxsize=cache_size)
         return reranker
 
+    return load
+
+
+def _route_server_logs(log_requests: bool) -> None:
+    """The server's log lines (and, with ``log_requests``, one line per request) on stderr."""
     log = logging.getLogger("twostage_integrations.server")
     if not log.handlers:
         handler = logging.StreamHandler()
@@ -115,7 +150,36 @@ def serve(
     logging.getLogger("twostage_integrations.server.requests").setLevel(
         logging.INFO if log_requests else logging.WARNING
     )
-    server_app = create_app(
+
+
+def _announce(
+    name: str, host: str, port: int, api_key: str | None, batching: bool, max_batch: int, max_queue: int, cache: int
+) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        typer.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
+    typer.echo(
+        f"serving {name} at http://{host}:{port} (/v2/rerank, /rerank, /v1/rerank; "
+        f"auth {'on' if api_key else 'off'}, batching "
+        f"{'up to ' + str(max_batch) + ' pairs' if batching else 'off'}, queue {max_queue}, "
+        f"cache {cache or 'off'}); loading the model, GET /ready says when; Ctrl+C stops",
+        err=True,
+    )
+
+
+def _build_app(
+    load: Callable[[], Reranker],
+    api_key: str | None,
+    max_documents: int,
+    batching: bool,
+    max_batch: int,
+    batch_wait_ms: float,
+    max_queue: int,
+    request_timeout: float,
+) -> FastAPI:
+    """The app; the model starts loading on its worker thread (``request_timeout`` 0: no limit)."""
+    from ..server import create_app
+
+    return create_app(
         load,
         api_key=api_key,
         max_documents=max_documents,
@@ -125,15 +189,13 @@ def serve(
         max_queue=max_queue,
         request_timeout=request_timeout or None,
     )
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        typer.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
-    typer.echo(
-        f"serving {name} at http://{host}:{port} (/v2/rerank, /rerank, /v1/rerank; "
-        f"auth {'on' if api_key else 'off'}, batching "
-        f"{'up to ' + str(max_batch) + ' pairs' if batching and max_batch else 'off'}, queue {max_queue}, "
-        f"cache {cache_size or 'off'}); loading the model, GET /ready says when; Ctrl+C stops",
-        err=True,
-    )
+
+
+def _run_until_stopped(server_app: FastAPI, host: str, port: int, graceful_timeout: float) -> None:
+    """Serve until SIGTERM/Ctrl+C (then drain) or a failed model load, which is raised (exit 2 for our typed
+    errors)."""
+    from ..server import run_server
+
     run_server(server_app, host=host, port=port, graceful_timeout=graceful_timeout)
     load_error = server_app.state.service.load_error
     if load_error is not None:

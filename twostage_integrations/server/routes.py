@@ -1,0 +1,290 @@
+"""The HTTP routes of ``twostage serve``: one short handler per route. Each reads an authorised body
+(:func:`read_json`), parses it with its schema, awaits :meth:`RerankService.score` and shapes the answer;
+refusals are :class:`~twostage_integrations.server.schemas.RequestError` answered in the route's error shape.
+
+Handlers find the service and the limits on ``request.app.state`` (set by
+:func:`~twostage_integrations.server.create_app`), so the router holds no state of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any, cast
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from .schemas import (
+    TEI_ROUTE,
+    V1_ROUTE,
+    V2_ROUTE,
+    ApiVersion,
+    BilledUnits,
+    DocumentText,
+    Meta,
+    RequestError,
+    TeiRank,
+    TeiRequest,
+    Usage,
+    V1Data,
+    V1Request,
+    V1Response,
+    V1Result,
+    V2Request,
+    V2Response,
+    V2Result,
+    error_body,
+    invalid,
+)
+from .service import RerankService
+
+
+@dataclass(frozen=True)
+class RouteSettings:
+    """What the routes enforce before the service sees a request.
+
+    Args:
+        max_documents: most documents in one request (413 above).
+        max_body_bytes: largest body (413 above), counted as it arrives.
+        api_key: when set, requests need ``Authorization: Bearer <api_key>``.
+    """
+
+    max_documents: int
+    max_body_bytes: int
+    api_key: str | None = None
+
+    @property
+    def expected_auth(self) -> bytes | None:
+        """The ``Authorization`` header a request must carry, or ``None`` when there is no key."""
+        return f"Bearer {self.api_key}".encode() if self.api_key else None
+
+
+router = APIRouter()
+
+
+def rank_order(scores: list[float], top_n: int | None = None) -> list[int]:
+    """Document indices best first (stable: ties keep document order), cut to ``top_n``.
+
+    Args:
+        scores: one score per document.
+        top_n: how many to keep (``None``: all).
+
+    Returns:
+        Indices into ``scores``.
+    """
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return order if top_n is None else order[:top_n]
+
+
+def word_count(query: str, documents: list[str]) -> int:
+    """``usage`` for the APIs whose clients require one (Voyage, Infinity, Jina): an estimate in words, not the
+    model's tokens.
+
+    Args:
+        query: the request's query.
+        documents: its documents.
+
+    Returns:
+        Words of the query and each document, summed over pairs.
+    """
+    q = len(query.split())
+    return sum(q + len(d.split()) for d in documents)
+
+
+def _meta(version: str, n_documents: int, warnings: list[str] | None = None) -> Meta:
+    # Cohere bills 100 documents per search unit.
+    units = BilledUnits(search_units=math.ceil(n_documents / 100))
+    return Meta(api_version=ApiVersion(version=version), billed_units=units, warnings=warnings or None)
+
+
+# -- the request path ------------------------------------------------------------------------------------
+def _service(request: Request) -> RerankService:
+    return request.app.state.service
+
+
+def _settings(request: Request) -> RouteSettings:
+    return request.app.state.settings
+
+
+async def read_body(request: Request, max_body_bytes: int) -> bytes:
+    """The raw body, refused with 413 above ``max_body_bytes``: by its declared length, then as it arrives, so
+    a missing or false ``Content-Length`` cannot bypass the limit.
+
+    Args:
+        request: the HTTP request.
+        max_body_bytes: the largest body accepted.
+
+    Returns:
+        The body's bytes.
+
+    Raises:
+        RequestError: 413 when the body is larger than the limit.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body_bytes:
+        raise RequestError(413, f"request body is {declared} bytes, more than the limit of {max_body_bytes}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body_bytes:
+            raise RequestError(413, f"request body is more than the limit of {max_body_bytes} bytes")
+    return bytes(body)
+
+
+async def read_json(request: Request) -> Any:
+    """The decoded body of an authorised request the server can take.
+
+    Args:
+        request: the HTTP request.
+
+    Returns:
+        The decoded JSON (any JSON value: the route's schema checks its shape).
+
+    Raises:
+        RequestError: 401 bad or missing key, 503 not accepting, 413 body too large, 400 not JSON.
+    """
+    settings = _settings(request)
+    expected = settings.expected_auth
+    if expected is not None:
+        given = request.headers.get("authorization", "").encode()
+        if not secrets.compare_digest(given, expected):
+            raise RequestError(401, "invalid api token: send 'Authorization: Bearer <key>' with the server's key")
+    _service(request).check_accepting()
+    raw = await read_body(request, settings.max_body_bytes)
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise invalid(f"the body is not valid JSON ({exc})") from None
+
+
+async def score(request: Request, query: str, documents: list[str]) -> list[float]:
+    """The service's scores for one request, cancelled if its client hangs up (noted for the request log)."""
+    request.state.n_documents = len(documents)
+    return await _service(request).score(query, documents, is_disconnected=request.is_disconnected)
+
+
+# -- routes -----------------------------------------------------------------------------------------------
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    """Liveness: 200 while the process can serve or is loading; 503 once loading the model failed."""
+    service = _service(request)
+    body = {
+        "status": "failed" if service.state == "failed" else "ok",
+        "state": "draining" if service.draining else service.state,
+        "model": service.name,
+        **service.stats(),
+    }
+    cache = getattr(service.reranker, "stats", None)
+    if callable(cache):
+        body["cache"] = cache()
+    return JSONResponse(body, status_code=503 if service.state == "failed" else 200)
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: 200 once the model is loaded and warmed; 503 before, after a failed load, while draining."""
+    service = _service(request)
+    state = "draining" if service.draining else service.state
+    return JSONResponse({"ready": service.ready, "state": state}, status_code=200 if service.ready else 503)
+
+
+@router.post(V2_ROUTE, response_model=V2Response, response_model_exclude_none=True)
+async def rerank(request: Request) -> V2Response:
+    """Cohere v2."""
+    req = V2Request.parse(await read_json(request), _settings(request).max_documents)
+    scores = await score(request, req.query, req.documents)
+    results = [
+        V2Result(
+            index=i,
+            relevance_score=scores[i],
+            document=DocumentText(text=req.documents[i]) if req.return_documents else None,
+        )
+        for i in rank_order(scores, req.top_n)
+    ]
+    return V2Response(id=str(uuid.uuid4()), results=results, meta=_meta("2", len(req.documents), req.warnings))
+
+
+@router.post(TEI_ROUTE, response_model=list[TeiRank], response_model_exclude_none=True)
+async def rerank_tei(request: Request) -> list[TeiRank]:
+    """Hugging Face TEI: a bare list of ``{"index", "score"[, "text"]}``, best first, every text."""
+    req = TeiRequest.parse(await read_json(request), _settings(request).max_documents)
+    invert = _service(request).raw_scorer() if req.raw_scores else float
+    scores = await score(request, req.query, req.texts)
+    return [
+        TeiRank(index=i, score=invert(scores[i]), text=req.texts[i] if req.return_text else None)
+        for i in rank_order(scores)
+    ]
+
+
+@router.post(V1_ROUTE, response_model=V1Response, response_model_exclude_none=True)
+async def rerank_v1(request: Request) -> V1Response:
+    """Cohere v1 / Jina / Infinity (``results``) and Voyage (``data``, ``usage.total_tokens``) in one body."""
+    req = V1Request.parse(await read_json(request), _settings(request).max_documents)
+    invert = _service(request).raw_scorer() if req.raw_scores else float
+    scores = await score(request, req.query, req.documents)
+    data, results = [], []
+    for i in rank_order(scores, req.top):
+        text = req.documents[i] if req.return_documents else None
+        data.append(V1Data(index=i, relevance_score=invert(scores[i]), document=text))  # Voyage: the string
+        # Cohere v1 and Jina: an object; Infinity: the string
+        document = text if text is None or req.infinity else DocumentText(text=text)
+        results.append(V1Result(index=i, relevance_score=invert(scores[i]), document=document))
+    words = word_count(req.query, req.documents)
+    return V1Response(
+        id=str(uuid.uuid4()),
+        model=_service(request).name,
+        results=results,
+        data=data,
+        usage=Usage(prompt_tokens=words, total_tokens=words),
+        meta=_meta("1", len(req.documents)),
+    )
+
+
+# -- errors -----------------------------------------------------------------------------------------------
+def error_response(request: Request, exc: RequestError) -> JSONResponse:
+    """``exc`` in the error shape of the request's route, with ``Retry-After`` when it has a retry hint.
+
+    Args:
+        request: the refused request (its path picks the shape).
+        exc: the refusal.
+
+    Returns:
+        The JSON response.
+    """
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+    body = error_body(request.url.path, exc.status_code, exc.message, exc.kind)
+    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+
+
+# Starlette types every handler as taking Exception; each below is registered for its own class only.
+async def _request_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(request, cast(RequestError, exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own refusals (404, 405) in the route's error shape."""
+    http = cast(HTTPException, exc)
+    return error_response(request, RequestError(http.status_code, str(http.detail)))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(request, invalid(str(cast(RequestValidationError, exc).errors())))
+
+
+def install(app: FastAPI) -> None:
+    """Add the routes and the error handlers to ``app``.
+
+    Args:
+        app: the app; its ``state`` must hold ``service`` (a :class:`RerankService`) and ``settings``
+            (:class:`RouteSettings`) before it answers requests.
+    """
+    app.include_router(router)
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
