@@ -80,16 +80,13 @@ def serve(
 
     from ..models import resolve_rerank_model
     from ..rerank.cross_encoder import CrossEncoderReranker
-    from ..rerank.factory import hosted_provider
+    from ..rerank.registry import CROSS_ENCODER, route_for
     from ..server import create_app, run_server
 
     name = resolve_rerank_model(model)
-    provider = hosted_provider(name)
-    if provider is not None:
-        raise fail(
-            f"{name!r} is a hosted {provider.capitalize()} model; serve hosts a local cross-encoder: "
-            f"pass --model FOLDER_OR_HUB_ID"
-        )
+    route = route_for(name)  # the names make_reranker reads; an existing folder is always a cross-encoder
+    if route.kind != CROSS_ENCODER:
+        raise fail(f"{name!r} {route.what}; serve hosts a local cross-encoder: pass --model FOLDER_OR_HUB_ID")
     limits = [(max_queue, "--max-queue"), (max_documents, "--max-documents")]
     for value, option in limits + ([(batch_size, "--batch-size")] if batch_size is not None else []):
         if value < 1:

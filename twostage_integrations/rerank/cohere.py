@@ -12,13 +12,14 @@ from ..extras import require_extra
 from ..validation import check_positive_int
 from . import hosted
 from .hosted import Failure, HostedReranker, HostedSettings
+from .registry import COHERE_PREFIX as COHERE_PREFIX  # re-exported: the prefix lives with the name table
+from .registry import hosted_provider
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+; only the type checker needs it
 
 DEFAULT_COHERE_MODEL = "rerank-v3.5"
 MAX_DOCUMENTS_PER_REQUEST = 1000  # the API's documented per-request limit
-COHERE_PREFIX = "cohere:"
 API_KEY_ENVS = ("CO_API_KEY", "COHERE_API_KEY")  # the SDK's name first, then what LangChain/LlamaIndex users set
 BASE_URL_ENVS = ("TWOSTAGE_COHERE_BASE_URL", "CO_API_URL")
 AUTH_STATUSES = frozenset({401, 403, 498})
@@ -33,8 +34,6 @@ def is_cohere_model(name: str) -> bool:
     >>> is_cohere_model("rerank-2.5")  # Voyage's
     False
     """
-    from .factory import hosted_provider
-
     return hosted_provider(name) == "cohere"
 
 
