@@ -34,7 +34,7 @@ from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
-from .scores import hit_score_kind, score_kind_of
+from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
 from .validation import check_limit_top_k, check_positive_int
 
 __all__ = ["TwoStageCompressor", "TwoStageEmbeddings", "TwoStageRetriever", "hit_to_document"]
@@ -57,11 +57,6 @@ def hit_to_document(hit: Hit, score_kind: str | None = None) -> Document:
         "rerank_rank": hit.rerank_rank,
     }
     return Document(id=hit.id, page_content=hit.text, metadata=metadata)
-
-
-def _pipeline_kinds(pipeline: TwoStagePipeline) -> tuple[str, str | None]:
-    recall_kind = score_kind_of(pipeline.recall, "recall")
-    return recall_kind, None if pipeline.reranker is None else score_kind_of(pipeline.reranker, "rerank")
 
 
 class TwoStageEmbeddings(Embeddings):
@@ -233,7 +228,7 @@ class TwoStageRetriever(BaseRetriever):
         }
 
     def _documents(self, hits: Sequence[Hit]) -> list[Document]:
-        recall_kind, rerank_kind = _pipeline_kinds(self.pipeline)
+        recall_kind, rerank_kind = pipeline_score_kinds(self.pipeline)
         return [hit_to_document(h, hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind)) for h in hits]
 
     def _get_relevant_documents(

@@ -38,7 +38,7 @@ from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
-from .scores import hit_score_kind, score_kind_of
+from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
 from .validation import check_limit_top_k, check_positive_int
 
 dispatcher = get_dispatcher(__name__)
@@ -365,8 +365,7 @@ class TwoStageRetriever(BaseRetriever):
         return {"limit": self.limit, "top_k": self.top_k, "where": self.where, "where_document": self.where_document}
 
     def _nodes(self, hits: Sequence[Hit]) -> list[NodeWithScore]:
-        recall_kind = score_kind_of(self.pipeline.recall, "recall")
-        rerank_kind = None if self.pipeline.reranker is None else score_kind_of(self.pipeline.reranker, "rerank")
+        recall_kind, rerank_kind = pipeline_score_kinds(self.pipeline)
         return [hit_to_node(h, hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind)) for h in hits]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

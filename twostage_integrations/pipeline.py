@@ -12,6 +12,7 @@ from typing import Any
 from .hit import Hit
 from .recall.base import AddResult, Recall
 from .rerank.base import Reranker
+from .rerank.cascade import as_cascade
 from .validation import check_limit_top_k, check_query
 
 
@@ -70,9 +71,7 @@ class TwoStagePipeline:
         self.limit, self.top_k = check_limit_top_k(limit, top_k)
         self.recall = recall
         if isinstance(reranker, (list, tuple)):  # [(tiny, 30), (ce, 5)]: a multi-stage cascade
-            from .rerank.cascade import Cascade
-
-            reranker = Cascade(reranker)
+            reranker = as_cascade(reranker)
         self.reranker: Reranker | None = reranker  # type: ignore[assignment]  # a list became a Cascade above
         # One variable per pipeline, so two pipelines used in one thread keep their own numbers too.
         self._last_timings: contextvars.ContextVar[StageTimings | None] = contextvars.ContextVar(

@@ -7,7 +7,7 @@ score of the last stage that ran; ``score_kind`` names that stage and its scale,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from .hit import Hit
 
@@ -54,6 +54,32 @@ def cross_encoder_score_kind(reranker: Any) -> str:
     if name in ("identity", "none", "linear", "logit"):
         return "ce_logit"
     return f"ce_{name}"
+
+
+class _TwoStages(Protocol):
+    """What :func:`pipeline_score_kinds` reads (a :class:`~twostage_integrations.TwoStagePipeline`); a protocol
+    because this module sits below the pipeline (the rerankers import it)."""
+
+    @property
+    def recall(self) -> object: ...
+
+    @property
+    def reranker(self) -> object | None: ...
+
+
+def pipeline_score_kinds(pipeline: _TwoStages) -> tuple[str, str | None]:
+    """What a pipeline's stages report, for :func:`hit_score_kind`.
+
+    Args:
+        pipeline: the :class:`~twostage_integrations.TwoStagePipeline` whose ``recall`` and ``reranker`` produced
+            the hits.
+
+    Returns:
+        ``(recall_kind, rerank_kind)``: stage 1's kind (``"recall"`` when undeclared) and the reranker's
+        (``"rerank"`` when undeclared; None when the pipeline has no reranker).
+    """
+    recall_kind = score_kind_of(pipeline.recall, "recall")
+    return recall_kind, None if pipeline.reranker is None else score_kind_of(pipeline.reranker, "rerank")
 
 
 def hit_score_kind(hit: Hit, *, recall_kind: str, rerank_kind: str | None) -> str:

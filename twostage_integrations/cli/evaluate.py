@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from .app import DbOpt, EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors, parse_stage
+
+if TYPE_CHECKING:
+    from ..evaluation import BeirDataset, EvalReport
+    from ..rerank.cascade import Cascade
 
 DEFAULT_PLOT_LIMITS = "10,20,50,100"
 
@@ -75,12 +79,8 @@ def eval_command(
     """Measure recall and reranking on a BEIR-format dataset: nDCG@k, Recall@k, Recall@limit, MRR@k, MAP@100
     and time per stage. The corpus is indexed once into a cached Chroma collection (keyed by dataset and
     embedding model); re-runs reuse it."""
-    from rich.console import Console
-
-    from ..evaluation import evaluate, evaluate_limits, load_beir
-    from ..evaluation import plot_limits as plot_by_limit  # the name plot_limits is the --plot-limits option
+    from ..evaluation import evaluate, load_beir
     from ..extras import check_eval_extras
-    from ..rerank import make_reranker
 
     if no_rerank and (rerank_model or rerank_backend or stage or fusion_weight is not None):
         raise fail("--no-rerank contradicts --rerank-model/--rerank-backend/--stage/--fusion-weight; pass one")
@@ -92,29 +92,59 @@ def eval_command(
         raise fail(f"--plot-limits must be comma-separated integers, got {plot_limits!r}") from None
     check_eval_extras(recall, plot=plot is not None)  # a missing extra fails before any model or index work
     data = load_beir(dataset_dir, split, max_queries=max_queries)  # fail on a bad folder before loading models
-    stages = None
-    if not no_rerank:
-        specs: list[tuple[str | None, int | None, dict[str, Any]]] = (
-            [parse_stage(s) for s in stage] if stage else [(rerank_model, None, {})]
-        )
-        stages = [
-            (make_reranker(model, **{"backend": rerank_backend, **options}), keep) for model, keep, options in specs
-        ]
-        if fusion_weight is not None:
-            from ..rerank.fusion import FusedReranker
-
-            last, keep = stages[-1]
-            stages[-1] = (FusedReranker(last, weight=fusion_weight, method=fusion_method), keep)
-    options: dict[str, Any] = dict(recall=recall, top_k=top_k, reranker=stages, db=db, embedding_model=embedding_model)
+    cascade = None if no_rerank else _cascade(stage, rerank_model, rerank_backend, fusion_weight, fusion_method)
+    options: dict[str, Any] = dict(recall=recall, top_k=top_k, reranker=cascade, db=db, embedding_model=embedding_model)
     options.update(rrf_k=rrf_k, candidates_per_arm=per_arm)
     report = evaluate(data, limit=limit, **options)
+    _write_results(report, data, cascade, options, limits, plot=plot, json_out=json_out)
+
+
+def _cascade(
+    stage: list[str] | None,
+    rerank_model: str | None,
+    rerank_backend: str | None,
+    fusion_weight: float | None,
+    fusion_method: str,
+) -> Cascade:
+    """The rerank stages of ``--stage`` (or the one of ``--rerank-model``), the last fused when asked."""
+    from ..rerank import make_reranker
+    from ..rerank.cascade import as_cascade
+
+    specs: list[tuple[str | None, int | None, dict[str, Any]]] = (
+        [parse_stage(s) for s in stage] if stage else [(rerank_model, None, {})]
+    )
+    stages = [(make_reranker(model, **{"backend": rerank_backend, **options}), keep) for model, keep, options in specs]
+    if fusion_weight is not None:
+        from ..rerank.fusion import FusedReranker
+
+        last, keep = stages[-1]
+        stages[-1] = (FusedReranker(last, weight=fusion_weight, method=fusion_method), keep)
+    return as_cascade(stages)
+
+
+def _write_results(
+    report: EvalReport,
+    data: BeirDataset,
+    cascade: Cascade | None,
+    options: dict[str, Any],
+    limits: list[int],
+    *,
+    plot: Path | None,
+    json_out: Path | None,
+) -> None:
+    """Print the table and the engines' lines; run and plot every limit for --plot; write --json."""
+    from rich.console import Console
+
+    from ..evaluation import evaluate_limits
+    from ..evaluation import plot_limits as plot_by_limit
+
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(report.table())
     payload = report.to_dict()
-    if stages:
-        payload["rerank_engines"] = _engine_lines(console, [r for r, _ in stages])
+    if cascade:
+        payload["rerank_engines"] = _engine_lines(console, [r for r, _ in cascade.stages])
     if plot:
         reports = evaluate_limits(data, limits, progress=False, **options)
         plot_by_limit(reports, plot)

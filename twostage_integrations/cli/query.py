@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..scores import hit_score_kind, score_kind_of
+from ..scores import hit_score_kind, pipeline_score_kinds
 from .app import (
     CollectionOpt,
     DbOpt,
@@ -22,6 +22,9 @@ from .app import (
     make_recall,
 )
 from .render import hits_table
+
+if TYPE_CHECKING:
+    from ..pipeline import SearchResult, TwoStagePipeline
 
 FILTER_EXAMPLE = '\'{"filename": "aspirin.md"}\''
 
@@ -77,14 +80,7 @@ def query(
     from ..pipeline import TwoStagePipeline
     from ..rerank import make_reranker
 
-    where = None
-    if filter:
-        try:
-            where = json.loads(filter)
-        except json.JSONDecodeError as exc:
-            raise fail(f"--filter is not valid JSON ({exc.msg}); example: --filter {FILTER_EXAMPLE}") from None
-        if not isinstance(where, dict):
-            raise fail(f"--filter must be a JSON object, e.g. {FILTER_EXAMPLE}")
+    where = _parse_filter(filter)
     if no_rerank and (rerank_model or rerank_backend):
         raise fail("--no-rerank contradicts --rerank-model/--rerank-backend; pass one")
     if num_candidates is not None and recall_kind == "bm25":
@@ -99,33 +95,55 @@ def query(
     result = pipe.run(text, where=where, **extra)
     if not result.hits:
         typer.echo(_no_results_hint(recall, collection, where), err=True)
-    recall_kind = score_kind_of(recall, "recall")
-    rerank_kind = None if reranker is None else score_kind_of(reranker, "rerank")
-    score_kind = (
-        hit_score_kind(result.hits[0], recall_kind=recall_kind, rerank_kind=rerank_kind)
-        if result.hits
-        else rerank_kind or recall_kind
-    )
     if as_json:
-        payload = {
-            "query": text,
-            "collection": collection,
-            "limit": limit,
-            "top_k": top_k,
-            "rerank_model": reranker.name if reranker else None,
-            "score_kind": score_kind,
-            "hits": [h.to_dict() for h in result.hits],
-            "timings": result.timings.to_dict(),
-        }
-        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2))
-        return
+        typer.echo(json.dumps(_json_payload(text, collection, pipe, result), ensure_ascii=False, indent=2))
+    else:
+        _print_table(text, pipe, result)
+
+
+def _parse_filter(filter_json: str | None) -> dict[str, Any] | None:
+    """--filter as a Chroma ``where`` (None without one); a clear exit 2 when it is not a JSON object."""
+    if not filter_json:
+        return None
+    try:
+        where = json.loads(filter_json)
+    except json.JSONDecodeError as exc:
+        raise fail(f"--filter is not valid JSON ({exc.msg}); example: --filter {FILTER_EXAMPLE}") from None
+    if not isinstance(where, dict):
+        raise fail(f"--filter must be a JSON object, e.g. {FILTER_EXAMPLE}")
+    return where
+
+
+def _result_score_kind(pipe: TwoStagePipeline, result: SearchResult) -> str:
+    """The kind of the printed scores: the best hit's (see docs/scores.md), or the last stage's with no hits."""
+    recall_kind, rerank_kind = pipeline_score_kinds(pipe)
+    if not result.hits:
+        return rerank_kind or recall_kind
+    return hit_score_kind(result.hits[0], recall_kind=recall_kind, rerank_kind=rerank_kind)
+
+
+def _json_payload(text: str, collection: str, pipe: TwoStagePipeline, result: SearchResult) -> dict[str, Any]:
+    return {
+        "query": text,
+        "collection": collection,
+        "limit": pipe.limit,
+        "top_k": pipe.top_k,
+        "rerank_model": pipe.reranker.name if pipe.reranker else None,
+        "score_kind": _result_score_kind(pipe, result),
+        "hits": [h.to_dict() for h in result.hits],
+        "timings": result.timings.to_dict(),
+    }
+
+
+def _print_table(text: str, pipe: TwoStagePipeline, result: SearchResult) -> None:
     from rich.console import Console
 
     console = Console()
+    reranker = pipe.reranker
     title = f"{text!r} — {len(result.candidates)} recalled, " + (
         f"reranked by {reranker.name}" if reranker else "no rerank"
     )
-    title += f" (score: {score_kind}, see docs/scores.md)"
+    title += f" (score: {_result_score_kind(pipe, result)}, see docs/scores.md)"
     console.print(hits_table(result.hits, title=title))
     t = result.timings
     console.print(

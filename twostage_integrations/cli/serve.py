@@ -100,15 +100,12 @@ def serve(
 def _local_model_name(model: str | None) -> str:
     """The cross-encoder to serve; a hosted model's name is refused (serve hosts a local model)."""
     from ..models import resolve_rerank_model
-    from ..rerank.factory import hosted_provider
+    from ..rerank.registry import CROSS_ENCODER, route_for
 
     name = resolve_rerank_model(model)
-    provider = hosted_provider(name)
-    if provider is not None:
-        raise fail(
-            f"{name!r} is a hosted {provider.capitalize()} model; serve hosts a local cross-encoder: "
-            f"pass --model FOLDER_OR_HUB_ID"
-        )
+    route = route_for(name)  # the names make_reranker reads; an existing folder is always a cross-encoder
+    if route.kind != CROSS_ENCODER:
+        raise fail(f"{name!r} {route.what}; serve hosts a local cross-encoder: pass --model FOLDER_OR_HUB_ID")
     return name
 
 

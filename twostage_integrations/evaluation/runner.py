@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any, cast
 
 from tqdm.auto import tqdm
@@ -17,7 +18,7 @@ from ..recall.base import Recall, query_embedder
 from ..recall.hybrid import recall_by_kind
 from ..rerank.base import BaseReranker, Reranker
 from ..rerank.cache import ScoreCache
-from ..rerank.cascade import Cascade
+from ..rerank.cascade import Cascade, as_cascade
 from ..validation import check_positive_int
 from .beir import BeirDataset, index_corpus, load_beir
 from .metrics import compute_metrics
@@ -27,13 +28,110 @@ RerankSpec = Reranker | Sequence[tuple[Reranker, int | None] | Reranker] | None
 
 
 def _stages(reranker: RerankSpec) -> Cascade | None:
-    if reranker is None:
+    """Recall only (None) for ``None`` or an empty list; else every stage, as one cascade."""
+    if reranker is None or (isinstance(reranker, Sequence) and not isinstance(reranker, str) and not reranker):
         return None
-    if isinstance(reranker, Cascade):
-        return reranker
-    if isinstance(reranker, Sequence) and not isinstance(reranker, str):
-        return Cascade(list(reranker)) if reranker else None
-    return Cascade([(reranker, None)])
+    return as_cascade(reranker)
+
+
+@dataclass
+class _Stage1:
+    """Stage 1 as :func:`evaluate` built it (setup done), ready for timed queries."""
+
+    retriever: Recall
+    name: str
+    embedder_name: str
+    index_seconds: float
+
+
+def _prepare_recall(
+    data: BeirDataset,
+    recall: str | Recall,
+    *,
+    db: str | os.PathLike[str] | None,
+    embedding_model: str | os.PathLike[str] | BaseEmbedder | None,
+    rrf_k: float,
+    candidates_per_arm: int | None,
+    progress: bool,
+) -> _Stage1:
+    """Index the corpus (cached) and build the named recall over it, or take the caller's."""
+    t0 = time.perf_counter()
+    if isinstance(recall, str):
+        chroma = index_corpus(data, db=db, embedding_model=embedding_model, progress=progress)
+        retriever = recall_by_kind(recall, chroma, rrf_k=rrf_k, candidates_per_arm=candidates_per_arm)
+        stage1 = _Stage1(retriever, recall, chroma.embedder.name, 0.0)
+    else:
+        chroma = None
+        stage1 = _Stage1(recall, type(recall).__name__, getattr(query_embedder(recall), "name", ""), 0.0)
+    stage1.index_seconds = time.perf_counter() - t0
+    if chroma is not None and stage1.name in ("bm25", "hybrid"):
+        retriever = stage1.retriever
+        sparse = cast(Any, retriever if stage1.name == "bm25" else cast(Any, retriever).sparse)
+        sparse.refresh()  # build/load the BM25 index now: setup, not per-query latency
+    return stage1
+
+
+@dataclass
+class _Runs:
+    """Per stage (recall first, then each rerank stage): each query's ranking, total seconds, output sizes."""
+
+    rankings: list[dict[str, list[str]]]
+    seconds: list[float]
+    sizes: list[list[int]]
+
+
+def _run_queries(
+    retriever: Recall, cascade: Cascade | None, queries: dict[str, str], limit: int, progress: bool
+) -> _Runs:
+    """Every query through recall and each rerank stage, timing each stage."""
+    texts = list(queries.values())
+    recall_seconds = 0.0
+    query_cache = ExitStack()
+    embedder = query_embedder(retriever)
+    if embedder is not None:
+        # Every query embedded in one batched pass (counted as recall time); search() reads them back.
+        t0 = time.perf_counter()
+        query_cache.enter_context(embedder.cached_queries(texts, progress=progress))
+        recall_seconds += time.perf_counter() - t0
+
+    n_stages = 1 + (len(cascade.stages) if cascade else 0)
+    seconds = [recall_seconds] + [0.0] * (n_stages - 1)
+    runs = _Runs(rankings=[{} for _ in range(n_stages)], seconds=seconds, sizes=[[] for _ in range(n_stages)])
+    with query_cache:  # the cached vectors are dropped when the run ends
+        for qid, text in tqdm(list(queries.items()), desc="queries", unit="query", disable=not progress):
+            t0 = time.perf_counter()
+            candidates = retriever.search(text, limit)
+            runs.seconds[0] += time.perf_counter() - t0
+            outputs = [(candidates, 0.0)]
+            if cascade:
+                outputs += [(o.hits, o.seconds) for o in cascade.run(text, candidates)]
+            for i, (hits, secs) in enumerate(outputs):
+                runs.rankings[i][qid] = [h.id for h in hits]
+                runs.sizes[i].append(len(hits))
+                if i:
+                    runs.seconds[i] += secs
+    return runs
+
+
+def _stage_reports(data: BeirDataset, runs: _Runs, names: list[str], limit: int, top_k: int) -> list[StageReport]:
+    """One :class:`StageReport` per stage: its metrics, time, and mean hits in and out."""
+    n_queries = len(data.queries)
+    reports: list[StageReport] = []
+    cumulative = 0.0
+    for i, name in enumerate(names):
+        cumulative += runs.seconds[i]
+        reports.append(
+            StageReport(
+                name=name,
+                metrics=compute_metrics(data.qrels, runs.rankings[i], limit=limit, k=top_k),
+                seconds=runs.seconds[i],
+                n_queries=n_queries,
+                mean_in=(sum(runs.sizes[i - 1]) if i else n_queries * limit) / n_queries,
+                mean_out=sum(runs.sizes[i]) / n_queries,
+                cumulative_seconds=cumulative,
+            )
+        )
+    return reports
 
 
 def evaluate(
@@ -70,81 +168,34 @@ def evaluate(
     if not data.queries:
         raise InvalidDocumentError(f"{data.path}: no judged queries for split {data.split!r}")
     cascade = _stages(reranker)
-    qids = list(data.queries)
-    texts = [data.queries[q] for q in qids]
-
-    t0 = time.perf_counter()
-    if isinstance(recall, str):
-        chroma = index_corpus(data, db=db, embedding_model=embedding_model, progress=progress)
-        retriever = recall_by_kind(recall, chroma, rrf_k=rrf_k, candidates_per_arm=candidates_per_arm)
-        recall_name = recall
-        embedder_name = chroma.embedder.name
-    else:
-        chroma, retriever, recall_name = None, recall, type(recall).__name__
-        embedder_name = getattr(query_embedder(recall), "name", "")
-    index_seconds = time.perf_counter() - t0
-
-    if chroma is not None and recall_name in ("bm25", "hybrid"):
-        sparse = cast(Any, retriever if recall_name == "bm25" else cast(Any, retriever).sparse)
-        sparse.refresh()  # build/load the BM25 index now: setup, not per-query latency
-    recall_seconds = 0.0
-    query_cache = ExitStack()
-    embedder = query_embedder(retriever)
-    if embedder is not None:
-        # Every query embedded in one batched pass (counted as recall time); search() reads them back.
-        t0 = time.perf_counter()
-        query_cache.enter_context(embedder.cached_queries(texts, progress=progress))
-        recall_seconds += time.perf_counter() - t0
-
-    n_stages = 1 + (len(cascade.stages) if cascade else 0)
-    rankings: list[dict[str, list[str]]] = [{} for _ in range(n_stages)]
-    seconds = [recall_seconds] + [0.0] * (n_stages - 1)
-    sizes: list[list[int]] = [[] for _ in range(n_stages)]
-    names = [f"recall ({recall_name})"] + (_stage_names(cascade) if cascade else [])
-    with query_cache:  # the cached vectors are dropped when the run ends
-        for qid, text in tqdm(list(zip(qids, texts, strict=True)), desc="queries", unit="query", disable=not progress):
-            t0 = time.perf_counter()
-            candidates = retriever.search(text, limit)
-            seconds[0] += time.perf_counter() - t0
-            outputs = [(candidates, 0.0)]
-            if cascade:
-                outputs += [(o.hits, o.seconds) for o in cascade.run(text, candidates)]
-            for i, (hits, secs) in enumerate(outputs):
-                rankings[i][qid] = [h.id for h in hits]
-                sizes[i].append(len(hits))
-                if i:
-                    seconds[i] += secs
-
+    stage1 = _prepare_recall(
+        data,
+        recall,
+        db=db,
+        embedding_model=embedding_model,
+        rrf_k=rrf_k,
+        candidates_per_arm=candidates_per_arm,
+        progress=progress,
+    )
+    runs = _run_queries(stage1.retriever, cascade, data.queries, limit, progress)
     report = EvalReport(
         dataset=data.name,
         split=data.split,
-        recall=recall_name,
+        recall=stage1.name,
         limit=limit,
         top_k=top_k,
-        n_queries=len(qids),
+        n_queries=len(data.queries),
         n_docs=len(data.corpus),
-        embedding_model=embedder_name,
-        index_seconds=index_seconds,
+        embedding_model=stage1.embedder_name,
+        index_seconds=stage1.index_seconds,
         config={
             "rrf_k": rrf_k,
             "candidates_per_arm": candidates_per_arm,
             "reranker": cascade.name if cascade else None,
         },
     )
-    cumulative = 0.0
-    for i in range(n_stages):
-        cumulative += seconds[i]
-        report.stages.append(
-            StageReport(
-                name=names[i],
-                metrics=compute_metrics(data.qrels, rankings[i], limit=limit, k=top_k),
-                seconds=seconds[i],
-                n_queries=len(qids),
-                mean_in=(sum(sizes[i - 1]) if i else len(qids) * limit) / len(qids),
-                mean_out=sum(sizes[i]) / len(qids),
-                cumulative_seconds=cumulative,
-            )
-        )
+    names = [f"recall ({stage1.name})"] + (_stage_names(cascade) if cascade else [])
+    report.stages.extend(_stage_reports(data, runs, names, limit, top_k))
     return report
 
 

@@ -102,3 +102,27 @@ class Cascade:
 
     def __repr__(self) -> str:
         return f"Cascade({self.name!r})"
+
+
+def as_cascade(stages: Cascade | Reranker | Sequence[tuple[Reranker, int | None] | Reranker]) -> Cascade:
+    """The one way a list of rerank stages becomes a :class:`Cascade` (pipeline, ``evaluate``, ``twostage eval``).
+
+    Args:
+        stages: ``(reranker, keep)`` pairs or bare rerankers (keep all), in order; a single reranker (one stage
+            that keeps all); or a :class:`Cascade`, returned as is.
+
+    Returns:
+        The cascade.
+
+    Raises:
+        InvalidParameterError: an empty list, a stage that is not a reranker, or a ``keep`` below 1.
+
+    >>> from twostage_integrations.testing import FakeReranker
+    >>> as_cascade([(FakeReranker(), 30), FakeReranker()]).stages[1][1] is None
+    True
+    """
+    if isinstance(stages, Cascade):
+        return stages
+    if isinstance(stages, Sequence) and not isinstance(stages, (str, bytes)):
+        return Cascade(list(stages))
+    return Cascade([(stages, None)])

@@ -13,13 +13,14 @@ from ..extras import require_extra
 from ..validation import check_positive_int
 from . import hosted
 from .hosted import Failure, HostedReranker, HostedSettings
+from .registry import COHERE_PREFIX as COHERE_PREFIX  # re-exported: the prefix lives with the name table
+from .registry import hosted_provider
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+; only the type checker needs it
 
 DEFAULT_COHERE_MODEL = "rerank-v3.5"
 MAX_DOCUMENTS_PER_REQUEST = 1000  # the API's documented per-request limit
-COHERE_PREFIX = "cohere:"
 # The SDK's name first, then what LangChain/LlamaIndex users set.
 API_KEY_ENVS = (config.CO_API_KEY.name, config.COHERE_API_KEY.name)
 BASE_URL_ENVS = (config.TWOSTAGE_COHERE_BASE_URL.name, config.CO_API_URL.name)
@@ -35,8 +36,6 @@ def is_cohere_model(name: str) -> bool:
     >>> is_cohere_model("rerank-2.5")  # Voyage's
     False
     """
-    from .factory import hosted_provider
-
     return hosted_provider(name) == "cohere"
 
 

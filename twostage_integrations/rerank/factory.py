@@ -1,37 +1,15 @@
-"""Pick a reranker from a model name, as ``--rerank-model`` does."""
+"""Pick a reranker from a model name, as ``--rerank-model`` does (the names are read in :mod:`.registry`)."""
 
 from __future__ import annotations
 
 import os
-from typing import Literal
 
 from ..errors import InvalidParameterError
 from ..models import resolve_rerank_model
 from .base import Reranker
+from .registry import CROSS_ENCODER, Provider, hosted_provider, route_for
 
-Provider = Literal["cohere", "voyage"]
-
-
-def hosted_provider(name: str) -> Provider | None:
-    """Which hosted API a model name means, or None for a local cross-encoder.
-
-    An explicit ``cohere:``/``voyage:`` prefix wins; then Voyage's own model names (``rerank-2.5``,
-    ``rerank-2.5-lite``, ``rerank-2``, ``rerank-2-lite``, ``rerank-1``, ``rerank-lite-1``); then any other
-    ``rerank-...`` is Cohere's (``rerank-v3.5``, ``rerank-english-v3.0``...). Paths are not checked here.
-
-    >>> [hosted_provider(n) for n in ("rerank-2.5", "voyage:x", "rerank-v3.5", "cohere:rerank-2", "org/ce")]
-    ['voyage', 'voyage', 'cohere', 'cohere', None]
-    """
-    from .cohere import COHERE_PREFIX
-    from .voyage import is_voyage_model
-
-    if name.startswith(COHERE_PREFIX):
-        return "cohere"
-    if is_voyage_model(name):
-        return "voyage"
-    if name.startswith("rerank-"):
-        return "cohere"
-    return None
+__all__ = ["Provider", "hosted_provider", "make_reranker"]
 
 
 def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str | None = None, **kwargs) -> Reranker:
@@ -55,39 +33,32 @@ def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str |
     else ONNX when the onnx extra is installed (see :class:`~twostage_integrations.CrossEncoderReranker`). Other
     keyword arguments go to the reranker's constructor.
 
+    Args:
+        model: a model name or folder (``None``: ``$TWOSTAGE_RERANK_MODEL``, else the default cross-encoder).
+        backend: the cross-encoder engine; an error for other kinds.
+        **kwargs: the reranker's constructor arguments.
+
+    Returns:
+        The reranker the name's row of :data:`~twostage_integrations.rerank.registry.ROUTES` names.
+
+    Raises:
+        InvalidParameterError: an option that does not apply to this kind of model (a backend or ``max_length``
+            for a hosted model, a backend for a ``rerankers:`` one).
+
     >>> make_reranker("rerank-v3.5", api_key="...")  # doctest: +SKIP
     CohereReranker(model='rerank-v3.5', base_url=None, on_error='raise')
     >>> make_reranker("rerank-2.5", api_key="...")  # doctest: +SKIP
     VoyageReranker(model='rerank-2.5', base_url=None, on_error='raise')
     """
     name = resolve_rerank_model(model)
-    if name.startswith("rerankers:"):
-        from .rerankers import RerankersReranker
-
-        if backend is not None:  # an explicit choice only, as for hosted models
-            raise InvalidParameterError(
-                f"{name!r} runs in the rerankers library; a rerank backend ({backend!r}) applies to our cross-encoders"
-            )
-        return RerankersReranker(name, **kwargs)
-    provider = hosted_provider(name)
-    if provider is not None and not os.path.exists(name):
-        if backend is not None:  # an explicit choice only: $TWOSTAGE_RERANK_BACKEND must not break hosted users
-            raise InvalidParameterError(
-                f"{name!r} is a hosted {provider.capitalize()} model; a rerank backend ({backend!r}) applies to "
-                f"local cross-encoders"
-            )
-        if "max_length" in kwargs:  # e.g. --stage NAME@max_length=N
-            raise InvalidParameterError(
-                f"{name!r} is a hosted {provider.capitalize()} model; a token limit (max_length) applies to local "
-                "cross-encoders only"
-            )
-        if provider == "voyage":
-            from .voyage import VoyageReranker
-
-            return VoyageReranker(name, **kwargs)
-        from .cohere import CohereReranker
-
-        return CohereReranker(name, **kwargs)
-    from .cross_encoder import CrossEncoderReranker
-
-    return CrossEncoderReranker(name, backend=backend, **kwargs)
+    route = route_for(name)
+    # An explicit backend only: $TWOSTAGE_RERANK_BACKEND (read later, by the cross-encoder) must not break hosted
+    # or rerankers users.
+    if backend is not None and "backend" in route.rejects:
+        raise InvalidParameterError(f"{name!r} {route.what}; {route.rejects['backend'].format(value=backend)}")
+    for option, why in route.rejects.items():
+        if option != "backend" and option in kwargs:  # e.g. --stage NAME@max_length=N
+            raise InvalidParameterError(f"{name!r} {route.what}; {why.format(value=kwargs[option])}")
+    options = {"backend": backend} if route.kind == CROSS_ENCODER else {}
+    reranker: Reranker = route.load()(name, **options, **kwargs)
+    return reranker

@@ -11,6 +11,8 @@ from ..errors import InvalidParameterError
 from ..hit import Hit
 from ..models import check_model_path, resolve_rerank_model
 from .base import Reranker
+from .factory import make_reranker
+from .registry import model_folder
 
 
 class LazyReranker:
@@ -27,12 +29,7 @@ class LazyReranker:
 
     def __init__(self, model: str | os.PathLike[str] | None = None, **kwargs: Any) -> None:
         self.name = resolve_rerank_model(model)
-        if self.name.startswith("rerankers:"):  # check the folder inside the spec, not the spec itself
-            from .rerankers import parse_rerankers_name
-
-            check_model_path(parse_rerankers_name(self.name)[0], kind="rerank")
-        else:
-            check_model_path(self.name, kind="rerank")
+        check_model_path(model_folder(self.name), kind="rerank")  # e.g. the folder inside a rerankers: spec
         self._kwargs = kwargs
         self._reranker: Reranker | None = None
         self._lock = threading.Lock()
@@ -46,8 +43,6 @@ class LazyReranker:
         if self._reranker is None:
             with self._lock:
                 if self._reranker is None:
-                    from .factory import make_reranker
-
                     self._reranker = make_reranker(self.name, **self._kwargs)
         return self._reranker
 

@@ -20,10 +20,10 @@ from ..errors import APIKeyError, InvalidParameterError, MissingDependencyError,
 from ..extras import require_extra
 from ..models import check_model_path, looks_like_path
 from .base import BaseReranker
+from .registry import RERANKERS_PREFIX  # the registry routes these names here
 
 logger = logging.getLogger(__name__)
 
-RERANKERS_PREFIX = "rerankers:"
 # The ``model_type`` values rerankers 0.10 maps to a ranker class (``rerankers.reranker._get_model_type``, a
 # local dict the library does not export; "lit5" is left out: its class is not shipped in 0.10).
 # tests/test_rerankers_backend.py checks this list against the installed library.
