@@ -268,7 +268,8 @@ def test_from_chroma_goes_through_the_factory_and_keeps_the_class(chroma):
     assert built.sparse.stemmer_language == "english"  # type: ignore[attr-defined]
 
 
-def test_old_import_paths_still_work():
-    from twostage_integrations.recall import factory, hybrid
+def test_recall_factories_are_exported_from_the_recall_package():
+    from twostage_integrations import recall
+    from twostage_integrations.recall import factory
 
-    assert hybrid.recall_by_kind is factory.recall_by_kind and hybrid.RECALL_KINDS is factory.RECALL_KINDS
+    assert recall.recall_by_kind is factory.recall_by_kind and recall.RECALL_KINDS is factory.RECALL_KINDS

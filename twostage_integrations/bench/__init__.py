@@ -8,6 +8,7 @@ rerank server (:mod:`.serve`), so the evaluation package (quality metrics) never
 >>> report = run_benchmark(max_queries=10, rerank_model="path/to/cross-encoder")  # doctest: +SKIP
 """
 
+from .built import BuiltSystem
 from .data import BenchData, build_collection, load_bench_data
 from .machine import PACKAGES, flops, machine_info, matmul_peak_gflops, model_shape
 from .report import BenchReport, SystemResult, plot_report, write_json
@@ -19,7 +20,6 @@ from .systems import (
     NATIVE,
     REFERENCE,
     SYSTEMS,
-    BuiltSystem,
     StageArg,
     check_stages,
     check_systems,

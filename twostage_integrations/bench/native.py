@@ -13,7 +13,7 @@ from typing import Any
 
 from ..embeddings import BaseEmbedder
 from ..rerank.cross_encoder import CrossEncoderReranker
-from .systems import BuiltSystem, max_length_of
+from .built import BuiltSystem, max_length_of
 
 
 def _doc_ids(documents: Sequence[Any]) -> list[str]:

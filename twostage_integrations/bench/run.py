@@ -30,6 +30,7 @@ from ..errors import InvalidParameterError
 from ..rerank.cross_encoder import CrossEncoderReranker
 from ..rerank.onnx import resolve_backend
 from ..validation import check_limit_top_k, check_positive_int
+from .built import BuiltSystem, max_length_of
 from .data import BenchData, build_collection, load_bench_data
 from .machine import load_average, machine_info, model_shape
 from .report import BenchReport, SystemResult
@@ -37,12 +38,10 @@ from .systems import (
     ENGINE_SYSTEMS,
     REFERENCE,
     SYSTEMS,
-    BuiltSystem,
     StageArg,
     check_stages,
     check_systems,
     make_systems,
-    max_length_of,
 )
 
 CascadeStages = list[tuple[CrossEncoderReranker, int | None]]

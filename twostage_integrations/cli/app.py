@@ -286,6 +286,6 @@ def make_recall(
     chroma = ChromaRecall(collection, path=db, host=host, port=port, embedding_model=embedding_model)
     if kind == "dense":
         return chroma
-    from ..recall.hybrid import recall_by_kind
+    from ..recall.factory import recall_by_kind
 
     return recall_by_kind(kind, chroma)

@@ -15,7 +15,7 @@ from ..embeddings import BaseEmbedder
 from ..errors import InvalidDocumentError
 from ..extras import check_eval_extras
 from ..recall.base import Recall, query_embedder
-from ..recall.hybrid import recall_by_kind
+from ..recall.factory import recall_by_kind
 from ..rerank.base import BaseReranker, Reranker
 from ..rerank.cache import ScoreCache
 from ..rerank.cascade import Cascade, as_cascade

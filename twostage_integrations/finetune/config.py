@@ -22,7 +22,7 @@ from typing import Any
 
 from ..embeddings import Embedder
 from ..errors import InvalidParameterError
-from ..recall.hybrid import RECALL_KINDS
+from ..recall.factory import RECALL_KINDS
 from ..validation import check_positive_int
 from .data import PAIR_SOURCES
 from .model import parse_layers

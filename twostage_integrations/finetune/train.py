@@ -19,7 +19,7 @@ from ..errors import InvalidParameterError, ModelLoadError
 from ..evaluation.beir import BeirDataset, index_corpus, load_beir
 from ..evaluation.report import EvalReport
 from ..evaluation.runner import evaluate
-from ..recall.hybrid import recall_by_kind
+from ..recall.factory import recall_by_kind
 from .card import write_card
 from .config import FinetuneConfig, check_same_settings
 from .data import Pair, PairBuilder, load_corpus, mine_negatives

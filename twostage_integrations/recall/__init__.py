@@ -2,5 +2,16 @@
 
 from .base import AddResult, BaseRecall, DeleteNotSupportedError, Recall
 from .chroma import ChromaRecall, default_db_path
+from .factory import RECALL_KINDS, hybrid_from_chroma, recall_by_kind
 
-__all__ = ["AddResult", "BaseRecall", "ChromaRecall", "DeleteNotSupportedError", "Recall", "default_db_path"]
+__all__ = [
+    "RECALL_KINDS",
+    "AddResult",
+    "BaseRecall",
+    "ChromaRecall",
+    "DeleteNotSupportedError",
+    "Recall",
+    "default_db_path",
+    "hybrid_from_chroma",
+    "recall_by_kind",
+]

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidParameterError
 from .base import Recall
 
-if TYPE_CHECKING:  # imported lazily below: bm25 and hybrid import this module
+if TYPE_CHECKING:  # imported when a recall is built: bm25s stays optional
     from .hybrid import HybridRecall
 
 RECALL_KINDS = ("dense", "bm25", "hybrid")
@@ -37,11 +37,9 @@ def hybrid_from_chroma(
         MissingDependencyError: ``bm25s`` (or PyStemmer, when ``stemmer`` is given) is not installed.
         InvalidParameterError: A ``HybridRecall`` option is out of range.
     """
-    from .bm25 import BM25Recall
     from .hybrid import HybridRecall
 
-    cls = recall_class or HybridRecall
-    return cls(chroma, BM25Recall(chroma, stemmer=stemmer), **kwargs)
+    return (recall_class or HybridRecall).from_chroma(chroma, stemmer=stemmer, **kwargs)
 
 
 def recall_by_kind(

@@ -12,10 +12,7 @@ from ..hit import Hit
 from ..validation import check_positive_int, check_search_args
 from .base import AddResult, BaseRecall, DeleteNotSupportedError, Recall
 
-# RECALL_KINDS and recall_by_kind live in .factory; re-exported (see __all__) for callers that import them from here.
-from .factory import RECALL_KINDS, hybrid_from_chroma, recall_by_kind
-
-__all__ = ["RECALL_KINDS", "HybridRecall", "recall_by_kind", "rrf_fuse"]
+__all__ = ["HybridRecall", "rrf_fuse"]
 
 
 def rrf_fuse(
@@ -93,18 +90,25 @@ class HybridRecall(BaseRecall):
         self.weights = tuple(weights)
 
     @classmethod
-    def from_chroma(cls, chroma: Any, **kwargs: Any) -> HybridRecall:
-        """Dense = ``chroma`` itself, sparse = a :class:`BM25Recall` over the same collection
-        (:func:`~twostage_integrations.recall.factory.hybrid_from_chroma`).
+    def from_chroma(cls, chroma: Any, *, stemmer: str | None = None, **kwargs: Any) -> HybridRecall:
+        """Dense = ``chroma`` itself, sparse = a :class:`BM25Recall` over its passages (so one add or delete
+        serves both arms).
 
         Args:
             chroma: The dense arm, a :class:`ChromaRecall`.
+            stemmer: PyStemmer language for the BM25 arm (default none).
             **kwargs: ``HybridRecall`` options (``k``, ``candidates_per_arm``, ``weights``).
 
         Returns:
-            An instance of this class.
+            An instance of this class (subclasses get instances of themselves).
+
+        Raises:
+            MissingDependencyError: ``bm25s`` (or PyStemmer, when ``stemmer`` is given) is not installed.
+            InvalidParameterError: A ``HybridRecall`` option is out of range.
         """
-        return hybrid_from_chroma(chroma, recall_class=cls, **kwargs)
+        from .bm25 import BM25Recall
+
+        return cls(chroma, BM25Recall(chroma, stemmer=stemmer), **kwargs)
 
     def _per_arm(self, limit: int) -> int:
         return self.candidates_per_arm or limit
