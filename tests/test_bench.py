@@ -9,6 +9,7 @@ import shutil
 import subprocess
 
 import pytest
+from time_limits import SUBPROCESS_TIMEOUT
 
 from twostage_integrations.bench import (
     CASCADE,
@@ -258,7 +259,7 @@ def test_cli_json_smoke(tmp_path, rerank_model_path):
         [exe, "bench", "--max-queries", "2", "--max-docs", "30",
          "--limit", "5", "--top-k", "2", "--warmup", "0", "--systems", "llamaindex,langchain",
          "--rerank-model", rerank_model_path, "--json", str(out)],
-        env={**os.environ, "COLUMNS": "250"}, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "COLUMNS": "250"}, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "median ms" in proc.stdout and "llamaindex" in proc.stdout and "GFLOP/s" in proc.stdout

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from time_limits import SUBPROCESS_TIMEOUT
 
 from twostage_integrations import BM25Recall, ChromaRecall, Hit, HybridRecall, TwoStagePipeline
 from twostage_integrations.errors import InvalidParameterError
@@ -134,7 +135,7 @@ def test_cli_query_recall_option(chroma, tmp_path):
     cmd = [sys.executable, "-c", "from twostage_integrations.cli import app; app()", "query", QUERY]
     cmd += ["--collection", "hybrid-test", "--db", db, "--no-rerank", "--json", "--limit", "2", "--top-k", "2"]
     runs = {
-        kind: subprocess.run(cmd + ["--recall", kind], capture_output=True, text=True, timeout=300)
+        kind: subprocess.run(cmd + ["--recall", kind], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
         for kind in ("hybrid", "sparse")
     }
     assert runs["hybrid"].returncode == 0, runs["hybrid"].stderr

@@ -8,7 +8,7 @@ import pytest
 from servers import free_port, start_server, stop_server
 
 from twostage_integrations import ChromaRecall, TwoStagePipeline
-from twostage_integrations.errors import ChromaUnavailableError
+from twostage_integrations.errors import ChromaUnavailableError, CollectionNotFoundError
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,15 @@ def test_ingest_and_query_through_host_and_port(chroma_server, embedder, cross_e
     assert len(hits) == 3 and all(h.rerank_rank for h in hits)
     recalled = [h.id for h in again.search(queries[qid], 10)]
     assert any(d in recalled for d in qrels[qid])  # the relevant abstract is recalled
+
+
+def test_missing_collection_names_the_server(chroma_server, embedder):
+    host, port = chroma_server
+    with pytest.raises(CollectionNotFoundError) as info:
+        ChromaRecall("never-made", host=host, port=port, embedding_model=embedder).search("aspirin")
+    message = str(info.value)
+    assert f"the Chroma server at {host}:{port}" in message
+    assert f"twostage ingest PATH -c never-made --host {host} --port {port}" in message
 
 
 def test_server_killed_mid_query_then_restarted(tmp_path, embedder, scifact_subset):

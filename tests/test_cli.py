@@ -8,6 +8,7 @@ import shutil
 import subprocess
 
 import pytest
+from time_limits import SUBPROCESS_TIMEOUT
 
 DOCS = {
     "notes.md": "# Cardiology notes\n\nAspirin reduces the risk of a second stroke in adults.\n\n"
@@ -26,7 +27,7 @@ def env(tmp_path_factory, rerank_model_path):
 def twostage(env, *args, check=True):
     exe = shutil.which("twostage")
     assert exe, "console script `twostage` is not installed (pip install -e .)"
-    proc = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([exe, *args], env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     if check and proc.returncode != 0:
         raise AssertionError(f"twostage {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     return proc
@@ -52,6 +53,11 @@ def test_ingest_reports_added_then_already_present(ingested):
     assert "42 passages added" in first.stdout and "0 already present" in first.stdout
     again = twostage(e, "ingest", str(home), "-c", "clitest")
     assert "0 passages added" in again.stdout and "42 already present" in again.stdout
+
+
+def test_ingest_shows_its_progress_bar(ingested):
+    _, _, first = ingested
+    assert "adding to clitest" in first.stderr and "42/42" in first.stderr  # the Python API's is off by default
 
 
 def test_query_table_shows_ranks_and_timings(ingested):

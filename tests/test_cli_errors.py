@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from time_limits import SUBPROCESS_TIMEOUT
 
 from twostage_integrations import ChromaRecall
 
@@ -40,6 +41,15 @@ def cases(db: Path, tmp: Path, scifact: Path, port: int) -> dict[str, tuple[list
         "db-under-a-file": (["query", "x", "-c", "abc", "--db", str(tmp / "a-file" / "db")], {}, 2, "Chroma folder"),
         "db-corrupted": (["query", "x", "-c", "abc", "--db", str(tmp / "corrupt")], {}, 2, "not corrupted"),
         "missing-collection": (["query", "x", "-c", "never-made", "--db", str(db)], {}, 2, "twostage ingest"),
+        # a read of a folder without a database names the folder it looked in (and creates nothing there)
+        "query-new-folder": (["query", "x", "-c", "mine", "--db", str(tmp / "new" / "db")], {}, 2, str(tmp / "new")),
+        "query-new-folder-hybrid": (
+            ["query", "x", "-c", "mine", "--db", str(tmp / "new-hybrid" / "db"), "--recall", "hybrid"],
+            {},
+            2,
+            f"twostage ingest PATH -c mine --db {tmp / 'new-hybrid' / 'db'}",
+        ),
+        "query-new-default-db": (["query", "x", "-c", "mine"], {"TWOSTAGE_DB": str(tmp / "new-env")}, 2, "new-env"),
         "limit-zero": ([*q, "--limit", "0"], {}, 2, "limit must be >= 1"),
         "top-k-above-limit": ([*q, "--limit", "3", "--top-k", "5"], {}, 2, "top_k (5) is larger than limit (3)"),
         "model-path-missing": (
@@ -86,7 +96,9 @@ def results(tmp_path_factory, embedder, scifact_dir):
 
     def run(item):
         name, (argv, extra, _, _) = item
-        proc = subprocess.run([exe, *argv], env={**env, **extra}, capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [exe, *argv], env={**env, **extra}, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
+        )
         return name, proc
 
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -111,6 +123,12 @@ def test_missing_extra_fails_before_any_indexing(results):
     assert not (tmp / "eval-db").exists()  # eval stopped before creating (let alone filling) its database
 
 
+def test_reads_create_no_database(results):
+    _, _, tmp = results
+    for folder in ("new", "new-hybrid", "new-env"):
+        assert not (tmp / folder).exists(), folder  # the queries above failed without leaving a database behind
+
+
 def test_debug_shows_the_traceback(results):
     _, _, tmp = results
     cli = [sys.executable, "-c", "from twostage_integrations.cli import app; app()"]
@@ -120,6 +138,6 @@ def test_debug_shows_the_traceback(results):
         env={**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=SUBPROCESS_TIMEOUT,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "StorageError" in proc.stderr

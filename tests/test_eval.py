@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from time_limits import SUBPROCESS_TIMEOUT
 
 from twostage_integrations.errors import InvalidDocumentError
 from twostage_integrations.evaluation import compute_metrics, evaluate, load_beir
@@ -118,7 +119,7 @@ def test_eval_cli_json_matches_api_and_reuses_the_index(subset_dir, eval_db, api
     cmd = [sys.executable, "-c", "from twostage_integrations.cli import app; app()", "eval", str(subset_dir)]
     cmd += ["--recall", "dense", "--limit", "15", "--no-rerank", "--max-queries", str(N_QUERIES)]
     cmd += ["--db", str(eval_db), "--json", str(out), "--plot", str(tmp_path / "limits.png"), "--plot-limits", "5,15"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     assert "nDCG@10" in proc.stdout and "MAP@100" in proc.stdout
     payload = json.loads(out.read_text())
@@ -132,7 +133,7 @@ def test_eval_cli_json_matches_api_and_reuses_the_index(subset_dir, eval_db, api
 
 def test_eval_cli_bad_folder_is_one_clear_error(tmp_path):
     cmd = [sys.executable, "-c", "from twostage_integrations.cli import app; app()", "eval", str(tmp_path)]
-    proc = subprocess.run(cmd + ["--no-rerank"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd + ["--no-rerank"], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and "corpus.jsonl" in proc.stderr and "Traceback" not in proc.stderr
 

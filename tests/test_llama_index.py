@@ -35,17 +35,25 @@ from twostage_integrations.llama_index import (
 
 N_QUERIES = 30  # SciFact test queries for the quality check
 N_CANDIDATES = 10  # stage-1 candidates per query (the cross-encoder scores ~50 pairs/s)
+N_INDEXED = 100  # passages indexed to draw those candidates from: the queries' relevant ones, then distractors
 N_LI_DOCS = 60  # passages written through LlamaIndex's ChromaVectorStore
 
 
 # -- fixtures ----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def scifact_candidates(tmp_path_factory, embedder, scifact_subset):
-    """{qid: (query, stage-1 hits)} for 30 SciFact test queries, from the core ChromaRecall."""
+    """{qid: (query, stage-1 hits)} for 30 SciFact test queries, from the core ChromaRecall.
+
+    The tests compare rerankers on these candidates, so the index holds only what the queries need (their
+    relevant passages, then distractors up to N_INDEXED), not the whole 500-passage subset: embedding it cost
+    more than the comparisons and made this module time out on a loaded machine."""
     doc_ids, texts, metas, queries, qrels = scifact_subset
-    recall = ChromaRecall("scifact", path=tmp_path_factory.mktemp("chroma"), embedding_model=embedder, progress=False)
-    recall.add_texts(texts, metas, doc_ids)
     qids = list(queries)[:N_QUERIES]
+    relevant = {d for q in qids for d in qrels[q]}
+    rows = [i for i, d in enumerate(doc_ids) if d in relevant]
+    rows += [i for i, d in enumerate(doc_ids) if d not in relevant][: N_INDEXED - len(rows)]
+    recall = ChromaRecall("scifact", path=tmp_path_factory.mktemp("chroma"), embedding_model=embedder)
+    recall.add_texts([texts[i] for i in rows], [metas[i] for i in rows], [doc_ids[i] for i in rows])
     return {q: (queries[q], recall.search(queries[q], limit=N_CANDIDATES)) for q in qids}, qrels
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import chromadb
+from time_limits import SUBPROCESS_TIMEOUT
 
 REPO = Path(__file__).resolve().parents[1]
 N = 3000
@@ -55,7 +56,7 @@ def test_sigkilled_ingest_resumes_and_stores_each_passage_once(tmp_path):
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + SUBPROCESS_TIMEOUT
     while progress[0] < 512 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "ingest finished before it could be killed; make the corpus larger"
@@ -66,7 +67,7 @@ def test_sigkilled_ingest_resumes_and_stores_each_passage_once(tmp_path):
     assert 0 < killed_at < N
 
     # Second run: finishes the job without storing anything twice.
-    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr
     counts = re.search(r"(\d+) passages added, (\d+) updated, (\d+) already", rerun.stdout)
     added, updated, present = map(int, counts.groups())

@@ -20,6 +20,7 @@ import chromadb
 import httpx
 import pytest
 from servers import CLI, REPO, free_port, start_serve, start_server, stop_server, wait_serve_ready
+from time_limits import SUBPROCESS_TIMEOUT
 
 from twostage_integrations import ChromaRecall, CohereReranker, Hit, TwoStagePipeline
 from twostage_integrations.errors import RerankAPIError
@@ -98,7 +99,6 @@ def test_http_pipeline_returns_the_embedded_hits(deployment, replicas, corpus):
     assert_same_hits(asyncio.run(remote.asearch(corpus[3][0])), local.search(corpus[3][0]))
 
 
-@pytest.mark.timeout(600)
 def test_cli_query_against_the_chroma_server_and_replicas(deployment, chroma_port, replicas, corpus):
     """`twostage query --host/--port` with the Cohere base URLs in the environment, the first one dead: the
     same hits as the embedded pipeline."""
@@ -114,7 +114,7 @@ def test_cli_query_against_the_chroma_server_and_replicas(deployment, chroma_por
     }
     argv = ["query", query, "--collection", "scale", "--host", "127.0.0.1", "--port", str(chroma_port)]
     argv += ["--rerank-model", "cohere:rerank-v3.5", "--limit", str(LIMIT), "--top-k", str(TOP_K), "--json"]
-    proc = subprocess.run([*CLI, *argv], env=env, capture_output=True, text=True, timeout=500)
+    proc = subprocess.run([*CLI, *argv], env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     want = local.search(query)
@@ -122,7 +122,6 @@ def test_cli_query_against_the_chroma_server_and_replicas(deployment, chroma_por
     assert [h["rerank_score"] for h in out["hits"]] == pytest.approx([h.rerank_score for h in want], abs=1e-4)
 
 
-@pytest.mark.timeout(900)
 def test_survives_the_replica_in_use_being_killed_then_fails_cleanly_with_none_left(
     deployment, replicas, corpus, caplog
 ):

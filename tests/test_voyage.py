@@ -354,14 +354,12 @@ def assert_as_local(got: list[Hit], want: list[Hit]) -> None:
     assert [h.rerank_rank for h in got] == list(range(1, len(want) + 1))
 
 
-@pytest.mark.timeout(600)
 def test_voyage_reranker_against_twostage_serve_ranks_as_the_cross_encoder(served_voyage, cross_encoder):
     url, query, hits = served_voyage
     want = cross_encoder.rerank(query, hits, top_k=8)
     assert_as_local(VoyageReranker(model="rerank-2.5", base_url=url, api_key=KEY).rerank(query, hits, top_k=8), want)
 
 
-@pytest.mark.timeout(600)
 async def test_voyage_reranker_async_in_batches_against_twostage_serve(served_voyage, cross_encoder):
     """Three requests of four documents in flight at once; the merged scores rank as one call of the model."""
     url, query, hits = served_voyage

@@ -28,6 +28,10 @@ class CollectionNotFoundError(TwoStageError, LookupError):
     """The Chroma collection does not exist (nothing has been ingested into it yet)."""
 
 
+class DatabaseNotFoundError(CollectionNotFoundError):
+    """A read found no embedded Chroma database in the folder (so no collection either); nothing was created there."""
+
+
 class ModelNotFoundError(TwoStageError, FileNotFoundError):
     """A model argument looks like a local path but nothing is there."""
 

@@ -7,12 +7,15 @@ the path, instead of a hub lookup error from deep inside transformers.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
+import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -89,9 +92,21 @@ def check_model_path(name: str, *, kind: str, env_var: str | None = None) -> str
     return name
 
 
-def load_model(name: str, loader: Callable[[str, bool], T], *, kind: str, env_var: str, hint: str = "") -> T:
+def load_model(
+    name: str,
+    loader: Callable[[str, bool], T],
+    *,
+    kind: str,
+    env_var: str,
+    hint: str = "",
+    show_progress: bool | None = None,
+) -> T:
     """Load ``name`` with ``loader(name, local_files_only)``; a missing path or an unreachable hub becomes
-    one clear error instead of a stack trace (and instead of a minute of hub retries when offline)."""
+    one clear error instead of a stack trace (and instead of a minute of hub retries when offline).
+
+    The model libraries' progress bars (``Loading weights: 100%|...``, hub downloads) are hidden while it loads
+    unless ``show_progress`` (default: :func:`progress_bars_wanted`, i.e. only when asked for)."""
+    loader = _with_progress_bars(loader, show_progress)
     if looks_like_path(name):
         check_model_path(name, kind=kind, env_var=env_var)
         return _load(str(Path(name).expanduser()), loader, False, kind, env_var, hint)
@@ -135,3 +150,83 @@ def quiet_model_libraries() -> None:
         transformers_logging.disable_progress_bar()
     for name in ("sentence_transformers", "transformers", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+_bars_lock = threading.Lock()
+_bars_hidden = 0  # blocks inside hidden_progress_bars right now: the first saves the settings, the last restores
+_bars_saved: tuple[dict[str, bool], bool] = ({}, True)
+
+
+def progress_bars_wanted(show: bool | None = None) -> bool:
+    """Whether the model libraries' progress bars should show: ``show`` when given; else only when asked for
+    by ``HF_HUB_DISABLE_PROGRESS_BARS=0`` or by logging at INFO for this package (``twostage --verbose``)."""
+    if show is not None:
+        return show
+    if config.HF_HUB_DISABLE_PROGRESS_BARS.value("").strip().lower() in ("0", "false", "no", "off"):
+        return True
+    return log.isEnabledFor(logging.INFO)
+
+
+@contextmanager
+def hidden_progress_bars(show: bool | None = None) -> Iterator[None]:
+    """Hide the progress bars of transformers and huggingface_hub (``Loading weights: 100%|...``, downloads)
+    inside the block, then put back the caller's settings, so a library call prints nothing on stderr.
+
+    Args:
+        show: Leave the bars alone instead; default :func:`progress_bars_wanted`.
+
+    The libraries' switches are process-wide, so nested and concurrent blocks share one save and one restore.
+    """
+    global _bars_hidden, _bars_saved
+    if progress_bars_wanted(show):
+        yield
+        return
+    with _bars_lock:
+        if _bars_hidden == 0:
+            _bars_saved = _hide_bars()
+        _bars_hidden += 1
+    try:
+        yield
+    finally:
+        with _bars_lock:
+            _bars_hidden -= 1
+            if _bars_hidden == 0:
+                _restore_bars(*_bars_saved)
+
+
+def _hide_bars() -> tuple[dict[str, bool], bool]:
+    """Hide both libraries' bars; returns (huggingface_hub's switches, whether transformers' bars were on)."""
+    hub = importlib.import_module("huggingface_hub.utils.tqdm")  # the module; huggingface_hub.utils.tqdm is a class
+    saved = dict(hub.progress_bar_states)  # the global and per-group switches, saved whole
+    transformers = sys.modules.get("transformers")
+    # transformers imported only inside the block starts from the hub's state, so that is what it "was".
+    was_on = (
+        transformers.utils.logging.is_progress_bar_enabled()
+        if transformers is not None
+        else not hub.are_progress_bars_disabled()
+    )
+    hub.progress_bar_states.clear()
+    hub.progress_bar_states["_global"] = False
+    if transformers is not None:
+        transformers.utils.logging.disable_progress_bar()
+    return saved, was_on
+
+
+def _restore_bars(hub_states: dict[str, bool], transformers_on: bool) -> None:
+    transformers = sys.modules.get("transformers")
+    if transformers is not None:
+        if transformers_on:
+            transformers.utils.logging.enable_progress_bar()
+        else:
+            transformers.utils.logging.disable_progress_bar()
+    hub = importlib.import_module("huggingface_hub.utils.tqdm")
+    hub.progress_bar_states.clear()  # after transformers, which also flips the hub's global switch
+    hub.progress_bar_states.update(hub_states)
+
+
+def _with_progress_bars(loader: Callable[[str, bool], T], show: bool | None) -> Callable[[str, bool], T]:
+    def load(name: str, local_only: bool) -> T:
+        with hidden_progress_bars(show):
+            return loader(name, local_only)
+
+    return load

@@ -43,6 +43,7 @@ def demo(
         [r["text"] for r in rows],
         metadatas=[{k: v for k, v in r.items() if k not in ("id", "text")} for r in rows],
         ids=[r["id"] for r in rows],
+        show_progress=True,
     )
     console.print(f"{added.added} added, {added.unchanged} already there. Reranker: {reranker.name}\n")
     pipe = TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k)

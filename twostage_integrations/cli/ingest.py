@@ -39,8 +39,11 @@ def ingest(
     if not passages:
         raise fail(f"no text to ingest: all {len(read.skipped)} file(s) were skipped (see the warnings above)")
     recall = make_recall(collection, db, host, port, embedding_model)
-    result = recall.add_texts(
-        [p.text for p in passages], metadatas=[p.metadata for p in passages], ids=[p.id for p in passages]
+    result = recall.add_texts(  # the bar the Python API leaves off by default: a CLI user watches a long ingest
+        [p.text for p in passages],
+        metadatas=[p.metadata for p in passages],
+        ids=[p.id for p in passages],
+        show_progress=True,
     )
     skipped_note = f"; {len(read.skipped)} non-text file(s) skipped" if read.skipped else ""
     typer.echo(

@@ -361,6 +361,8 @@ def metas_by(order: Sequence[str], ids: Sequence[str], metas: Sequence[dict[str,
 
 
 def _default_index_dir(chroma: ChromaRecall) -> Path:
+    if chroma.path is not None:  # an embedded database we open ourselves; asking for its client would create it
+        return chroma.path / "bm25" / chroma.name
     settings = getattr(chroma.client, "get_settings", None)
     persist = settings().persist_directory if settings is not None and settings().is_persistent else None
     base = Path(persist) if persist else default_db_path()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -19,6 +20,7 @@ from ..embeddings import BaseEmbedder, as_embedder
 from ..errors import (
     ChromaUnavailableError,
     CollectionNotFoundError,
+    DatabaseNotFoundError,
     InvalidParameterError,
     StorageError,
     TwoStageError,
@@ -30,6 +32,7 @@ from .base import AddResult, BaseRecall
 log = logging.getLogger(__name__)
 
 DB_ENV = TWOSTAGE_DB.name
+DB_FILE = "chroma.sqlite3"  # what makes a folder an embedded Chroma database
 MODEL_KEY = "twostage:embedding_model"
 DIM_KEY = "twostage:dimension"
 # A stamp our writers change on every write (add/update/delete), so readers of derived indexes (BM25) can tell
@@ -51,8 +54,32 @@ def default_db_path() -> Path:
     return Path(base) / "twostage" / "chroma"
 
 
-def make_client(*, path: str | os.PathLike[str] | None = None, host: str | None = None, port: int | None = None):
-    """An embedded ``PersistentClient`` by default; an ``HttpClient`` when ``host`` or ``port`` is given."""
+def make_client(
+    *,
+    path: str | os.PathLike[str] | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    create: bool = True,
+):
+    """A Chroma client: an embedded ``PersistentClient`` by default, an ``HttpClient`` when ``host`` or ``port``
+    is given.
+
+    Args:
+        path: Folder of the embedded database (default :func:`default_db_path`).
+        host: Chroma server host (default localhost when only ``port`` is given).
+        port: Chroma server port (default 8000 when only ``host`` is given).
+        create: For an embedded database, make the folder and the database when they are not there yet (what a
+            write needs). ``False`` only opens an existing database: a read must not leave one behind.
+
+    Returns:
+        The client.
+
+    Raises:
+        InvalidParameterError: Both ``path`` and ``host``/``port`` were given.
+        ChromaUnavailableError: The server could not be reached.
+        DatabaseNotFoundError: ``create=False`` and there is no database at ``path`` (nothing was created).
+        StorageError: The folder could not be used (not writable, under a file, corrupted database).
+    """
     import chromadb
 
     if host is not None or port is not None:
@@ -66,8 +93,39 @@ def make_client(*, path: str | os.PathLike[str] | None = None, host: str | None 
                 raise _unavailable(where, exc) from None
     db = Path(path).expanduser() if path is not None else default_db_path()
     with chroma_errors(str(db), server=False):
-        db.mkdir(parents=True, exist_ok=True)
+        if create:
+            db.mkdir(parents=True, exist_ok=True)
+        else:
+            require_database(db)
         return chromadb.PersistentClient(path=str(db))
+
+
+def database_exists(db: str | os.PathLike[str]) -> bool:
+    """Whether the folder ``db`` holds an embedded Chroma database (its ``chroma.sqlite3``); reads nothing else."""
+    return (Path(db) / DB_FILE).is_file()
+
+
+def require_database(db: Path, collection: str | None = None) -> None:
+    """Nothing when ``db`` holds a database; otherwise raise, before anything is created.
+
+    Raises:
+        NotADirectoryError: A part of ``db`` is a file, so no database can be there (:func:`chroma_errors` makes it
+            the :class:`StorageError` a write to the same path would give).
+        DatabaseNotFoundError: There is no database at ``db`` (naming the folder and the command that makes one).
+    """
+    if database_exists(db):
+        return
+    probe = db
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(probe))
+    name = collection or "NAME"
+    what = f"so collection {collection!r} does not exist there" if collection else "so there is nothing to read"
+    raise DatabaseNotFoundError(
+        f"no Chroma database at {db} ({what}); create it with `twostage ingest PATH -c {name} --db {db}` "
+        f"(or add_texts), or point --db / TWOSTAGE_DB at the folder you ingested into"
+    )
 
 
 def _unavailable(where: str, exc: BaseException) -> ChromaUnavailableError:
@@ -152,8 +210,15 @@ class ChromaRecall(BaseRecall):
     ``path`` (default :func:`default_db_path`). New collections use cosine space;
     ``recall_score`` is the cosine similarity of query and passage (higher = better).
 
+    An embedded database is only created by the first write (:meth:`add_texts`): searching a folder that holds
+    no database raises :class:`~twostage_integrations.errors.DatabaseNotFoundError` naming the folder and leaves
+    nothing behind.
+
     ``embedding_model``: hub id or local folder (default all-MiniLM-L6-v2). Use the same model that
     wrote the collection; it is recorded in the collection metadata and a mismatch is reported.
+
+    ``show_progress``: show a progress bar over the passages in :meth:`add_texts` (off by default, so a library
+    call prints nothing; ``twostage ingest`` turns it on). ``progress`` is its former name, still accepted.
 
     >>> recall = ChromaRecall("docs", path="/tmp/twostage-doctest")
     >>> recall.add_texts(["Aspirin lowers the risk of stroke.", "Paris is the capital of France."]).added
@@ -174,25 +239,65 @@ class ChromaRecall(BaseRecall):
         client: Any = None,
         embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
         batch_size: int = 64,
-        progress: bool = True,
+        show_progress: bool = False,
+        progress: bool | None = None,
     ) -> None:
         self.embedder = as_embedder(embedding_model)
         self.batch_size = batch_size
-        self.progress = progress
+        self.show_progress = show_progress if progress is None else progress
         self._writes = 0  # writes through this object; derived indexes compare it to skip a round trip
         self._write_lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._client: Any = client
+        # The embedded database folder when we open it ourselves; None for a server or a client/collection given.
+        self.path: Path | None = None
         if isinstance(collection, str):
             check_collection_name(collection)
             self.name = collection
             self._collection = None
-            self.client = client if client is not None else make_client(path=path, host=host, port=port)
+            if client is None and host is None and port is None:
+                self.path = Path(path).expanduser() if path is not None else default_db_path()
+                if database_exists(self.path):
+                    self._client = make_client(path=self.path)  # as before: a bad database is reported at once
+            elif client is None:
+                self._client = make_client(path=path, host=host, port=port)
         else:  # an existing chromadb Collection
             self.name = collection.name
             self._collection = collection
-            self.client = client
         # Where the data lives, for error messages: host:port of a server, else the database folder.
-        api = self.client if self.client is not None else getattr(collection, "_client", None)
-        self.location, self._server = _location_of(api)
+        if self._client is None and self.path is not None:
+            self.location, self._server = str(self.path), False
+        else:
+            api = self._client if self._client is not None else getattr(collection, "_client", None)
+            self.location, self._server = _location_of(api)
+
+    @property
+    def progress(self) -> bool:
+        """Former name of :attr:`show_progress`."""
+        return self.show_progress
+
+    @progress.setter
+    def progress(self, value: bool) -> None:
+        self.show_progress = value
+
+    @property
+    def client(self) -> Any:
+        """The Chroma client (``None`` for a bare ``Collection`` given without one). For an embedded database
+        that does not exist yet, asking for the client creates it (folder and database), as a write would."""
+        return self._open_client(create=True)
+
+    def _open_client(self, *, create: bool) -> Any:
+        """The client, opening the embedded database on first need: ``create`` for writes; a read of a folder
+        without a database raises :class:`DatabaseNotFoundError` and creates nothing."""
+        if self._client is not None or self.path is None:
+            return self._client
+        with self._open_lock:
+            if self._client is None:
+                with self.errors():
+                    if not create:
+                        require_database(self.path, self.name)
+                    self._client = make_client(path=self.path)
+        return self._client
 
     # -- collection handling -------------------------------------------------------------------------
     def errors(self) -> AbstractContextManager[None]:
@@ -222,8 +327,9 @@ class ChromaRecall(BaseRecall):
             return self._open_collection(create=create)
 
     def _open_collection(self, *, create: bool):
+        client = self._open_client(create=create)
         if create:
-            self._collection = self.client.get_or_create_collection(
+            self._collection = client.get_or_create_collection(
                 self.name,
                 embedding_function=None,
                 configuration={"hnsw": {"space": "cosine"}},
@@ -233,18 +339,35 @@ class ChromaRecall(BaseRecall):
             from chromadb.errors import NotFoundError
 
             try:
-                self._collection = self.client.get_collection(self.name, embedding_function=None)
+                self._collection = client.get_collection(self.name, embedding_function=None)
             except NotFoundError as exc:
                 raise CollectionNotFoundError(
-                    f"collection {self.name!r} does not exist here; create it with "
-                    f"`twostage ingest PATH --collection {self.name}` (or add_texts) first"
+                    f"collection {self.name!r} does not exist in {self._where()}; create it with "
+                    f"`{self._ingest_command()}` (or add_texts) first"
                 ) from exc
         self._check_embedder(self._collection)
         return self._collection
 
+    def _where(self) -> str:
+        if self._server:
+            return f"the Chroma server at {self.location}"
+        return f"the Chroma database at {self.location}" if self.path is not None else self.location
+
+    def _ingest_command(self) -> str:
+        command = f"twostage ingest PATH -c {self.name}"
+        if self._server:
+            host, _, port = self.location.rpartition(":")
+            return f"{command} --host {host} --port {port}"
+        return f"{command} --db {self.location}" if self.path is not None else command
+
     @property
     def collection(self):
-        """The Chroma ``Collection`` (raises :class:`CollectionNotFoundError` if it does not exist)."""
+        """The Chroma ``Collection``.
+
+        Raises:
+            CollectionNotFoundError: The collection does not exist (:class:`DatabaseNotFoundError` when there is
+                no database at all); nothing is created.
+        """
         return self._get_collection(create=False)
 
     def _check_embedder(self, collection) -> None:
@@ -283,8 +406,8 @@ class ChromaRecall(BaseRecall):
     def _fresh_metadata(self) -> dict[str, Any]:
         # Collection.metadata is a snapshot taken when the handle was made; another process may have written since.
         collection = self.collection
-        if self.client is not None:
-            return dict(self.client.get_collection(self.name, embedding_function=None).metadata or {})
+        if self._client is not None:
+            return dict(self._client.get_collection(self.name, embedding_function=None).metadata or {})
         model = collection._client.get_collection(  # a bare Collection handle: ask its server API directly
             name=collection.name, tenant=collection.tenant, database=collection.database
         )
@@ -314,19 +437,36 @@ class ChromaRecall(BaseRecall):
         texts: Sequence[str],
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         ids: Sequence[str] | None = None,
+        *,
+        show_progress: bool | None = None,
     ) -> AddResult:
         """Upsert passages. Ids are the caller's, else a hash of the text, so re-adding stores nothing
         twice. Passages already stored with the same text and metadata are not re-embedded, so a re-run
-        after an interruption only does the missing work. Everything is validated before any write."""
+        after an interruption only does the missing work. Everything is validated before any write.
+
+        Args:
+            texts: The passages.
+            metadatas: One metadata dict (or ``None``) per passage.
+            ids: One id per passage; default a hash of the text.
+            show_progress: A progress bar over the passages on stderr; default :attr:`show_progress` (off).
+
+        Returns:
+            How many passages were added, updated or already present, and their ids.
+
+        Raises:
+            InvalidDocumentError: Texts, metadata or ids that cannot be stored (nothing is written).
+            StorageError: The database could not be created or written.
+        """
         texts, metas, doc_ids = check_documents(texts, metadatas, ids)
         result = AddResult()
         if not texts:
             return result
+        show = self.show_progress if show_progress is None else show_progress
         collection = self._get_collection(create=True)
         step = max(self.batch_size, 256)
         with (
             self.errors(),
-            tqdm(total=len(texts), desc=f"adding to {self.name}", unit="passage", disable=not self.progress) as bar,
+            tqdm(total=len(texts), desc=f"adding to {self.name}", unit="passage", disable=not show) as bar,
         ):
             for start in range(0, len(texts), step):
                 batch = slice(start, start + step)

@@ -242,7 +242,10 @@ def export_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
     _check_single_module(model_dir)
     config = AutoConfig.from_pretrained(model_dir)
     # Eager attention exports to plain MatMul/Softmax, which ONNX Runtime's optimiser fuses well.
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    from ..models import hidden_progress_bars
+
+    with hidden_progress_bars():  # transformers' "Loading weights" bar; see models.load_model
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
     names = ["input_ids", "attention_mask"]
     if getattr(config, "type_vocab_size", 0) > 1:  # BERT-style segment ids; RoBERTa-style models have one type
         names.append("token_type_ids")
