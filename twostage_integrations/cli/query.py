@@ -76,7 +76,14 @@ def query(
     port: PortOpt = None,
     embedding_model: EmbeddingOpt = None,
 ) -> None:
-    """Search a collection: recall --limit candidates, rerank them, print the best --top-k."""
+    """Search a collection: recall --limit candidates, rerank them, print the best --top-k.
+
+    The table shows each hit's source (file and passage, or JSONL line); the id joins it on wide terminals.
+    When nothing matches (a --filter no passage passes, an empty collection) one line says so instead of a
+    table, stderr lists the metadata keys stored passages have, and the exit status is still 0, as for
+    `vai query` and `gh search`: no hits is an answer, not an error (exit 2 is kept for bad input). Scripts
+    test `--json` "hits" for [].
+    """
     from ..pipeline import TwoStagePipeline
     from ..rerank import make_reranker
 
@@ -98,7 +105,7 @@ def query(
     if as_json:
         typer.echo(json.dumps(_json_payload(text, collection, pipe, result), ensure_ascii=False, indent=2))
     else:
-        _print_table(text, pipe, result)
+        _print_table(text, pipe, result, where)
 
 
 def _parse_filter(filter_json: str | None) -> dict[str, Any] | None:
@@ -135,16 +142,21 @@ def _json_payload(text: str, collection: str, pipe: TwoStagePipeline, result: Se
     }
 
 
-def _print_table(text: str, pipe: TwoStagePipeline, result: SearchResult) -> None:
+def _print_table(text: str, pipe: TwoStagePipeline, result: SearchResult, where: dict[str, Any] | None) -> None:
     from rich.console import Console
 
     console = Console()
     reranker = pipe.reranker
-    title = f"{text!r} — {len(result.candidates)} recalled, " + (
-        f"reranked by {reranker.name}" if reranker else "no rerank"
-    )
-    title += f" (score: {_result_score_kind(pipe, result)}, see docs/scores.md)"
-    console.print(hits_table(result.hits, title=title))
+    if not result.hits:
+        # no empty table under a "0 recalled, reranked by ..." header: say what came back, and why
+        why = f"no passage matches --filter {json.dumps(where, ensure_ascii=False)}" if where else "no results"
+        console.print(f"{text!r} — {why}", markup=False, highlight=False)
+    else:
+        title = f"{text!r} — {len(result.candidates)} recalled, " + (
+            f"reranked by {reranker.name}" if reranker else "no rerank"
+        )
+        title += f" (score: {_result_score_kind(pipe, result)}, see docs/scores.md)"
+        console.print(hits_table(result.hits, title=title, console_width=console.width))
     t = result.timings
     console.print(
         f"recall {t.recall_s * 1000:.0f} ms · rerank {t.rerank_s * 1000:.0f} ms · total {t.total_s * 1000:.0f} ms"
