@@ -37,8 +37,8 @@ def build_recall(
         return recall
     if collection is None:
         raise InvalidParameterError("building a pipeline from a spec needs a recall object or a collection name")
-    from .recall.chroma import ChromaRecall
-    from .recall.factory import recall_by_kind
+    from ..recall.chroma import ChromaRecall
+    from ..recall.factory import recall_by_kind
 
     chroma = ChromaRecall(collection, **chroma_args)
     options: dict[str, Any] = {} if spec.recall.rrf_k is None else {"rrf_k": spec.recall.rrf_k}
@@ -62,9 +62,9 @@ def build_reranker(spec: PipelineSpec, *, backend: str | None = None, **kwargs: 
     """
     if not spec.stages:
         return None
-    from .rerank import make_reranker
-    from .rerank.cascade import as_cascade
-    from .rerank.fusion import FusedReranker
+    from ..rerank import make_reranker
+    from ..rerank.cascade import as_cascade
+    from ..rerank.fusion import FusedReranker
 
     stages: list[tuple[Reranker, int | None]] = [
         (make_reranker(s.model, **{"backend": backend, **kwargs, **s.options}), s.keep) for s in spec.stages

@@ -163,9 +163,8 @@ class RecallSpec:
                 raise PipelineSpecError(f"{name} tunes hybrid recall, not {self.kind}", name, EXAMPLE_RECALL)
 
     def to_token(self) -> str:
-        options = [
-            f"{name}={_fmt(v) if name == 'rrf_k' else v}" for name in RECALL_OPTIONS if (v := getattr(self, name))
-        ]
+        values = {name: getattr(self, name) for name in RECALL_OPTIONS}
+        options = [f"{k}={_fmt(v) if k == 'rrf_k' else v}" for k, v in values.items() if v is not None]  # rrf_k=0 too
         return f"{self.kind}:{self.limit}" + ("@" + ",".join(options) if options else "")
 
     @classmethod
