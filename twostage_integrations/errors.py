@@ -67,3 +67,23 @@ class ChromaUnavailableError(TwoStageError, ConnectionError):
 
 class StorageError(TwoStageError, OSError):
     """Chroma's database could not be opened, read or written (unwritable folder, corrupted files...)."""
+
+
+class PipelineSpecError(InvalidParameterError):
+    """A pipeline spec (string, dict, TOML or preset name) that cannot be read.
+
+    The message is one line: what is wrong, the bad token, and a valid example (see docs/pipeline_spec.md).
+
+    Args:
+        problem: What is wrong, with where it is (``stage 'ce:0': keep must be a whole number >= 1``).
+        token: The bad token or value, shown with ``repr``.
+        example: A valid spelling of what was meant.
+    """
+
+    def __init__(self, problem: str, token: object, example: str) -> None:
+        super().__init__(f"{problem}, got {token!r}; e.g. {example}")
+        self.problem, self.token, self.example = problem, token, example
+
+    def __reduce__(self) -> tuple[type[PipelineSpecError], tuple[str, object, str]]:
+        # Exception pickling replays __init__ with self.args (the whole message); replay the three parts instead.
+        return type(self), (self.problem, self.token, self.example)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import contextvars
 import itertools
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .hit import Hit
 from .recall.base import AddResult, Recall
 from .rerank.base import Reranker
 from .rerank.cascade import as_cascade
 from .validation import check_limit_top_k, check_query
+
+if TYPE_CHECKING:
+    from .spec import PipelineSpec
 
 
 @dataclass
@@ -73,10 +77,62 @@ class TwoStagePipeline:
         if isinstance(reranker, (list, tuple)):  # [(tiny, 30), (ce, 5)]: a multi-stage cascade
             reranker = as_cascade(reranker)
         self.reranker: Reranker | None = reranker  # type: ignore[assignment]  # a list became a Cascade above
+        self.spec: PipelineSpec | None = None  # what built this pipeline, when from_spec did (reported by the CLI)
         # One variable per pipeline, so two pipelines used in one thread keep their own numbers too.
         self._last_timings: contextvars.ContextVar[StageTimings | None] = contextvars.ContextVar(
             f"twostage_last_timings_{next(_PIPELINE_IDS)}", default=None
         )
+
+    @classmethod
+    def from_spec(
+        cls,
+        spec: PipelineSpec | Mapping[str, Any] | str | os.PathLike[str],
+        recall: Recall | None = None,
+        *,
+        collection: str | None = None,
+        db: str | os.PathLike[str] | None = None,
+        host: str | None = None,
+        port: int | None = None,
+        embedding_model: Any = None,
+        rerank_backend: str | None = None,
+        **reranker_kwargs: Any,
+    ) -> TwoStagePipeline:
+        """The pipeline a spec names (see docs/pipeline_spec.md): its recall kind and depth, its rerank stages
+        as a :class:`~twostage_integrations.rerank.cascade.Cascade` (``pipeline.reranker``; None for ``none``)
+        and its ``top_k``. ``pipeline.spec`` is the spec read.
+
+        Args:
+            spec: A spec string, a preset name (``"exact"``), the dict form, a ``.toml`` file, or a
+                :class:`~twostage_integrations.spec.PipelineSpec`.
+            recall: Stage 1 to use instead of the spec's kind (the spec's ``limit`` still applies).
+            collection: The Chroma collection the spec's recall reads (when no ``recall`` is given).
+            db: Embedded Chroma folder (default: ``$TWOSTAGE_DB``...), as for :class:`ChromaRecall`.
+            host: Chroma server host (instead of ``db``).
+            port: Chroma server port.
+            embedding_model: Embedding model id, folder or embedder, as for :class:`ChromaRecall`.
+            rerank_backend: Engine of the stages that name no ``backend`` (as ``--rerank-backend``).
+            **reranker_kwargs: Constructor arguments for every stage's reranker (``api_key``, ``device``...).
+
+        Returns:
+            The pipeline.
+
+        Raises:
+            PipelineSpecError: The spec cannot be read (the message names the bad token).
+            InvalidParameterError: Both ``recall`` and Chroma arguments, or neither; an option a stage's model
+                does not take.
+
+        >>> pipe = TwoStagePipeline.from_spec("exact", collection="docs")  # doctest: +SKIP
+        >>> pipe = TwoStagePipeline.from_spec("bm25:50 > none > top_k=10", BM25Recall(chroma))  # doctest: +SKIP
+        """
+        from .spec import build_recall, build_reranker, resolve
+
+        parsed = resolve(spec)
+        chroma = {"collection": collection, "db": db, "host": host, "port": port, "embedding_model": embedding_model}
+        stage1 = build_recall(parsed, recall, **chroma)
+        stage2 = build_reranker(parsed, backend=rerank_backend, **reranker_kwargs)
+        pipe = cls(stage1, stage2, limit=parsed.recall.limit, top_k=parsed.top_k)
+        pipe.spec = parsed
+        return pipe
 
     @property
     def last_timings(self) -> StageTimings:

@@ -23,7 +23,7 @@ from ..config import (
     TWOSTAGE_RERANK_BACKEND,
     TWOSTAGE_RERANK_MODEL,
 )
-from ..errors import InvalidParameterError, TwoStageError
+from ..errors import TwoStageError
 from ..models import quiet_model_libraries
 
 
@@ -164,28 +164,12 @@ def parse_stage(spec: str) -> tuple[str, int | None, dict[str, Any]]:
     whole spec is the model and it keeps all it gets. After ``@``, options of that stage's cross-encoder:
     ``backend`` (onnx, onnx-int8, torch) and ``max_length`` (tokens per pair), e.g. a cheap first stage
     ``ce:30@backend=onnx-int8,max_length=64``; stages without them use ``--rerank-backend`` and the model's
-    own limit.
+    own limit. Raises :class:`~twostage_integrations.errors.PipelineSpecError` (an ``InvalidParameterError``)
+    naming the bad token.
     """
-    from ..rerank.cascade import STAGE_OPTIONS
+    from ..spec import parse_stage_token  # the pipeline spec's stage grammar: one parser for --stage and specs
 
-    options: dict[str, Any] = {}
-    head, sep, tail = spec.rpartition("@")
-    if sep and "=" in tail:
-        for item in tail.split(","):
-            key, eq, value = (x.strip() for x in item.partition("="))
-            if not eq or key not in STAGE_OPTIONS or not value:
-                raise InvalidParameterError(
-                    f"--stage {spec!r}: options after @ are {', '.join(k + '=...' for k in STAGE_OPTIONS)}, "
-                    f"got {item!r}"
-                )
-            if key == "max_length" and not value.isdigit():
-                raise InvalidParameterError(f"--stage {spec!r}: max_length must be a number of tokens, got {value!r}")
-            options[key] = int(value) if key == "max_length" else value
-        spec = head
-    model, sep, keep = spec.rpartition(":")
-    if not sep or not keep.isdigit():
-        return spec, None, options
-    return model, int(keep), options
+    return parse_stage_token(spec, label="--stage")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

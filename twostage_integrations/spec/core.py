@@ -1,0 +1,552 @@
+"""The pipeline spec itself: its parts, the string / dict / TOML forms, presets (grammar: :mod:`..spec`)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..errors import MissingDependencyError, PipelineSpecError
+from ..recall.factory import RECALL_KINDS
+from ..rerank.cascade import STAGE_OPTIONS
+from ..rerank.fusion import METHODS as FUSION_METHODS
+from ..rerank.onnx import BACKENDS
+
+__all__ = [
+    "PRESETS",
+    "FusionSpec",
+    "PipelineSpec",
+    "RecallSpec",
+    "StageSpec",
+    "load_toml",
+    "parse_spec",
+    "parse_stage_token",
+    "resolve",
+]
+
+DEFAULT_LIMIT = 20  # TwoStagePipeline's and `twostage query`'s defaults
+DEFAULT_TOP_K = 5
+DEFAULT_FUSION_WEIGHT = 0.9  # FusedReranker's default
+DEFAULT_MODEL = "default"  # the token for "no model named": $TWOSTAGE_RERANK_MODEL, else the MiniLM-L6 default
+NO_RERANK = "none"
+SEPARATOR = ">"
+RECALL_OPTIONS = ("rrf_k", "per_arm")
+SETTINGS = ("fuse", "top_k")
+
+EXAMPLE = "hybrid:100 > default:30@backend=onnx-int8,max_length=64 > default > top_k=5"
+EXAMPLE_RECALL = "hybrid:100@rrf_k=60,per_arm=100"
+EXAMPLE_STAGE = "default:30@backend=onnx-int8,max_length=64"
+EXAMPLE_FUSE = "fuse=rrf:0.9"
+EXAMPLE_NO_RERANK = "dense:20 > none > top_k=5"
+EXAMPLE_DICT = '{"recall": {"kind": "dense", "limit": 20}, "stages": [{"model": "default", "keep": 10}], "top_k": 5}'
+EXAMPLE_TOML = 'recall = {kind = "dense", limit = 20} / stages = [{model = "default"}] / top_k = 5, one per line'
+
+# Named specs. A preset is added here with its measured numbers in docs/ (docs/pipeline_spec.md lists them).
+PRESETS: dict[str, str] = {
+    # Today's default pipeline: dense recall of 20, the default cross-encoder on the default engine (fp32: ONNX
+    # with the onnx extra, else torch, unless $TWOSTAGE_RERANK_BACKEND says otherwise), top 5.
+    "exact": "dense:20 > default > top_k=5",
+}
+
+_INT = re.compile(r"[0-9]+")
+_FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_SETTING = re.compile(r"([A-Za-z_][\w-]*)\s*=\s*(.*)")  # `top_k=5`; also catches typos such as `topk=5`
+_PRESET_NAME = re.compile(r"[A-Za-z][\w-]*")
+_WHAT = {"max_length": "a number of tokens >= 1"}  # how each whole-number token is described in errors
+
+
+# -- values ---------------------------------------------------------------------------------------------------
+def _whole(value: Any, what: str, example: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineSpecError(f"{what} must be {_WHAT.get(what, 'a whole number >= 1')}", value, example)
+    return value
+
+
+def _number(value: Any, what: str, example: str, *, high: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise PipelineSpecError(f"{what} must be a number >= 0", value, example)
+    if value > high:
+        raise PipelineSpecError(f"{what} must be between 0 and {high:g}", value, example)
+    return float(value)
+
+
+def _text_whole(where: str, key: str, text: str, example: str) -> int:
+    """A whole-number token of a string spec (``30``, not ``30.0``, ``-1`` or ``³``)."""
+    if not _INT.fullmatch(text) or int(text) < 1:
+        raise PipelineSpecError(f"{where}: {key} must be {_WHAT.get(key, 'a whole number >= 1')}", text, example)
+    return int(text)
+
+
+def _text_number(where: str, key: str, text: str, example: str) -> float:
+    if not _FLOAT.fullmatch(text):
+        raise PipelineSpecError(f"{where}: {key} must be a number such as 0.9", text, example)
+    return float(text)
+
+
+def _fmt(value: float) -> str:
+    """A float as short as it reads back exactly: ``60`` for 60.0, ``0.9``, ``1e-05``."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def _check_model(model: Any) -> str | None:
+    """``model`` if it reads back as itself from a stage token; None for ``default``."""
+    if model is None or model == DEFAULT_MODEL:
+        return None
+    if not isinstance(model, str) or not model or model != model.strip() or not model.isprintable():
+        problem = "a stage's model is a name or path without spaces or control characters at the ends"
+        raise PipelineSpecError(problem, model, EXAMPLE_STAGE)
+    head, at, tail = model.rpartition("@")
+    clashes = {
+        f"'{DEFAULT_MODEL}' and '{NO_RERANK}' are keywords": model.lower() in (DEFAULT_MODEL, NO_RERANK),
+        f"a model name cannot contain '{SEPARATOR}'": SEPARATOR in model,
+        "a model name ending in ':NUMBER' would read as the stage's keep": re.search(r":[0-9]+$", model) is not None,
+        "a model name ending in '@key=value' would read as stage options": bool(at) and "=" in tail,
+        "a model name starting with 'name=' would read as a setting": _SETTING.match(model) is not None,
+    }
+    for problem, clash in clashes.items():
+        if clash:
+            raise PipelineSpecError(problem, model, EXAMPLE_STAGE)
+    return model
+
+
+def _check_backend(value: Any, example: str = EXAMPLE_STAGE) -> str | None:
+    if value is None:
+        return None
+    chosen = value.strip().lower() if isinstance(value, str) else value
+    if chosen not in BACKENDS:
+        raise PipelineSpecError(f"backend must be one of {', '.join(BACKENDS)}", value, example)
+    return str(chosen)
+
+
+@contextmanager
+def _context(where: str, example: str | None = None) -> Iterator[None]:
+    """Prefix a spec error raised inside with where it happened (and swap the example for the form in use)."""
+    try:
+        yield
+    except PipelineSpecError as exc:
+        raise PipelineSpecError(f"{where}: {exc.problem}", exc.token, example or exc.example) from None
+
+
+# -- the spec -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecallSpec:
+    """Stage 1: ``kind`` (dense, bm25, hybrid), ``limit`` candidates; ``rrf_k`` and ``per_arm`` tune hybrid.
+
+    Raises:
+        PipelineSpecError: an unknown kind, a limit below 1, or a hybrid option on another kind.
+    """
+
+    kind: str = "dense"
+    limit: int = DEFAULT_LIMIT
+    rrf_k: float | None = None
+    per_arm: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in RECALL_KINDS:
+            raise PipelineSpecError(f"recall must be one of {', '.join(RECALL_KINDS)}", self.kind, EXAMPLE_RECALL)
+        _whole(self.limit, "limit", EXAMPLE_RECALL)
+        if self.rrf_k is not None:
+            object.__setattr__(self, "rrf_k", _number(self.rrf_k, "rrf_k", EXAMPLE_RECALL))
+        if self.per_arm is not None:
+            _whole(self.per_arm, "per_arm", EXAMPLE_RECALL)
+        for name in RECALL_OPTIONS:
+            if self.kind != "hybrid" and getattr(self, name) is not None:
+                raise PipelineSpecError(f"{name} tunes hybrid recall, not {self.kind}", name, EXAMPLE_RECALL)
+
+    def to_token(self) -> str:
+        values = {name: getattr(self, name) for name in RECALL_OPTIONS}
+        options = [f"{k}={_fmt(v) if k == 'rrf_k' else v}" for k, v in values.items() if v is not None]  # rrf_k=0 too
+        return f"{self.kind}:{self.limit}" + ("@" + ",".join(options) if options else "")
+
+    @classmethod
+    def parse(cls, token: str) -> RecallSpec:
+        """``KIND[:LIMIT][@rrf_k=K,per_arm=N]``, the first step of a spec string."""
+        where = f"recall {token!r}"
+        head, at, tail = token.partition("@")
+        raw = _parse_options(where, tail, RECALL_OPTIONS, EXAMPLE_RECALL) if at else {}
+        kind, colon, depth = head.partition(":")
+        if kind not in RECALL_KINDS:
+            problem = f"a spec starts with its recall, one of {', '.join(RECALL_KINDS)} (or is a preset name)"
+            raise PipelineSpecError(problem, kind, EXAMPLE)
+        limit = _text_whole(where, "limit", depth, EXAMPLE_RECALL) if colon else DEFAULT_LIMIT
+        options: dict[str, Any] = {}
+        if "rrf_k" in raw:
+            options["rrf_k"] = _text_number(where, "rrf_k", raw["rrf_k"], EXAMPLE_RECALL)
+        if "per_arm" in raw:
+            options["per_arm"] = _text_whole(where, "per_arm", raw["per_arm"], EXAMPLE_RECALL)
+        with _context(where):
+            return cls(kind, limit, **options)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One rerank stage: ``model`` (None = the default), the ``keep`` best it passes on (None = all), and a
+    cross-encoder's ``backend`` and ``max_length`` (None = the defaults).
+
+    Raises:
+        PipelineSpecError: a model name the grammar would misread, a keep or max_length below 1, an unknown
+            backend.
+    """
+
+    model: str | None = None
+    keep: int | None = None
+    backend: str | None = None
+    max_length: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model", _check_model(self.model))
+        if self.keep is not None:
+            _whole(self.keep, "keep", EXAMPLE_STAGE)
+        object.__setattr__(self, "backend", _check_backend(self.backend))
+        if self.max_length is not None:
+            _whole(self.max_length, "max_length", EXAMPLE_STAGE)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The engine options set on this stage (``backend``, ``max_length``), for ``make_reranker``."""
+        return {name: getattr(self, name) for name in STAGE_OPTIONS if getattr(self, name) is not None}
+
+    def to_token(self) -> str:
+        token = (self.model or DEFAULT_MODEL) + (f":{self.keep}" if self.keep is not None else "")
+        return token + ("@" + ",".join(f"{k}={v}" for k, v in self.options.items()) if self.options else "")
+
+    @classmethod
+    def parse(cls, token: str) -> StageSpec:
+        """``MODEL[:KEEP][@backend=B,max_length=N]`` (``default`` for the default model)."""
+        model, keep, options = parse_stage_token(token)
+        with _context(f"stage {token!r}"):
+            return cls(model, keep, **options)
+
+
+@dataclass(frozen=True)
+class FusionSpec:
+    """Fuse the last stage's order with its input order: ``method`` rrf or minmax, ``weight`` 0..1."""
+
+    method: str = "rrf"
+    weight: float = DEFAULT_FUSION_WEIGHT
+
+    def __post_init__(self) -> None:
+        if self.method not in FUSION_METHODS:
+            raise PipelineSpecError(
+                f"fusion method must be one of {', '.join(FUSION_METHODS)}", self.method, EXAMPLE_FUSE
+            )
+        object.__setattr__(self, "weight", _number(self.weight, "weight", EXAMPLE_FUSE, high=1.0))
+
+    def to_token(self) -> str:
+        return f"fuse={self.method}:{_fmt(self.weight)}"
+
+    @classmethod
+    def parse(cls, value: str) -> FusionSpec:
+        """The value of ``fuse=METHOD[:WEIGHT]``."""
+        method, colon, weight = value.partition(":")
+        if method not in FUSION_METHODS:
+            raise PipelineSpecError(f"fuse: method must be one of {', '.join(FUSION_METHODS)}", method, EXAMPLE_FUSE)
+        with _context("fuse"):
+            return cls(method, _text_number("fuse", "weight", weight, EXAMPLE_FUSE) if colon else DEFAULT_FUSION_WEIGHT)
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A whole pipeline: :class:`RecallSpec`, rerank ``stages`` (empty = no rerank), optional ``fusion`` of the
+    last stage, and ``top_k``. Immutable; ``dataclasses.replace(spec, top_k=10)`` checks the result again.
+
+    Raises:
+        PipelineSpecError: a part of the wrong type, fusion without a stage, a stage keeping more than it gets,
+            or ``top_k`` above what the last step passes on.
+    """
+
+    recall: RecallSpec = field(default_factory=RecallSpec)
+    stages: tuple[StageSpec, ...] = ()
+    fusion: FusionSpec | None = None
+    top_k: int = DEFAULT_TOP_K
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.recall, RecallSpec):
+            raise PipelineSpecError("recall must be a RecallSpec", type(self.recall).__name__, EXAMPLE_RECALL)
+        if isinstance(self.stages, (str, bytes)) or not isinstance(self.stages, Sequence):
+            raise PipelineSpecError("stages must be a list of StageSpec", type(self.stages).__name__, EXAMPLE)
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not all(isinstance(s, StageSpec) for s in self.stages):
+            raise PipelineSpecError("stages must be StageSpec objects", self.stages, EXAMPLE)
+        if self.fusion is not None and not isinstance(self.fusion, FusionSpec):
+            raise PipelineSpecError("fusion must be a FusionSpec or None", type(self.fusion).__name__, EXAMPLE_FUSE)
+        if self.fusion is not None and not self.stages:
+            raise PipelineSpecError("fusion needs a rerank stage to fuse", self.fusion.to_token(), EXAMPLE)
+        _whole(self.top_k, "top_k", EXAMPLE)
+        passed, source = self.recall.limit, f"recall {self.recall.to_token()}"
+        for stage in self.stages:
+            if stage.keep is not None and stage.keep > passed:
+                raise PipelineSpecError(
+                    f"a stage keeps more than the {passed} it gets from {source}", stage.to_token(), EXAMPLE
+                )
+            if stage.keep is not None:
+                passed, source = stage.keep, f"stage {stage.to_token()}"
+        if self.top_k > passed:
+            raise PipelineSpecError(f"top_k is more than the {passed} hits {source} passes on", self.top_k, EXAMPLE)
+
+    # -- the string form --
+    @classmethod
+    def parse(cls, text: str) -> PipelineSpec:
+        """Read a spec string (see the module docstring).
+
+        Args:
+            text: e.g. ``"hybrid:100 > default:30@backend=onnx-int8 > default > top_k=5"``.
+
+        Returns:
+            The spec.
+
+        Raises:
+            PipelineSpecError: the first token that cannot be read, named, with an example.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise PipelineSpecError("empty pipeline spec", text, EXAMPLE)
+        steps = [step.strip() for step in text.split(SEPARATOR)]
+        if not all(steps):
+            raise PipelineSpecError(f"empty step: a '{SEPARATOR}' at the start or end, or two in a row", text, EXAMPLE)
+        recall = RecallSpec.parse(steps[0])
+        stages: list[StageSpec | None] = []
+        settings: dict[str, str] = {}
+        for step in steps[1:]:
+            setting = _SETTING.fullmatch(step)
+            if setting:
+                key, value = setting.groups()
+                if key not in SETTINGS or key in settings:
+                    problem = "after the stages come fuse=METHOD:WEIGHT and top_k=N, once each"
+                    raise PipelineSpecError(problem, step, EXAMPLE)
+                settings[key] = value
+            elif settings:
+                raise PipelineSpecError("stages come before fuse=... and top_k=...", step, EXAMPLE)
+            else:
+                stages.append(None if step == NO_RERANK else StageSpec.parse(step))
+        if not stages or (None in stages and len(stages) > 1):
+            problem = f"a spec names its rerank stages after the recall, or '{NO_RERANK}' alone for none"
+            raise PipelineSpecError(problem, text, EXAMPLE_NO_RERANK)
+        fusion = FusionSpec.parse(settings["fuse"]) if "fuse" in settings else None
+        top_k = DEFAULT_TOP_K
+        if "top_k" in settings:
+            top_k = _text_whole(f"setting 'top_k={settings['top_k']}'", "top_k", settings["top_k"], EXAMPLE)
+        return cls(recall, tuple(s for s in stages if s is not None), fusion, top_k)
+
+    def to_string(self) -> str:
+        """The canonical spec string (every value written, so it reads back as this spec)."""
+        steps = [self.recall.to_token(), *(s.to_token() for s in self.stages)]
+        if not self.stages:
+            steps.append(NO_RERANK)
+        if self.fusion is not None:
+            steps.append(self.fusion.to_token())
+        return f" {SEPARATOR} ".join([*steps, f"top_k={self.top_k}"])
+
+    def __str__(self) -> str:
+        return self.to_string()
+
+    # -- the dict and TOML forms --
+    def to_dict(self) -> dict[str, Any]:
+        """``{"recall": {...}, "stages": [{...}, ...], "fusion": {...}, "top_k": N}``: unset values left out
+        (TOML has no null), the default model written as ``"default"``; JSON- and TOML-ready."""
+        out: dict[str, Any] = {"recall": _set_fields(self.recall)}
+        out["stages"] = [{"model": s.model or DEFAULT_MODEL, **_set_fields(s)} for s in self.stages]
+        if self.fusion is not None:
+            out["fusion"] = _set_fields(self.fusion)
+        out["top_k"] = self.top_k
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PipelineSpec:
+        """Read the dict form (what :meth:`to_dict` writes; ``recall`` with its ``kind``, and ``stages``, are
+        required: an empty list means no rerank).
+
+        Raises:
+            PipelineSpecError: an unknown or missing key, or a bad value (named with its path).
+        """
+        _check_keys(data, "pipeline", ("recall", "stages", "fusion", "top_k"), required=("recall", "stages"))
+        recall = _section(RecallSpec, data["recall"], "recall", required=("kind",))
+        stages = data["stages"]
+        if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, Sequence):
+            raise PipelineSpecError("stages must be a list of stage tables ([] for none)", stages, EXAMPLE_DICT)
+        parsed = tuple(_section(StageSpec, s, f"stages[{i}]") for i, s in enumerate(stages))
+        fusion = _section(FusionSpec, data["fusion"], "fusion") if data.get("fusion") is not None else None
+        with _context("pipeline", EXAMPLE_DICT):
+            return cls(recall, parsed, fusion, data.get("top_k", DEFAULT_TOP_K))
+
+    def to_toml(self) -> str:
+        """The dict form as a TOML document (``[recall]``, ``[[stages]]``, ``[fusion]`` tables)."""
+        data = self.to_dict()
+        lines = [f"top_k = {data['top_k']}"] + (["stages = []"] if not self.stages else [])
+        tables = [("[recall]", data["recall"]), *(("[[stages]]", s) for s in data["stages"])]
+        if "fusion" in data:
+            tables.append(("[fusion]", data["fusion"]))
+        for header, values in tables:
+            lines += ["", header, *(f"{k} = {_toml_value(v)}" for k, v in values.items())]
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def from_toml(cls, text: str) -> PipelineSpec:
+        """Read a TOML document holding the dict form (see :meth:`to_toml`).
+
+        Raises:
+            PipelineSpecError: the text is not TOML, or its tables are not a spec.
+            MissingDependencyError: Python 3.10 without ``tomli``.
+        """
+        toml = _toml_reader()
+        try:
+            data = toml.loads(text)
+        except toml.TOMLDecodeError as exc:
+            line = re.search(r"line (\d+)", str(exc))
+            lines = text.splitlines()
+            bad = lines[int(line.group(1)) - 1] if line and 0 < int(line.group(1)) <= len(lines) else text
+            raise PipelineSpecError(f"pipeline TOML does not parse ({exc})", bad, EXAMPLE_TOML) from None
+        with _context("pipeline TOML", EXAMPLE_TOML):
+            return cls.from_dict(data)
+
+
+def _set_fields(part: Any) -> dict[str, Any]:
+    return {k: v for k, v in asdict(part).items() if v is not None}
+
+
+def _check_keys(data: Any, where: str, allowed: Sequence[str], *, required: Sequence[str] = ()) -> None:
+    if not isinstance(data, Mapping):
+        raise PipelineSpecError(f"{where} must be a table/dict", data, EXAMPLE_DICT)
+    for key in data:
+        if key not in allowed:
+            raise PipelineSpecError(f"{where}: unknown key (known: {', '.join(allowed)})", key, EXAMPLE_DICT)
+    for key in required:
+        if key not in data:
+            raise PipelineSpecError(f"{where}: missing key", key, EXAMPLE_DICT)
+
+
+def _section(cls: Any, data: Any, where: str, *, required: Sequence[str] = ()) -> Any:
+    """One table of the dict form as ``cls`` (RecallSpec, StageSpec, FusionSpec); errors name its path."""
+    _check_keys(data, where, [f.name for f in fields(cls)], required=required)
+    with _context(where, EXAMPLE_DICT):
+        return cls(**data)
+
+
+def _toml_value(value: Any) -> str:
+    # Strings are printable (checked by StageSpec), so JSON's escapes of " and \ are TOML's too.
+    return (
+        json.dumps(value, ensure_ascii=False)
+        if isinstance(value, str)
+        else _fmt(value)
+        if isinstance(value, float)
+        else str(value)
+    )
+
+
+def _toml_reader() -> ModuleType:
+    """``tomllib`` (Python 3.11+), else ``tomli``."""
+    for name in ("tomllib", "tomli"):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError:
+            continue
+    raise MissingDependencyError("reading a TOML pipeline spec on Python 3.10 needs tomli: pip install tomli")
+
+
+def _parse_options(where: str, tail: str, allowed: Sequence[str], example: str) -> dict[str, str]:
+    """``key=value,key=value`` after a step's ``@``, keys from ``allowed``, each once; values as written."""
+    options: dict[str, str] = {}
+    for item in tail.split(","):
+        key, eq, value = (x.strip() for x in item.partition("="))
+        if not eq or key not in allowed or not value or key in options:
+            problem = f"{where}: options after @ are {', '.join(k + '=...' for k in allowed)} (each once)"
+            raise PipelineSpecError(problem, item, example)
+        options[key] = value
+    return options
+
+
+def parse_stage_token(token: str, label: str = "stage") -> tuple[str, int | None, dict[str, Any]]:
+    """``MODEL[:KEEP][@backend=B,max_length=N]`` -> ``(MODEL, KEEP, options)``: one stage, as ``eval``/``bench
+    --stage`` take it and a spec string writes it (``default`` is returned as written).
+
+    A ``:`` suffix that is not a number belongs to the model (``rerankers:/path:cross-encoder`` keeps all it
+    gets); an ``@`` not followed by ``key=value`` options belongs to the model too (``/m/v1@2/ce:20``).
+
+    Args:
+        token: The stage.
+        label: How errors name it (``"--stage"`` for the CLI option).
+
+    Returns:
+        The model, the keep (None = all) and the options set (``backend`` lower-cased, ``max_length`` an int).
+
+    Raises:
+        PipelineSpecError: an unknown or repeated option, a max_length or keep below 1, an unknown backend,
+            or no model.
+    """
+    where = f"{label} {token!r}"
+    options: dict[str, Any] = {}
+    head, at, tail = token.rpartition("@")
+    if at and "=" in tail:
+        for key, value in _parse_options(where, tail, STAGE_OPTIONS, EXAMPLE_STAGE).items():
+            if key == "max_length":
+                options[key] = _text_whole(where, key, value, EXAMPLE_STAGE)
+            else:
+                with _context(where):
+                    options[key] = _check_backend(value)
+        token = head
+    model, colon, keep = token.rpartition(":")
+    if not colon or not _INT.fullmatch(keep):
+        model, count = token, None
+    else:
+        count = _text_whole(where, "keep", keep, EXAMPLE_STAGE)
+    if not model.strip():
+        raise PipelineSpecError(
+            f"{where}: a stage starts with its model ('{DEFAULT_MODEL}' for the default)", model, EXAMPLE_STAGE
+        )
+    return model, count, options
+
+
+def parse_spec(text: str) -> PipelineSpec:
+    """:meth:`PipelineSpec.parse`."""
+    return PipelineSpec.parse(text)
+
+
+def load_toml(path: str | os.PathLike[str]) -> PipelineSpec:
+    """Read a TOML file holding a spec's dict form.
+
+    Raises:
+        PipelineSpecError: no such file, or its contents are not a spec.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise PipelineSpecError("no such pipeline TOML file", str(path), "pipeline.toml (see docs/pipeline_spec.md)")
+    with _context(f"{file}"):
+        return PipelineSpec.from_toml(file.read_text(encoding="utf-8"))
+
+
+def resolve(spec: PipelineSpec | Mapping[str, Any] | str | os.PathLike[str]) -> PipelineSpec:
+    """Any spelling of a spec as a :class:`PipelineSpec`.
+
+    Args:
+        spec: A spec, its dict form, a preset name (:data:`PRESETS`), a ``.toml`` file, or a spec string.
+
+    Returns:
+        The spec.
+
+    Raises:
+        PipelineSpecError: an unknown preset, or a spec that cannot be read.
+    """
+    if isinstance(spec, PipelineSpec):
+        return spec
+    if isinstance(spec, Mapping):
+        return PipelineSpec.from_dict(spec)
+    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and spec.strip().endswith(".toml")):
+        return load_toml(spec)
+    if not isinstance(spec, str):
+        raise PipelineSpecError(
+            "a pipeline spec is a string, dict, TOML file or preset name", type(spec).__name__, EXAMPLE
+        )
+    name = spec.strip()
+    if name in PRESETS:
+        return PipelineSpec.parse(PRESETS[name])
+    if _PRESET_NAME.fullmatch(name) and name not in RECALL_KINDS:
+        raise PipelineSpecError(f"unknown pipeline preset (presets: {', '.join(PRESETS)})", name, next(iter(PRESETS)))
+    return PipelineSpec.parse(spec)
