@@ -63,3 +63,8 @@ class ChromaUnavailableError(TwoStageError, ConnectionError):
 
 class StorageError(TwoStageError, OSError):
     """Chroma's database could not be opened, read or written (unwritable folder, corrupted files...)."""
+
+
+class ServerBindError(TwoStageError, OSError):
+    """``twostage serve`` cannot listen on its host:port (in use, not allowed, not an address of this machine);
+    raised before any model loads, and the message names host:port and the option to change."""
