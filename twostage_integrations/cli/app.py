@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from typer import _click as click
+from typer._click.globals import get_current_context
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ..config import (
@@ -241,8 +242,40 @@ def _one_line(message: str) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def command_flags() -> dict[str, str]:
+    """The running command's options by Python parameter name (``top_k`` -> ``--top-k``), read from the click
+    command itself so it always matches what ``--help`` shows; empty outside a command."""
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    flags = {}
+    for param in ctx.command.params:
+        long_names = [opt for opt in param.opts if opt.startswith("--")]
+        if param.name and long_names:
+            flags[param.name] = long_names[0]
+    return flags
+
+
+def name_flags(message: str, flags: dict[str, str]) -> str:
+    """A library message in the words the user typed: ``top_k must be >= 1`` -> ``--top-k must be >= 1``.
+
+    Library checks name the Python parameter (``check_positive_int(top_k, "top_k")``); only a name that is the
+    subject of ``... must ...`` is replaced, so prose, model names and messages already written with flags stay.
+
+    >>> name_flags("top_k must be >= 1, got 0", {"top_k": "--top-k", "limit": "--limit"})
+    '--top-k must be >= 1, got 0'
+    >>> name_flags("top_k (5) is larger than limit (3); raise limit (--limit)", {"limit": "--limit"})
+    'top_k (5) is larger than limit (3); raise limit (--limit)'
+    """
+    if not flags:
+        return message
+    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+    return re.sub(rf"(?<![\w-])({names})(?= must\b)", lambda m: flags[m.group(1)], message)
+
+
 def friendly_errors(func: F) -> F:
     """Errors become one ``error:`` line on stderr, never a traceback (unless ``--debug`` / ``TWOSTAGE_DEBUG=1``).
+    Our typed errors name the command's options as typed (``--top-k must be >= 1``, see :func:`name_flags`).
 
     Exit codes: 2 for errors with a message saying what to do (our typed errors, Chroma, files, connections),
     1 for anything unexpected (a bug: the line says so and how to see the traceback), 130 for Ctrl-C."""
@@ -265,7 +298,8 @@ def friendly_errors(func: F) -> F:
             if known is None:
                 message = _one_line(f"unexpected {type(exc).__name__}: {exc}")
                 raise fail(f"{message} (re-run with --debug for the traceback)", 1) from None
-            raise fail(_one_line(known[0]) or type(exc).__name__, known[1]) from None
+            message = name_flags(known[0], command_flags()) if isinstance(exc, TwoStageError) else known[0]
+            raise fail(_one_line(message) or type(exc).__name__, known[1]) from None
 
     return wrapper  # type: ignore[return-value]
 
