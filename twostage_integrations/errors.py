@@ -17,7 +17,17 @@ class InvalidQueryError(TwoStageError, ValueError):
 
 
 class InvalidParameterError(TwoStageError, ValueError):
-    """A numeric or option argument is out of range (``limit < 1``, ``top_k > limit``...)."""
+    """A numeric or option argument is out of range (``limit < 1``, ``top_k > limit``...).
+
+    Args:
+        message: what is wrong and what to pass instead.
+        parameter: the Python parameter the message starts with (``"top_k"``), when it names one; the CLI then
+            names the option the user typed instead (``--top-k``).
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class InvalidDocumentError(TwoStageError, TypeError):

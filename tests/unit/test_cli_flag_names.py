@@ -15,6 +15,7 @@ from twostage_integrations.cli import app
 from twostage_integrations.cli.app import friendly_errors
 from twostage_integrations.errors import InvalidParameterError
 from twostage_integrations.testing import FakeEmbedder
+from twostage_integrations.validation import check_positive_int
 
 runner = CliRunner()
 
@@ -78,8 +79,8 @@ def test_demo_checks_the_numbers_before_loading_or_indexing(db, tmp_path):
     assert not (tmp_path / "demo-db").exists()  # nothing loaded or written first
 
 
-def raising(message: str, exc_type: type[Exception] = InvalidParameterError) -> typer.Typer:
-    """A one-command app with --max-docs and --model whose body raises ``exc_type(message)``."""
+def raising(exc: Exception) -> typer.Typer:
+    """A one-command app with --max-docs/-n and --model whose body raises ``exc``."""
     toy = typer.Typer()
 
     @toy.command()
@@ -88,30 +89,40 @@ def raising(message: str, exc_type: type[Exception] = InvalidParameterError) -> 
         max_docs: Annotated[int, typer.Option("--max-docs", "-n")] = 1,
         model: Annotated[str, typer.Option("--model")] = "m",
     ) -> None:
-        raise exc_type(message)
+        raise exc
 
     return toy
 
 
+def invoke(exc: Exception) -> str:
+    result = runner.invoke(raising(exc), ["-n", "0"], env={"TWOSTAGE_DEBUG": ""})
+    assert result.exit_code == (2 if isinstance(exc, InvalidParameterError) else 1), result.output
+    return result.output.strip()
+
+
+def positive(value: int, name: str) -> Exception:
+    with pytest.raises(InvalidParameterError) as info:
+        check_positive_int(value, name)
+    return info.value
+
+
+def test_a_checked_parameter_is_named_by_the_commands_option():
+    assert invoke(positive(0, "max_docs")) == "error: --max-docs must be >= 1, got 0"
+    assert invoke(positive(0, "model")) == "error: --model must be >= 1, got 0"
+
+
 @pytest.mark.parametrize(
-    ("message", "expected"),
+    "exc",
     [
-        ("max_docs must be >= 1, got 0", "error: --max-docs must be >= 1, got 0"),
-        # prose, or a name that is not the subject of "must", is left alone
-        (
-            "rerank model path '/x' does not exist; pass another model",
-            "error: rerank model path '/x' does not exist; pass another model",
-        ),
-        ("max_docs (3) is larger than max_documents (2)", "error: max_docs (3) is larger than max_documents (2)"),
-        # a longer name that merely contains a parameter name is not rewritten
-        ("max_docs_total must be >= 1", "error: max_docs_total must be >= 1"),
+        positive(0, "keep of cascade stage 1"),  # not an option of this command
+        InvalidParameterError("max_docs must be >= 1, got 0"),  # no parameter recorded: left as written
+        InvalidParameterError("max_docs_total must be >= 1", parameter="max_docs"),  # not the whole name
     ],
 )
-def test_the_mapping_comes_from_the_command_options(message, expected):
-    result = runner.invoke(raising(message), [], env={"TWOSTAGE_DEBUG": ""})
-    assert result.exit_code == 2 and result.output.strip() == expected
+def test_other_messages_are_left_as_written(exc):
+    assert invoke(exc) == f"error: {exc}"
 
 
 def test_only_our_typed_errors_are_rewritten():
-    result = runner.invoke(raising("max_docs must be >= 1", ValueError), [], env={"TWOSTAGE_DEBUG": ""})
-    assert result.exit_code == 1 and "max_docs must" in result.output  # a bug is reported as it was raised
+    output = invoke(ValueError("max_docs must be >= 1"))
+    assert "max_docs must" in output and "--max-docs" not in output  # a bug is reported as it was raised

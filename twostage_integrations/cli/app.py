@@ -256,21 +256,21 @@ def command_flags() -> dict[str, str]:
     return flags
 
 
-def name_flags(message: str, flags: dict[str, str]) -> str:
-    """A library message in the words the user typed: ``top_k must be >= 1`` -> ``--top-k must be >= 1``.
+def name_flags(exc: TwoStageError, flags: dict[str, str]) -> str:
+    """``exc``'s message in the words the user typed: ``top_k must be >= 1`` -> ``--top-k must be >= 1``.
 
-    Library checks name the Python parameter (``check_positive_int(top_k, "top_k")``); only a name that is the
-    subject of ``... must ...`` is replaced, so prose, model names and messages already written with flags stay.
+    Library checks name the Python parameter (``check_positive_int(top_k, "top_k")``) and record it on the error
+    (:attr:`InvalidParameterError.parameter`); when it is an option of the running command, the message's
+    leading name becomes the option. Other messages are left as written.
 
-    >>> name_flags("top_k must be >= 1, got 0", {"top_k": "--top-k", "limit": "--limit"})
+    >>> name_flags(InvalidParameterError("top_k must be >= 1, got 0", parameter="top_k"), {"top_k": "--top-k"})
     '--top-k must be >= 1, got 0'
-    >>> name_flags("top_k (5) is larger than limit (3); raise limit (--limit)", {"limit": "--limit"})
-    'top_k (5) is larger than limit (3); raise limit (--limit)'
     """
-    if not flags:
-        return message
-    names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
-    return re.sub(rf"(?<![\w-])({names})(?= must\b)", lambda m: flags[m.group(1)], message)
+    message = str(exc)
+    parameter = getattr(exc, "parameter", None)
+    if parameter in flags and re.match(rf"{re.escape(parameter)}\b", message):
+        return flags[parameter] + message[len(parameter) :]
+    return message
 
 
 def friendly_errors(func: F) -> F:
@@ -298,7 +298,7 @@ def friendly_errors(func: F) -> F:
             if known is None:
                 message = _one_line(f"unexpected {type(exc).__name__}: {exc}")
                 raise fail(f"{message} (re-run with --debug for the traceback)", 1) from None
-            message = name_flags(known[0], command_flags()) if isinstance(exc, TwoStageError) else known[0]
+            message = name_flags(exc, command_flags()) if isinstance(exc, TwoStageError) else known[0]
             raise fail(_one_line(message) or type(exc).__name__, known[1]) from None
 
     return wrapper  # type: ignore[return-value]
