@@ -141,3 +141,35 @@ def test_debug_shows_the_traceback(results):
         timeout=SUBPROCESS_TIMEOUT,
     )
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "StorageError" in proc.stderr
+
+
+def run_serve(*args: str) -> subprocess.CompletedProcess:
+    exe = shutil.which("twostage")
+    cmd = [exe] if exe else [sys.executable, "-c", "from twostage_integrations.cli import app; app()"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    env.pop("TWOSTAGE_DEBUG", None)
+    # Generous timeout for a busy machine; the fixed command never gets near it (it loads no model).
+    return subprocess.run([*cmd, "serve", *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_serve_on_a_taken_port_exits_2_without_loading_the_model(rerank_model_path):
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        proc = run_serve("--port", str(port), "--model", rerank_model_path)
+    out = proc.stdout + proc.stderr
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, out
+    assert len(errors) == 1 and f"127.0.0.1:{port}" in errors[0] and "--port" in errors[0], out
+    # The error is all it printed: no "serving ... at", no model load and no "reranker ... ready" log line.
+    assert out.splitlines() == errors and "Errno" not in out, out
+
+
+def test_serve_with_a_missing_model_folder_fails_before_serving(tmp_path):
+    proc = run_serve("--port", str(free_port()), "--model", str(tmp_path / "no-such-model"))
+    out = proc.stdout + proc.stderr
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2, out
+    assert len(errors) == 1 and "no-such-model" in errors[0], out
+    assert out.splitlines() == errors, out  # nothing else: no "serving ... at" first

@@ -17,7 +17,17 @@ class InvalidQueryError(TwoStageError, ValueError):
 
 
 class InvalidParameterError(TwoStageError, ValueError):
-    """A numeric or option argument is out of range (``limit < 1``, ``top_k > limit``...)."""
+    """A numeric or option argument is out of range (``limit < 1``, ``top_k > limit``...).
+
+    Args:
+        message: what is wrong and what to pass instead.
+        parameter: the Python parameter the message starts with (``"top_k"``), when it names one; the CLI then
+            names the option the user typed instead (``--top-k``).
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+        super().__init__(message)
+        self.parameter = parameter
 
 
 class InvalidDocumentError(TwoStageError, TypeError):
@@ -87,3 +97,8 @@ class PipelineSpecError(InvalidParameterError):
     def __reduce__(self) -> tuple[type[PipelineSpecError], tuple[str, object, str]]:
         # Exception pickling replays __init__ with self.args (the whole message); replay the three parts instead.
         return type(self), (self.problem, self.token, self.example)
+
+
+class ServerBindError(TwoStageError, OSError):
+    """``twostage serve`` cannot listen on its host:port (in use, not allowed, not an address of this machine);
+    raised before any model loads, and the message names host:port and the option to change."""

@@ -25,10 +25,22 @@ def check_query(query: object) -> str:
 
 
 def check_positive_int(value: object, name: str) -> int:
+    """``value`` when it is an integer >= 1.
+
+    Args:
+        value: the argument to check.
+        name: the parameter's name, which the message starts with (the CLI shows the option instead).
+
+    Returns:
+        ``value``.
+
+    Raises:
+        InvalidParameterError: not an integer, or below 1 (``parameter`` is ``name``).
+    """
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}")
+        raise InvalidParameterError(f"{name} must be an integer >= 1, got {value!r}", parameter=name)
     if value < 1:
-        raise InvalidParameterError(f"{name} must be >= 1, got {value}")
+        raise InvalidParameterError(f"{name} must be >= 1, got {value}", parameter=name)
     return value
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from typer import _click as click
+from typer._click.globals import get_current_context
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
 from ..config import (
@@ -225,8 +226,40 @@ def _one_line(message: str) -> str:
     return " ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
+def command_flags() -> dict[str, str]:
+    """The running command's options by Python parameter name (``top_k`` -> ``--top-k``), read from the click
+    command itself so it always matches what ``--help`` shows; empty outside a command."""
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    flags = {}
+    for param in ctx.command.params:
+        long_names = [opt for opt in param.opts if opt.startswith("--")]
+        if param.name and long_names:
+            flags[param.name] = long_names[0]
+    return flags
+
+
+def name_flags(exc: TwoStageError, flags: dict[str, str]) -> str:
+    """``exc``'s message in the words the user typed: ``top_k must be >= 1`` -> ``--top-k must be >= 1``.
+
+    Library checks name the Python parameter (``check_positive_int(top_k, "top_k")``) and record it on the error
+    (:attr:`InvalidParameterError.parameter`); when it is an option of the running command, the message's
+    leading name becomes the option. Other messages are left as written.
+
+    >>> name_flags(InvalidParameterError("top_k must be >= 1, got 0", parameter="top_k"), {"top_k": "--top-k"})
+    '--top-k must be >= 1, got 0'
+    """
+    message = str(exc)
+    parameter = getattr(exc, "parameter", None)
+    if parameter in flags and re.match(rf"{re.escape(parameter)}\b", message):
+        return flags[parameter] + message[len(parameter) :]
+    return message
+
+
 def friendly_errors(func: F) -> F:
     """Errors become one ``error:`` line on stderr, never a traceback (unless ``--debug`` / ``TWOSTAGE_DEBUG=1``).
+    Our typed errors name the command's options as typed (``--top-k must be >= 1``, see :func:`name_flags`).
 
     Exit codes: 2 for errors with a message saying what to do (our typed errors, Chroma, files, connections),
     1 for anything unexpected (a bug: the line says so and how to see the traceback), 130 for Ctrl-C."""
@@ -249,7 +282,8 @@ def friendly_errors(func: F) -> F:
             if known is None:
                 message = _one_line(f"unexpected {type(exc).__name__}: {exc}")
                 raise fail(f"{message} (re-run with --debug for the traceback)", 1) from None
-            raise fail(_one_line(known[0]) or type(exc).__name__, known[1]) from None
+            message = name_flags(exc, command_flags()) if isinstance(exc, TwoStageError) else known[0]
+            raise fail(_one_line(message) or type(exc).__name__, known[1]) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -29,7 +29,9 @@ def demo(
     from ..pipeline import TwoStagePipeline
     from ..recall.chroma import ChromaRecall, default_db_path
     from ..rerank import make_reranker
+    from ..validation import check_limit_top_k
 
+    check_limit_top_k(limit, top_k)  # bad numbers fail before any model loads or passage is indexed
     console = Console()
     # Load first: a missing model stops before any indexing.
     reranker = make_reranker(rerank_model, backend=rerank_backend)

@@ -60,7 +60,7 @@ def query(
         str, typer.Option("--recall", help="Stage 1: dense, bm25 (keywords) or hybrid (RRF of both).")
     ] = "dense",
     num_candidates: Annotated[
-        int | None, typer.Option(help="ANN search depth (Chroma HNSW ef_search) (default: the collection's).")
+        int | None, typer.Option(help="ANN depth: fetch this many (min --limit) from Chroma, keep the best --limit.")
     ] = None,
     filter: Annotated[
         str | None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -88,25 +89,35 @@ def serve(
     _check_limits(
         max_queue, max_documents, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
     )
+    # Listen before the model starts loading and before "serving ... at": a taken port is one error line at once.
+    sockets = _listen(host, port)
     _route_server_logs(log_requests)
     load = _loader(name, batch_size, rerank_backend, cache_size)
     server_app = _build_app(
         load, api_key, max_documents, batching, max_batch, batch_wait_ms, max_queue, request_timeout
     )
+    port = sockets[0].getsockname()[1]  # the real one for --port 0
     _announce(name, host, port, api_key, batching and max_batch > 0, max_batch, max_queue, cache_size)
-    _run_until_stopped(server_app, host, port, graceful_timeout)
+    _run_until_stopped(server_app, host, port, sockets, graceful_timeout)  # closes the sockets
 
 
 def _local_model_name(model: str | None) -> str:
     """The cross-encoder to serve; a hosted model's name is refused (serve hosts a local model)."""
-    from ..models import resolve_rerank_model
+    from ..models import check_model_path, resolve_rerank_model
     from ..rerank.registry import CROSS_ENCODER, route_for
 
     name = resolve_rerank_model(model)
     route = route_for(name)  # the names make_reranker reads; an existing folder is always a cross-encoder
     if route.kind != CROSS_ENCODER:
         raise fail(f"{name!r} {route.what}; serve hosts a local cross-encoder: pass --model FOLDER_OR_HUB_ID")
-    return name
+    return check_model_path(name, kind="rerank")  # a missing folder fails now, not after "serving ... at"
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """The listening sockets the server will use (handed to uvicorn, so nothing can take the port in between)."""
+    from ..server.run import bind_sockets
+
+    return bind_sockets(host, port)
 
 
 def _check_limits(max_queue: int, max_documents: int, batch_size: int | None, at_least_zero: tuple[float, ...]) -> None:
@@ -152,10 +163,12 @@ def _route_server_logs(log_requests: bool) -> None:
 def _announce(
     name: str, host: str, port: int, api_key: str | None, batching: bool, max_batch: int, max_queue: int, cache: int
 ) -> None:
+    from ..server.run import host_port
+
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         typer.echo(f"warning: listening on {host} without --api-key: anyone who can reach it can use it", err=True)
     typer.echo(
-        f"serving {name} at http://{host}:{port} (/v2/rerank, /rerank, /v1/rerank; "
+        f"serving {name} at http://{host_port(host, port)} (/v2/rerank, /rerank, /v1/rerank; "
         f"auth {'on' if api_key else 'off'}, batching "
         f"{'up to ' + str(max_batch) + ' pairs' if batching else 'off'}, queue {max_queue}, "
         f"cache {cache or 'off'}); loading the model, GET /ready says when; Ctrl+C stops",
@@ -188,12 +201,14 @@ def _build_app(
     )
 
 
-def _run_until_stopped(server_app: FastAPI, host: str, port: int, graceful_timeout: float) -> None:
-    """Serve until SIGTERM/Ctrl+C (then drain) or a failed model load, which is raised (exit 2 for our typed
-    errors)."""
+def _run_until_stopped(
+    server_app: FastAPI, host: str, port: int, sockets: list[socket.socket], graceful_timeout: float
+) -> None:
+    """Serve on ``sockets`` until SIGTERM/Ctrl+C (then drain) or a failed model load, which is raised (exit 2 for
+    our typed errors)."""
     from ..server import run_server
 
-    run_server(server_app, host=host, port=port, graceful_timeout=graceful_timeout)
+    run_server(server_app, host=host, port=port, graceful_timeout=graceful_timeout, sockets=sockets)
     load_error = server_app.state.service.load_error
     if load_error is not None:
         if isinstance(load_error, TwoStageError):

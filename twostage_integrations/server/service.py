@@ -170,7 +170,8 @@ class RerankService:
         self._loader: Callable[[], Reranker] | None = reranker if is_loader else None  # type: ignore[assignment]
         self.reranker: Reranker | None = None if is_loader else reranker  # type: ignore[assignment]
         self.requested_batching = batching and max_batch > 0
-        self.batching = False  # decided once the model is there
+        # What was asked for until the model is there; then off for one that scores one query per call.
+        self.batching = self.requested_batching
         self.max_batch = max_batch
         self.batch_wait = batch_wait_ms / 1000
         self.max_queue = max_queue
@@ -371,11 +372,14 @@ class RerankService:
         """The request counters and the batch counters, as ``/health`` reports them.
 
         Returns:
-            ``counters`` followed by batching, batches, merged_batches, largest_batch and pairs_scored.
+            ``counters`` followed by batching (as configured while the model loads, then whether requests are
+            really merged), batching_requested (as configured), batches, merged_batches, largest_batch and
+            pairs_scored.
         """
         return {
             **self.counters,
             "batching": self.batching,
+            "batching_requested": self.requested_batching,
             "batches": self.batches,
             "merged_batches": self.merged_batches,
             "largest_batch": self.largest_batch,
