@@ -74,7 +74,8 @@ class HybridRecall(BaseRecall):
         weights: Each arm's contribution, ``(dense, sparse)``.
 
     Raises:
-        InvalidParameterError: If ``k`` or a weight is negative, or ``candidates_per_arm`` is below 1.
+        InvalidParameterError: If ``k`` is negative, ``weights`` are not two non-negative numbers, or
+            ``candidates_per_arm`` is below 1.
 
     >>> from twostage_integrations import BM25Recall, ChromaRecall, HybridRecall
     >>> chroma = ChromaRecall("docs", path="/tmp/twostage-doctest")

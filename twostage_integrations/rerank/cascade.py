@@ -62,7 +62,10 @@ class Cascade:
     [30, 5]
     """
 
-    score_kind = property(lambda self: getattr(self.stages[-1][0], "score_kind", "rerank"))  # last stage
+    score_kind = property(
+        lambda self: getattr(self.stages[-1][0], "score_kind", "rerank"),
+        doc="The last stage's score kind (its hits carry that stage's scores).",
+    )
 
     def __init__(self, stages: Sequence[tuple[Reranker, int | None] | Reranker]) -> None:
         if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or not stages:

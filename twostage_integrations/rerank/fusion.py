@@ -40,7 +40,9 @@ class FusedReranker:
     >>> fused = FusedReranker(CrossEncoderReranker("path/to/cross-encoder"), weight=0.7)  # doctest: +SKIP
     """
 
-    score_kind = property(lambda self: f"fused_{self.method}")  # see docs/scores.md
+    score_kind = property(
+        lambda self: f"fused_{self.method}", doc="``fused_rrf`` or ``fused_minmax`` (see docs/scores.md)."
+    )
 
     def __init__(self, reranker: Reranker, *, weight: float = 0.9, method: str = "rrf", k: float = 60.0) -> None:
         if not 0.0 <= weight <= 1.0:
