@@ -55,7 +55,13 @@ class APIKeyError(TwoStageError, ValueError):
 
 
 class RerankAPIError(TwoStageError, RuntimeError):
-    """A remote rerank call failed: a non-retryable answer, or retries ran out (``status_code`` if any)."""
+    """A remote rerank call failed: a non-retryable answer, or retries ran out.
+
+    Args:
+        message: What failed and what to do about it.
+        status_code: The HTTP status of the last answer, ``None`` when there was none (timeout, connection).
+        attempts: How many calls were made.
+    """
 
     def __init__(self, message: str, *, status_code: int | None = None, attempts: int = 1) -> None:
         super().__init__(message)

@@ -20,7 +20,13 @@ _DISTRIBUTIONS = {"Stemmer": "PyStemmer", "ir_measures": "ir-measures"}
 
 
 def install_line(extra: str) -> str:
-    """The command that installs ``extra``.
+    """The command that installs an extra.
+
+    Args:
+        extra: The extra's name (``"eval"``, ``"cohere"``...).
+
+    Returns:
+        The ``pip install`` line.
 
     >>> install_line("eval")
     'pip install "twostage-integrations[eval]"'
@@ -29,9 +35,19 @@ def install_line(extra: str) -> str:
 
 
 def require_extra(module: str, extra: str, *, feature: str | None = None) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingDependencyError` naming the extra that provides it.
+    """Import ``module`` or raise an error naming the extra that provides it.
 
-    ``feature`` says what needed it (default: the module name), e.g. ``"twostage eval"``.
+    Args:
+        module: The module to import.
+        extra: The extra that installs it.
+        feature: What needed it, for the message (e.g. ``"twostage eval"``); default the module name.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        MissingDependencyError: If ``module``'s top-level package is not installed. Other import errors (a
+            broken install) propagate unchanged.
 
     >>> require_extra("json", "eval").__name__
     'json'
@@ -53,8 +69,15 @@ def require_extra(module: str, extra: str, *, feature: str | None = None) -> Mod
 
 
 def lazy_attributes(package: str, where: Mapping[str, str]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` that imports ``where[name]`` (relative to ``package``) on first use, so importing
-    the package needs no optional dependency (and no torch).
+    """A module ``__getattr__`` that imports names on first use, so importing the package needs no optional
+    dependency (and no torch).
+
+    Args:
+        package: The package relative module paths start from (the caller's ``__name__``).
+        where: Name -> module that defines it (relative, e.g. ``".rerank.voyage"``).
+
+    Returns:
+        The ``__getattr__`` function; it raises ``AttributeError`` for names not in ``where``.
 
     >>> __getattr__ = lazy_attributes("twostage_integrations", {"VoyageReranker": ".rerank.voyage"})
     >>> __getattr__("VoyageReranker").__name__
@@ -70,8 +93,15 @@ def lazy_attributes(package: str, where: Mapping[str, str]) -> Callable[[str], A
 
 
 def check_eval_extras(recall: object = "dense", *, plot: bool = False) -> None:
-    """What ``twostage eval`` / :func:`~twostage_integrations.evaluation.evaluate` need, checked before any
-    indexing: ir-measures always, bm25s for BM25/hybrid recall, matplotlib for plots."""
+    """Check what ``twostage eval`` / :func:`~twostage_integrations.evaluation.evaluate` need, before any indexing.
+
+    Args:
+        recall: The recall kind; ``"bm25"`` and ``"hybrid"`` need bm25s.
+        plot: Whether a plot is wanted (needs matplotlib).
+
+    Raises:
+        MissingDependencyError: If ir-measures, or a package the arguments need, is not installed.
+    """
     require_extra("ir_measures", "eval", feature="evaluation (twostage eval)")
     if recall in ("bm25", "hybrid"):
         require_extra("bm25s", "eval", feature=f"{recall} recall")

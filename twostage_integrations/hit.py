@@ -20,6 +20,16 @@ class Hit:
 
     Ranks are 1-based positions in that stage's output.
 
+    Attributes:
+        id: The passage id in stage 1's store.
+        text: The passage text.
+        metadata: The metadata stored with the passage.
+        score: The final score (see above).
+        recall_score: Stage 1's score.
+        recall_rank: 1-based rank in stage 1's output.
+        rerank_score: Stage 2's score, ``None`` when no reranker ran.
+        rerank_rank: 1-based rank in stage 2's output, ``None`` when no reranker ran.
+
     >>> Hit(id="a", text="Aspirin thins the blood.", score=0.8, recall_score=0.8, recall_rank=1)
     Hit(id='a', text='Aspirin thins the blood.', metadata={}, score=0.8, recall_score=0.8, ...)
     """
@@ -40,7 +50,11 @@ class Hit:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (what ``twostage query --json`` prints)."""
+        """A JSON-ready dict (what ``twostage query --json`` prints).
+
+        Returns:
+            Every field by name; ``metadata`` is a copy.
+        """
         return {
             "id": self.id,
             "text": self.text,

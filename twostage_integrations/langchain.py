@@ -43,9 +43,15 @@ __all__ = ["TwoStageCompressor", "TwoStageEmbeddings", "TwoStageRetriever", "hit
 def hit_to_document(hit: Hit, score_kind: str | None = None) -> Document:
     """A LangChain ``Document`` for a hit: id, text, the stored metadata plus every stage's score.
 
-    ``relevance_score`` is the final score (LangChain's key for it) and ``score_kind`` names the stage and
-    scale that produced it (see docs/scores.md; omitted when ``None``); ``rerank_score``/``rerank_rank``
-    are ``None`` when the pipeline has no reranker.
+    Args:
+        hit: A hit from the pipeline.
+        score_kind: The stage and scale of ``hit.score`` (see docs/scores.md); omitted from the metadata when
+            ``None``.
+
+    Returns:
+        A ``Document`` whose metadata adds ``relevance_score`` (the final score, LangChain's key for it),
+        ``score_kind``, ``recall_score``, ``recall_rank``, ``rerank_score`` and ``rerank_rank`` (the last two
+        ``None`` when no reranker ran).
     """
     metadata = {
         **hit.metadata,
@@ -65,6 +71,10 @@ class TwoStageEmbeddings(Embeddings):
     Give it to a ``langchain_chroma.Chroma`` store so the store and :meth:`TwoStageRetriever.from_chroma`
     embed with the same model (unit-length vectors, so every Chroma distance maps to cosine).
 
+    Args:
+        model: An embedder, or a model name/folder; ``None`` means ``TWOSTAGE_EMBEDDING_MODEL``, else
+            all-MiniLM-L6-v2.
+
     >>> from langchain_chroma import Chroma
     >>> store = Chroma("docs", embedding_function=TwoStageEmbeddings(), persist_directory="db")  # doctest: +SKIP
     """
@@ -73,9 +83,25 @@ class TwoStageEmbeddings(Embeddings):
         self.embedder = as_embedder(model)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed passages.
+
+        Args:
+            texts: The passages.
+
+        Returns:
+            One unit-length vector per text.
+        """
         return self.embedder.embed(texts).tolist()
 
     def embed_query(self, text: str) -> list[float]:
+        """Embed a query.
+
+        Args:
+            text: The query.
+
+        Returns:
+            Its unit-length vector.
+        """
         return self.embedder.embed_query(text).tolist()
 
 
@@ -104,19 +130,28 @@ class _LangChainEmbedder(BaseEmbedder):
 class TwoStageRetriever(BaseRetriever):
     """A :class:`~twostage_integrations.TwoStagePipeline` as a LangChain retriever.
 
-    ``limit`` candidates are recalled, ``top_k`` documents returned (default: the pipeline's). ``where`` and
-    ``where_document`` are Chroma filters. All four can be set per call,
+    ``limit``, ``top_k``, ``where`` and ``where_document`` can also be set per call,
     ``retriever.invoke(query, top_k=3, where={"source": "faq"})``, or made configurable with
     ``configurable_fields``. ``k`` is accepted as LangChain's name for ``top_k`` (``invoke(query, k=3)``,
-    as with ``search_kwargs={"k": 3}``); passing both with different values raises
-    :class:`~twostage_integrations.InvalidParameterError`. Other ``invoke`` keywords go to stage 1
-    (e.g. ``num_candidates``).
+    as with ``search_kwargs={"k": 3}``). Other ``invoke`` keywords go to stage 1 (e.g. ``num_candidates``).
+    ``ainvoke``/``abatch`` run the models off the event loop.
 
-    Each ``Document`` has ``id`` = the passage id and metadata = the stored metadata plus
-    ``relevance_score`` (final score), ``score_kind`` (which stage/scale produced it, see docs/scores.md),
-    ``recall_score``, ``recall_rank``, ``rerank_score``, ``rerank_rank``.
-    ``ainvoke``/``abatch`` run the models off the event loop. Bad input raises the core's typed errors
-    (:class:`~twostage_integrations.InvalidQueryError`, :class:`~twostage_integrations.InvalidParameterError`).
+    Each ``Document`` is :func:`hit_to_document` of a hit: ``id`` = the passage id, metadata = the stored
+    metadata plus ``relevance_score`` (final score), ``score_kind`` (see docs/scores.md), ``recall_score``,
+    ``recall_rank``, ``rerank_score``, ``rerank_rank``.
+
+    Args:
+        pipeline: The core pipeline doing the work.
+        limit: Candidates recalled by stage 1 (default: ``pipeline.limit``).
+        top_k: Documents returned after stage 2 (default: ``pipeline.top_k``).
+        where: Chroma metadata filter.
+        where_document: Chroma document filter.
+        **data: Other ``BaseRetriever`` fields (``tags``, ``metadata``).
+
+    Raises:
+        InvalidParameterError: If ``limit``/``top_k`` are out of range, here or per call, or a call passes
+            ``k`` and ``top_k`` with different values.
+        InvalidQueryError: If a query is empty, blank or not a string.
 
     >>> retriever = TwoStageRetriever.from_collection("docs", limit=20, top_k=5)  # doctest: +SKIP
     >>> [d.id for d in retriever.invoke("does aspirin prevent stroke?", top_k=2)]  # doctest: +SKIP
@@ -158,9 +193,25 @@ class TwoStageRetriever(BaseRetriever):
     ) -> TwoStageRetriever:
         """A retriever over a Chroma collection written by ``twostage ingest`` / ``add_texts``.
 
-        Location arguments are :class:`~twostage_integrations.ChromaRecall`'s. ``reranker``: a reranker,
-        or a model name/folder loaded on the first query (``None``: the default, as ``--rerank-model``). Other keywords
-        (``where``, ``tags``...) are retriever fields.
+        Args:
+            name: The collection name.
+            path: An embedded database folder (see :class:`~twostage_integrations.ChromaRecall`).
+            host: A Chroma server's host.
+            port: A Chroma server's port.
+            client: An existing chromadb client.
+            reranker: A reranker, or a model name/folder loaded on the first query (``None``: the default, as
+                ``--rerank-model``).
+            embedding_model: The embedder or model name that wrote the collection; ``None`` means
+                ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2.
+            limit: Candidates recalled by stage 1.
+            top_k: Documents returned.
+            **kwargs: Other retriever fields (``where``, ``tags``...).
+
+        Returns:
+            The retriever.
+
+        Raises:
+            InvalidParameterError: If ``limit``/``top_k`` are out of range.
         """
         recall = ChromaRecall(name, path=path, host=host, port=port, client=client, embedding_model=embedding_model)
         pipeline = TwoStagePipeline(recall, as_reranker(reranker), limit=limit, top_k=top_k)
@@ -182,12 +233,25 @@ class TwoStageRetriever(BaseRetriever):
         re-embedded).
 
         Queries are embedded with the store's own embedding function, so stage 1 finds what
-        ``vectorstore.similarity_search`` finds; pass ``embedding_model`` only to override that (it must be
-        the model that wrote the store). A store without an embedding function falls back to
-        all-MiniLM-L6-v2, Chroma's default model. ``recall_score`` is the cosine similarity when the store
+        ``vectorstore.similarity_search`` finds. ``recall_score`` is the cosine similarity when the store
         holds unit-length vectors (any Chroma space: l2, ip or cosine); otherwise only its order is meaningful.
-        ``client``: the store's Chroma client, if you have it; only :class:`BM25Recall` uses it (to keep its
-        index beside an embedded database), so it can be left out.
+
+        Args:
+            vectorstore: The ``langchain_chroma.Chroma`` store.
+            reranker: A reranker, or a model name/folder loaded on the first query (``None``: the default).
+            embedding_model: Overrides the store's embedding function (it must be the model that wrote the
+                store). A store without one falls back to all-MiniLM-L6-v2, Chroma's default model.
+            client: The store's Chroma client, if you have it; only :class:`BM25Recall` uses it (to keep its
+                index beside an embedded database), so it can be left out.
+            limit: Candidates recalled by stage 1.
+            top_k: Documents returned.
+            **kwargs: Other retriever fields (``where``, ``tags``...).
+
+        Returns:
+            The retriever.
+
+        Raises:
+            InvalidParameterError: If the store has no collection, or ``limit``/``top_k`` are out of range.
         """
         embeddings = vectorstore.embeddings  # public property of langchain_chroma.Chroma
         embedder: BaseEmbedder
@@ -315,17 +379,22 @@ def _reranked_documents(documents: Sequence[Document], hits: Sequence[Hit], rera
 class TwoStageCompressor(BaseDocumentCompressor):
     """Stage 2 alone, for an existing retriever: reranks its documents with any core reranker.
 
-    Returns new ``Document`` copies, best first, at most ``top_n`` (all when ``None``), with the original
-    ``id`` and metadata plus ``relevance_score`` (the final score), ``score_kind`` (its scale, see
-    docs/scores.md), ``rerank_score`` and ``rerank_rank``. Input documents are not changed. An input
-    ``relevance_score`` is taken as the stage-1 score: a reranker that falls back to recall order (Cohere with
-    ``on_error="fallback"``) keeps it and ``score_kind`` says ``fallback_recall``.
+    Returns new ``Document`` copies, best first, at most ``top_n``, with the original ``id`` and metadata plus
+    ``relevance_score`` (the final score), ``score_kind`` (its scale, see docs/scores.md), ``rerank_score`` and
+    ``rerank_rank``. Input documents are not changed. An input ``relevance_score`` is taken as the stage-1
+    score: a reranker that falls back to recall order (Cohere with ``on_error="fallback"``) keeps it and
+    ``score_kind`` says ``fallback_recall``.
 
-    ``reranker``: a core :class:`~twostage_integrations.Reranker`, or a model name (a cross-encoder folder or
-    hub id, ``"rerank-v3.5"`` for Cohere) that is loaded on the first ``compress_documents`` call, so the
-    compressor is cheap to build, copy and serialise (``model_dump()`` gives ``{"model": ..., "top_n": ...}``
-    and ``TwoStageCompressor(**that)`` rebuilds it). ``model`` is the same as a name. Default:
-    ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO MiniLM-L6 cross-encoder.
+    A named model is loaded on the first ``compress_documents`` call, so the compressor is cheap to build, copy
+    and serialise (``model_dump()`` gives ``{"model": ..., "top_n": ...}`` and ``TwoStageCompressor(**that)``
+    rebuilds it).
+
+    Args:
+        reranker: A core :class:`~twostage_integrations.Reranker`, or a model name (a cross-encoder folder or
+            hub id, ``"rerank-v3.5"`` for Cohere). Default: ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO
+            MiniLM-L6 cross-encoder.
+        **data: The fields: ``model`` (the same as a name in ``reranker``) and ``top_n`` (documents to keep,
+            default 3; ``None`` keeps all, reordered).
 
     >>> from langchain_classic.retrievers import ContextualCompressionRetriever
     >>> compressor = TwoStageCompressor(model="rerank-v3.5", top_n=5)  # doctest: +SKIP
@@ -360,6 +429,19 @@ class TwoStageCompressor(BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
+        """Rerank documents for a query and keep the best ``top_n``.
+
+        Args:
+            documents: The documents to rerank (not changed).
+            query: The query text.
+            callbacks: LangChain callbacks (unused).
+
+        Returns:
+            Copies of the best documents, best first, with the scores added to their metadata.
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+        """
         hits = self._reranker.rerank(query, _documents_to_hits(documents), self.top_n)
         return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"))
 
@@ -369,5 +451,15 @@ class TwoStageCompressor(BaseDocumentCompressor):
         query: str,
         callbacks: Callbacks | None = None,
     ) -> Sequence[Document]:
+        """Async :meth:`compress_documents`: the model runs off the event loop.
+
+        Args:
+            documents: The documents to rerank (not changed).
+            query: The query text.
+            callbacks: LangChain callbacks (unused).
+
+        Returns:
+            Copies of the best documents, best first, with the scores added to their metadata.
+        """
         hits = await self._reranker.arerank(query, _documents_to_hits(documents), self.top_n)
         return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"))

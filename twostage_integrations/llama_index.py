@@ -69,20 +69,27 @@ class UnsupportedFilterError(InvalidParameterError):
 class TwoStageRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes with any of our rerankers; keep the best ``top_n``.
 
-    ``reranker``: a core reranker (:class:`CrossEncoderReranker`, Cohere...), or a model name, also
-    accepted as ``model=`` like LlamaIndex's own rerankers: a cross-encoder folder or hub id, or a Cohere
-    model (``"rerank-v3.5"``). ``None`` means the default reranker, as ``--rerank-model`` (``TWOSTAGE_RERANK_MODEL``,
-    else the MS MARCO MiniLM-L6 cross-encoder). A named model loads on the first ``postprocess_nodes`` call,
-    so the postprocessor is cheap to build and round-trips through ``to_dict``/``from_dict``.
-    ``top_n``: nodes to keep (``None`` keeps all, reordered). The default is 5, not the 2 of LlamaIndex's own
-    rerankers: it matches our pipeline's and CLI's ``top_k`` (the README numbers are nDCG@10/top-5 after a
-    20-candidate recall), and 2 passages is a thin context for most answers.
-    ``keep_retrieval_score``: store each node's incoming score in ``metadata["retrieval_score"]``.
-    ``metadata_mode``: what the reranker reads, as in LlamaIndex's own rerankers (``EMBED``: text plus
-    the metadata the node lets embeddings see; ``NONE``: text only).
+    A named model loads on the first ``postprocess_nodes`` call, so the postprocessor is cheap to build and
+    round-trips through ``to_dict``/``from_dict``. Returned nodes are copies with ``score`` = the rerank score
+    (a plain float) and ``metadata["score_kind"]`` = its scale (see docs/scores.md); the input is untouched.
+    ``postprocess_nodes`` without a query raises :class:`MissingQueryError`.
 
-    Returned nodes are copies with ``score`` = the rerank score (a plain float) and
-    ``metadata["score_kind"]`` = its scale (see docs/scores.md); the input is untouched.
+    Args:
+        reranker: A core reranker (:class:`CrossEncoderReranker`, Cohere...), or a model name: a cross-encoder
+            folder or hub id, or a Cohere model (``"rerank-v3.5"``). ``None``: the default reranker, as
+            ``--rerank-model`` (``TWOSTAGE_RERANK_MODEL``, else the MS MARCO MiniLM-L6 cross-encoder).
+        top_n: Nodes to keep (``None`` keeps all, reordered). The default is 5, not the 2 of LlamaIndex's own
+            rerankers: it matches our pipeline's and CLI's ``top_k`` (the speed runs in docs/results.md use
+            top_k 5), and 2 passages is a thin context for most answers.
+        model: A model name, as LlamaIndex's own rerankers take it (the same as a name in ``reranker``).
+        keep_retrieval_score: Store each node's incoming score in ``metadata["retrieval_score"]``.
+        metadata_mode: What the reranker reads, as in LlamaIndex's own rerankers (``EMBED``: text plus the
+            metadata the node lets embeddings see; ``NONE``: text only).
+        callback_manager: LlamaIndex callbacks.
+
+    Raises:
+        InvalidParameterError: If ``top_n`` is below 1, or ``reranker`` and ``model`` name different models.
+        ModelNotFoundError: If a path-like model name does not exist.
 
     >>> from llama_index.core.schema import NodeWithScore, TextNode
     >>> rerank = TwoStageRerank(model="path/to/cross-encoder", top_n=2)  # doctest: +SKIP
@@ -126,6 +133,7 @@ class TwoStageRerank(BaseNodePostprocessor):
 
     @classmethod
     def class_name(cls) -> str:
+        """LlamaIndex's serialisation name."""
         return "TwoStageRerank"
 
     @property
@@ -221,10 +229,16 @@ _CONDITIONS = {FilterCondition.AND: "$and", FilterCondition.OR: "$or"}
 
 
 def filters_to_where(filters: MetadataFilters | None) -> dict[str, Any] | None:
-    """LlamaIndex ``MetadataFilters`` as a Chroma ``where`` dict (``None`` when there is nothing to filter).
+    """Translate LlamaIndex ``MetadataFilters`` into a Chroma ``where`` dict.
 
-    Supports ``==, !=, >, >=, <, <=, in, nin`` combined with ``and``/``or`` (nested too); anything else
-    raises :class:`UnsupportedFilterError`.
+    Args:
+        filters: ``==, !=, >, >=, <, <=, in, nin`` filters combined with ``and``/``or`` (nested too).
+
+    Returns:
+        The ``where`` dict, or ``None`` when there is nothing to filter.
+
+    Raises:
+        UnsupportedFilterError: If an operator, condition or value cannot be expressed in Chroma's ``where``.
 
     >>> from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
     >>> filters_to_where(MetadataFilters(filters=[MetadataFilter(key="year", value=2020, operator=">=")]))
@@ -273,12 +287,18 @@ def _clause(f: MetadataFilter) -> dict[str, Any]:
 
 
 def hit_to_node(hit: Hit, score_kind: str | None = None) -> NodeWithScore:
-    """A :class:`Hit` as a ``NodeWithScore`` (score = the last stage's score).
+    """A :class:`Hit` as a LlamaIndex ``NodeWithScore``.
 
-    The node's metadata is the hit's plus ``recall_score``, ``recall_rank``, ``rerank_rank`` and
-    ``score_kind`` (the scale of the score, see docs/scores.md; left out when ``None``), all hidden from
-    embedding and LLM text. Collections written by LlamaIndex's ``ChromaVectorStore`` keep the whole node in
-    ``_node_content``; that node (ids, relationships, metadata) is restored.
+    Collections written by LlamaIndex's ``ChromaVectorStore`` keep the whole node in ``_node_content``; that
+    node (ids, relationships, metadata) is restored.
+
+    Args:
+        hit: A hit from the pipeline.
+        score_kind: The scale of ``hit.score`` (see docs/scores.md); left out of the metadata when ``None``.
+
+    Returns:
+        The node with score = the last stage's score; its metadata is the hit's plus ``recall_score``,
+        ``recall_rank``, ``rerank_rank`` and ``score_kind``, all hidden from embedding and LLM text.
     """
     if "_node_content" in hit.metadata:
         node = metadata_dict_to_node(hit.metadata, text=hit.text)
@@ -304,8 +324,18 @@ class TwoStageRetriever(BaseRetriever):
     """A LlamaIndex retriever running a :class:`TwoStagePipeline`: recall ``limit`` from Chroma, rerank,
     return the best ``top_k`` as ``NodeWithScore`` (ids, text, metadata; see :func:`hit_to_node`).
 
-    ``limit``/``top_k`` default to the pipeline's. ``filters`` (LlamaIndex ``MetadataFilters``) become a
-    Chroma ``where``; ``where_document`` is passed to Chroma as is.
+    Args:
+        pipeline: The core pipeline doing the work.
+        limit: Candidates recalled by stage 1 (default: ``pipeline.limit``).
+        top_k: Nodes returned (default: ``pipeline.top_k``).
+        filters: LlamaIndex ``MetadataFilters``, translated to a Chroma ``where`` now.
+        where_document: A Chroma document filter, passed as is.
+        callback_manager: LlamaIndex callbacks.
+        verbose: LlamaIndex's retriever verbosity.
+
+    Raises:
+        InvalidParameterError: If ``limit``/``top_k`` are out of range.
+        UnsupportedFilterError: If ``filters`` cannot be expressed in Chroma's ``where``.
 
     >>> from twostage_integrations import ChromaRecall, CrossEncoderReranker, TwoStagePipeline
     >>> pipe = TwoStagePipeline(ChromaRecall("docs"), CrossEncoderReranker(), limit=20, top_k=5)  # doctest: +SKIP
@@ -343,11 +373,24 @@ class TwoStageRetriever(BaseRetriever):
         top_k: int = 5,
         **kwargs: Any,
     ) -> TwoStageRetriever:
-        """Two-stage retrieval over the collection of a LlamaIndex ``ChromaVectorStore`` (e.g.
-        ``index.vector_store``); nothing is re-embedded. ``embed_model`` must be the model that wrote the
-        vectors (default all-MiniLM-L6-v2). ``reranker``: a reranker or a model name, loaded on the first query
-        (``None``: the default reranker, as ``--rerank-model``).
-        Other keywords (``filters``, ``where_document``...) go to the constructor."""
+        """Two-stage retrieval over the collection of a LlamaIndex ``ChromaVectorStore``; nothing is re-embedded.
+
+        Args:
+            vector_store: The ``ChromaVectorStore`` (e.g. ``index.vector_store``).
+            reranker: A reranker or a model name, loaded on the first query (``None``: the default reranker, as
+                ``--rerank-model``).
+            embed_model: The model that wrote the vectors (default all-MiniLM-L6-v2).
+            limit: Candidates recalled by stage 1.
+            top_k: Nodes returned.
+            **kwargs: Constructor keywords (``filters``, ``where_document``...).
+
+        Returns:
+            The retriever.
+
+        Raises:
+            InvalidParameterError: If ``vector_store`` is not a ``ChromaVectorStore``, or ``limit``/``top_k``
+                are out of range.
+        """
         from chromadb.api.models.Collection import Collection
 
         collection = getattr(vector_store, "client", None)
@@ -382,6 +425,11 @@ class TwoStageEmbedding(BaseEmbedding):
     Build a ``VectorStoreIndex`` with it when :class:`TwoStageRetriever` or :class:`ChromaRecall` will read
     the collection later: recall only works with the model that wrote the vectors.
 
+    Args:
+        embedder: An embedder, or a model name/folder; ``None`` means ``TWOSTAGE_EMBEDDING_MODEL``, else
+            all-MiniLM-L6-v2.
+        **kwargs: ``BaseEmbedding`` fields (``embed_batch_size`` defaults to the embedder's batch size).
+
     >>> emb = TwoStageEmbedding()  # all-MiniLM-L6-v2
     >>> len(emb.get_query_embedding("aspirin and stroke"))
     384
@@ -397,10 +445,12 @@ class TwoStageEmbedding(BaseEmbedding):
 
     @classmethod
     def class_name(cls) -> str:
+        """LlamaIndex's serialisation name."""
         return "TwoStageEmbedding"
 
     @property
     def embedder(self) -> BaseEmbedder:
+        """The package embedder doing the work."""
         return self._embedder
 
     def _get_query_embedding(self, query: str) -> Embedding:

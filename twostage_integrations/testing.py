@@ -28,7 +28,14 @@ __all__ = ["FakeEmbedder", "FakeReranker", "Hit", "tokens"]
 
 
 def tokens(text: str) -> list[str]:
-    """Lower-cased word tokens."""
+    """Lower-cased word tokens.
+
+    Args:
+        text: Any text.
+
+    Returns:
+        The ``\\w+`` runs of ``text.lower()``, in order.
+    """
     return re.findall(r"\w+", text.lower())
 
 
@@ -42,6 +49,10 @@ class FakeEmbedder(BaseEmbedder):
 
     Not a model: no weights, no meaning beyond shared words. ``calls`` counts :meth:`embed` calls (texts
     embedded per call in ``batches``) so tests can check what was (not) embedded.
+
+    Args:
+        dimension: Vector length.
+        name: The model name recorded in collections.
     """
 
     def __init__(self, dimension: int = 256, *, name: str = "fake-bag-of-words") -> None:
@@ -52,9 +63,20 @@ class FakeEmbedder(BaseEmbedder):
 
     @property
     def dimension(self) -> int:
+        """Vector length."""
         return self._dimension
 
     def embed(self, texts: Sequence[str], *, progress: bool = False, desc: str = "embedding") -> np.ndarray:
+        """Embed texts as hashed bags of words.
+
+        Args:
+            texts: The texts.
+            progress: Ignored (no progress bar to show).
+            desc: Ignored.
+
+        Returns:
+            A ``(len(texts), dimension)`` float32 array of unit rows; a text without words gets ``e_0``.
+        """
         self.calls += 1
         self.batches.append(len(texts))
         out = np.zeros((len(texts), self._dimension), dtype=np.float32)
@@ -82,6 +104,15 @@ class FakeReranker(BaseReranker):
         self.calls: list[tuple[str, int]] = []
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Score texts by word overlap with the query.
+
+        Args:
+            query: The query text.
+            texts: The passages.
+
+        Returns:
+            One score per text: the share of the query's distinct words it contains, 0..1.
+        """
         self.calls.append((query, len(texts)))
         wanted = set(tokens(query))
         return [len(wanted & set(tokens(t))) / max(len(wanted), 1) for t in texts]

@@ -18,8 +18,18 @@ from ..validation import check_positive_int
 
 @dataclass
 class BeirDataset:
-    """A BEIR dataset split: ``corpus`` {doc id: passage text}, ``queries`` {query id: text} (judged ones
-    only), ``qrels`` {query id: {doc id: relevance}}."""
+    """A BEIR dataset split (see :func:`load_beir`).
+
+    Attributes:
+        name: The folder's name.
+        path: The folder.
+        split: The qrels split (``"test"``, ``"train"``...).
+        corpus: Doc id -> passage text (see :func:`passage_text`).
+        titles: Doc id -> title (``""`` when none).
+        queries: Query id -> text, judged queries only.
+        qrels: Query id -> {doc id: relevance}.
+        fingerprint: A hash of the corpus ids and texts (the index cache key).
+    """
 
     name: str
     path: Path
@@ -31,13 +41,34 @@ class BeirDataset:
     fingerprint: str = ""
 
     def head(self, n: int) -> BeirDataset:
-        """The same dataset with only its first ``n`` judged queries."""
+        """The same dataset with only its first judged queries.
+
+        Args:
+            n: How many queries to keep.
+
+        Returns:
+            A copy with the first ``n`` queries and their qrels.
+
+        Raises:
+            InvalidParameterError: If ``n`` is below 1.
+        """
         keep = list(self.queries)[: check_positive_int(n, "max_queries")]
         return replace(self, queries={q: self.queries[q] for q in keep}, qrels={q: self.qrels[q] for q in keep})
 
     def subset(self, max_docs: int, *, seed: int = 13) -> BeirDataset:
-        """At most ``max_docs`` documents: every one judged for the kept queries first, then seeded random
-        distractors (a quick, reproducible stand-in for the full corpus; easier than it, so numbers run higher)."""
+        """A smaller corpus: a quick, reproducible stand-in for the full one (easier, so numbers run higher).
+
+        Args:
+            max_docs: Documents to keep at most: every one judged for the kept queries first, then random
+                distractors.
+            seed: Seed of the distractors' draw.
+
+        Returns:
+            A copy with the smaller corpus (this dataset when it already has at most ``max_docs``).
+
+        Raises:
+            InvalidParameterError: If ``max_docs`` is below 1.
+        """
         check_positive_int(max_docs, "max_docs")
         if max_docs >= len(self.corpus):
             return self
@@ -48,13 +79,34 @@ class BeirDataset:
 
 
 def passage_text(title: str, text: str) -> str:
-    """How a BEIR document becomes one passage: ``"<title>. <text>"`` (just the text without a title)."""
+    """How a BEIR document becomes one passage.
+
+    Args:
+        title: The document's title (may be empty).
+        text: The document's text.
+
+    Returns:
+        ``"<title>. <text>"``, or just the text without a title.
+    """
     title, text = title.strip(), text.strip()
     return f"{title}. {text}" if title else text
 
 
 def load_beir(folder: str | os.PathLike[str], split: str = "test", *, max_queries: int | None = None) -> BeirDataset:
-    """Read a BEIR folder. ``max_queries`` keeps the first N judged queries (by id order in the qrels)."""
+    """Read a BEIR folder.
+
+    Args:
+        folder: Holds ``corpus.jsonl``, ``queries.jsonl`` and ``qrels/<split>.tsv``.
+        split: Which qrels file to read.
+        max_queries: Keep the first N judged queries (in qrels order); ``None`` keeps all.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        InvalidDocumentError: If a file is missing (the message lists the available splits) or malformed.
+        InvalidParameterError: If ``max_queries`` is below 1.
+    """
     path = Path(folder).expanduser()
     files = {
         "corpus": path / "corpus.jsonl",
@@ -115,7 +167,15 @@ def _jsonl(file: Path):
 
 
 def collection_name(dataset: BeirDataset, embedder: BaseEmbedder) -> str:
-    """Cache key: dataset name + hash of (corpus content, embedding model)."""
+    """The name of a dataset's cached Chroma collection.
+
+    Args:
+        dataset: The dataset.
+        embedder: The embedder that indexes it.
+
+    Returns:
+        ``beir-<dataset name>-<hash of (corpus content, embedding model)>``.
+    """
     key = hashlib.sha256(f"{dataset.fingerprint}\0{embedder.name}".encode()).hexdigest()[:12]
     slug = re.sub(r"[^A-Za-z0-9._-]+", "-", dataset.name).strip("-._")[:40] or "dataset"
     return f"beir-{slug}-{key}"
@@ -130,7 +190,17 @@ def index_corpus(
 ) -> ChromaRecall:
     """The dataset's corpus in an embedded Chroma collection keyed by dataset + embedding model.
 
-    Embeds only what is missing, so re-runs (and interrupted runs) reuse the stored vectors."""
+    Embeds only what is missing, so re-runs (and interrupted runs) reuse the stored vectors.
+
+    Args:
+        dataset: The dataset.
+        db: The embedded database folder; default ``$TWOSTAGE_DB``, else the per-user data folder.
+        embedding_model: The embedder or model name; default ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2.
+        progress: Show progress bars while embedding.
+
+    Returns:
+        A dense recall over the collection, whose ids are the BEIR doc ids.
+    """
     embedder = as_embedder(embedding_model)
     client = make_client(path=db if db is not None else default_db_path())
     chroma = ChromaRecall(

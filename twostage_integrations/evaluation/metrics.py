@@ -6,7 +6,15 @@ from collections.abc import Mapping, Sequence
 
 
 def metric_names(limit: int, k: int = 10) -> dict[str, str]:
-    """Display name -> ir-measures measure."""
+    """The metrics an evaluation reports.
+
+    Args:
+        limit: Candidates recalled (for Recall@limit).
+        k: The cut-off of nDCG@k, Recall@k and MRR@k.
+
+    Returns:
+        Display name -> ir-measures measure.
+    """
     names = {f"nDCG@{k}": f"nDCG@{k}", f"Recall@{k}": f"R@{k}", f"Recall@{limit}": f"R@{limit}"}
     names.update({f"MRR@{k}": f"RR@{k}", "MAP@100": "AP@100"})
     return names
@@ -15,9 +23,16 @@ def metric_names(limit: int, k: int = 10) -> dict[str, str]:
 def compute_metrics(
     qrels: Mapping[str, Mapping[str, int]], rankings: Mapping[str, Sequence[str]], *, limit: int, k: int = 10
 ) -> dict[str, float]:
-    """Mean of each measure over every query in ``qrels``; a query missing from ``rankings`` scores 0.
+    """Average each metric over every judged query.
 
-    ``rankings`` maps a query id to doc ids, best first (only the order matters).
+    Args:
+        qrels: Query id -> {doc id: relevance}.
+        rankings: Query id -> doc ids, best first (only the order matters); a missing query scores 0.
+        limit: Candidates recalled (for Recall@limit).
+        k: The cut-off of the @k metrics.
+
+    Returns:
+        Display name (see :func:`metric_names`) -> mean over every query in ``qrels``.
     """
     import ir_measures
 

@@ -16,15 +16,30 @@ _LOCAL_PATH = re.compile(r"(?<![\w.-])(?:~|\.{1,2})?/(?:[^\s/]+/)*([^\s/+→\[\]
 
 
 def display_name(name: str) -> str:
-    """A stage name for tables and plots: local model folders shortened to their last part (the full
-    name stays in ``to_dict``)."""
+    """A stage name for tables and plots.
+
+    Args:
+        name: The stage's full name.
+
+    Returns:
+        The name with local model folders shortened to their last part (the full name stays in ``to_dict``).
+    """
     return _LOCAL_PATH.sub(r"\1", name)
 
 
 @dataclass
 class StageReport:
-    """One stage's quality and cost. ``seconds`` is the total over all queries; ``qps`` counts this stage
-    alone, ``cumulative_qps`` everything up to and including it (what a user of the pipeline would see)."""
+    """One stage's quality and cost.
+
+    Attributes:
+        name: The stage's name (recall kind, or reranker name and ``keep``).
+        metrics: Display name -> mean over the queries (see :func:`compute_metrics`).
+        seconds: This stage's total over all queries.
+        n_queries: Queries run.
+        mean_in: Mean hits the stage got per query.
+        mean_out: Mean hits it kept per query.
+        cumulative_seconds: Total over all queries of every stage up to and including this one.
+    """
 
     name: str
     metrics: dict[str, float]
@@ -36,17 +51,25 @@ class StageReport:
 
     @property
     def ms_per_query(self) -> float:
+        """This stage's mean milliseconds per query."""
         return 1000 * self.seconds / max(self.n_queries, 1)
 
     @property
     def qps(self) -> float:
+        """Queries per second of this stage alone."""
         return self.n_queries / self.seconds if self.seconds else float("inf")
 
     @property
     def cumulative_qps(self) -> float:
+        """Queries per second of every stage up to this one (what a user of the pipeline would see)."""
         return self.n_queries / self.cumulative_seconds if self.cumulative_seconds else float("inf")
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict.
+
+        Returns:
+            Every field, plus ``ms_per_query``, ``qps`` and ``cumulative_qps``.
+        """
         out = asdict(self)
         out.update(ms_per_query=self.ms_per_query, qps=self.qps, cumulative_qps=self.cumulative_qps)
         return out
@@ -54,7 +77,21 @@ class StageReport:
 
 @dataclass
 class EvalReport:
-    """Everything ``twostage eval`` prints: the configuration and one :class:`StageReport` per stage."""
+    """Everything ``twostage eval`` prints: the configuration and one :class:`StageReport` per stage.
+
+    Attributes:
+        dataset: The dataset's name.
+        split: The qrels split.
+        recall: The recall's name.
+        limit: Candidates recalled per query.
+        top_k: The cut-off of the @k metrics.
+        n_queries: Queries run.
+        n_docs: Documents in the corpus.
+        embedding_model: The query embedder's name (``""`` for recalls that embed nothing).
+        stages: Recall first, then each rerank stage.
+        index_seconds: Seconds spent indexing (or loading the cached index).
+        config: Other settings (``rrf_k``, ``candidates_per_arm``, the reranker's name).
+    """
 
     dataset: str
     split: str
@@ -69,6 +106,11 @@ class EvalReport:
     config: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (what ``twostage eval --json`` writes).
+
+        Returns:
+            Every field, with each stage as :meth:`StageReport.to_dict`.
+        """
         out = {k: v for k, v in asdict(self).items() if k != "stages"}
         out["stages"] = [s.to_dict() for s in self.stages]
         return out
@@ -101,7 +143,20 @@ class EvalReport:
 
 
 def plot_limits(reports: Sequence[EvalReport], path: str | os.PathLike[str], *, metric: str | None = None) -> Path:
-    """nDCG@k (left axis) and end-to-end ms/query (right axis) of the last stage versus ``limit``; PNG/SVG/PDF."""
+    """Plot quality and latency versus ``limit``.
+
+    Args:
+        reports: One report per limit (see :func:`~twostage_integrations.evaluation.evaluate_limits`).
+        path: The image file; its suffix picks the format (PNG, SVG, PDF).
+        metric: The quality metric on the left axis; default ``nDCG@<top_k>``. The right axis is the last
+            stage's end-to-end ms/query.
+
+    Returns:
+        ``path``.
+
+    Raises:
+        InvalidParameterError: If ``reports`` is empty.
+    """
     import matplotlib
 
     matplotlib.use("Agg")

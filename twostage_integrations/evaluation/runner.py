@@ -149,14 +149,31 @@ def evaluate(
     candidates_per_arm: int | None = None,
     progress: bool = True,
 ) -> EvalReport:
-    """Recall ``limit`` candidates per query, rerank them, and measure every stage.
+    """Recall ``limit`` candidates per query, rerank them, and measure every stage (each on its own output).
 
-    ``recall``: ``"dense"``, ``"bm25"``, ``"hybrid"`` (built over the cached collection, see
-    :func:`index_corpus`), or any :class:`Recall` already holding the corpus (ids must be the BEIR doc ids).
-    ``reranker``: ``None`` (recall only), a reranker, a list of ``(reranker, keep)`` stages, or a
-    :class:`Cascade`. Every stage is measured on its own output; the last stage keeps all candidates unless
-    its ``keep`` says otherwise, so Recall@limit and MAP@100 see the whole reranked list. ``top_k`` is the
-    cut-off of the @k metrics (nDCG@k, Recall@k, MRR@k).
+    Args:
+        dataset: A loaded dataset, or a BEIR folder.
+        split: The qrels split to read (for a folder).
+        recall: ``"dense"``, ``"bm25"``, ``"hybrid"`` (built over the cached collection, see :func:`index_corpus`),
+            or any :class:`Recall` already holding the corpus (ids must be the BEIR doc ids).
+        limit: Candidates recalled per query.
+        top_k: The cut-off of the @k metrics (nDCG@k, Recall@k, MRR@k).
+        reranker: ``None`` (recall only), a reranker, ``(reranker, keep)`` stages, or a :class:`Cascade`. The last
+            stage keeps all unless its ``keep`` says otherwise, so Recall@limit and MAP@100 see the whole list.
+        max_queries: Keep the first N judged queries; ``None`` keeps all.
+        db: The embedded database folder for the cached collection.
+        embedding_model: The embedder or model name for the cached collection.
+        rrf_k: The RRF constant of ``"hybrid"``.
+        candidates_per_arm: Hits each hybrid arm returns (default: ``limit``).
+        progress: Show progress bars.
+
+    Returns:
+        The configuration and one :class:`StageReport` per stage (recall first).
+
+    Raises:
+        MissingDependencyError: If ``ir-measures`` (or ``bm25s`` for BM25/hybrid) is missing; before indexing.
+        InvalidDocumentError: If the dataset is missing files, malformed, or has no judged queries.
+        InvalidParameterError: If ``limit``, ``top_k`` or ``max_queries`` is below 1, or a stage is no reranker.
     """
     limit = check_positive_int(limit, "limit")
     top_k = check_positive_int(top_k, "top_k")
@@ -206,7 +223,17 @@ def _stage_names(cascade: Cascade) -> list[str]:
 def evaluate_limits(
     dataset: BeirDataset | str | os.PathLike[str], limits: Sequence[int], **kwargs: Any
 ) -> list[EvalReport]:
-    """:func:`evaluate` once per ``limit`` (for the quality/latency trade-off plot)."""
+    """:func:`evaluate` once per ``limit`` (for the quality/latency trade-off plot).
+
+    Args:
+        dataset: A loaded dataset, or a BEIR folder (read once).
+        limits: The limits to run (duplicates are run once).
+        **kwargs: :func:`evaluate`'s other keywords. Wrap the reranker in :class:`CachedReranker` so pairs
+            are scored once across limits.
+
+    Returns:
+        One report per distinct limit, in increasing order.
+    """
     data = (
         dataset
         if isinstance(dataset, BeirDataset)
@@ -217,9 +244,14 @@ def evaluate_limits(
 
 class CachedReranker(ScoreCache):
     """An unbounded :class:`~twostage_integrations.rerank.cache.ScoreCache` that also times the pairs it
-    really scores, so many configurations can be compared for the cost of one. Stage timings of runs that hit
-    the cache are not latencies; ``pairs_scored`` and ``seconds_scoring`` give the real cost of the pairs the
-    inner reranker actually scored."""
+    really scores, so many configurations can be compared for the cost of one.
+
+    Stage timings of runs that hit the cache are not latencies; ``pairs_scored`` and ``seconds_scoring`` give
+    the real cost of the pairs the inner reranker actually scored.
+
+    Args:
+        reranker: The reranker whose scores are cached.
+    """
 
     def __init__(self, reranker: BaseReranker) -> None:
         super().__init__(reranker, maxsize=None)

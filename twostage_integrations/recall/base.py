@@ -18,7 +18,16 @@ class DeleteNotSupportedError(TwoStageError, NotImplementedError):
 
 @dataclass
 class AddResult:
-    """What ``add_texts`` did: how many passages were new, changed, or already stored as given."""
+    """What ``add_texts`` did: how many passages were new, changed, or already stored as given.
+
+    ``+=`` adds another result's counts and ids (for batched adds).
+
+    Attributes:
+        added: Passages whose id was not stored before.
+        updated: Stored ids whose text or metadata changed.
+        unchanged: Stored ids given again with the same text and metadata.
+        ids: The passages' ids, in input order (content hashes where none were given).
+    """
 
     added: int = 0
     updated: int = 0
@@ -62,7 +71,19 @@ class Recall(Protocol):
         *,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
-    ) -> list[Hit]: ...
+    ) -> list[Hit]:
+        """The top ``limit`` passages for ``query``, best first.
+
+        Args:
+            query: The search text.
+            limit: How many hits at most.
+            where: Chroma-style metadata filter.
+            where_document: Chroma-style document filter.
+
+        Returns:
+            Hits with ``score`` = ``recall_score`` and ``recall_rank`` set (1-based).
+        """
+        ...
 
     async def asearch(
         self,
@@ -71,16 +92,41 @@ class Recall(Protocol):
         *,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
-    ) -> list[Hit]: ...
+    ) -> list[Hit]:
+        """Async :meth:`search`, off the event loop.
+
+        Args:
+            query: The search text.
+            limit: How many hits at most.
+            where: Chroma-style metadata filter.
+            where_document: Chroma-style document filter.
+
+        Returns:
+            What :meth:`search` returns for the same arguments.
+        """
+        ...
 
     def add_texts(
         self,
         texts: Sequence[str],
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         ids: Sequence[str] | None = None,
-    ) -> AddResult: ...
+    ) -> AddResult:
+        """Store passages (upsert by id).
 
-    def count(self) -> int: ...
+        Args:
+            texts: The passages.
+            metadatas: One metadata mapping (or ``None``) per passage.
+            ids: One id per passage; the backend makes them when ``None``.
+
+        Returns:
+            How many passages were added, updated or already stored as given.
+        """
+        ...
+
+    def count(self) -> int:
+        """How many passages stage 1 holds."""
+        ...
 
 
 class BaseRecall(ABC):
@@ -201,8 +247,14 @@ class BaseRecall(ABC):
 
 
 def query_embedder(recall: object) -> Any:
-    """The :class:`~twostage_integrations.embeddings.BaseEmbedder` that embeds ``recall``'s queries (a dense
-    recall's ``embedder``, a hybrid recall's dense arm's), or ``None`` for recalls that embed nothing."""
+    """The embedder that embeds ``recall``'s queries, if any.
+
+    Args:
+        recall: A stage 1; a dense recall's ``embedder`` or a hybrid recall's dense arm's is found.
+
+    Returns:
+        The :class:`~twostage_integrations.embeddings.BaseEmbedder`, or ``None`` for recalls that embed nothing.
+    """
     from ..embeddings import BaseEmbedder
 
     for candidate in (recall, getattr(recall, "dense", None)):

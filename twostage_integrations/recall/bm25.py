@@ -50,10 +50,9 @@ class _Snapshot:
 
 
 class BM25Recall(BaseRecall):
-    """BM25 recall over the passages stored in ``chroma`` (a :class:`ChromaRecall`).
+    """BM25 recall over the passages stored in a :class:`ChromaRecall`.
 
-    Tokenisation is ``bm25s.tokenize`` with lower-casing and the ``stopwords`` list (default English);
-    ``stemmer`` is an optional PyStemmer language (e.g. ``"english"``; default none, bm25s's default).
+    Tokenisation is ``bm25s.tokenize`` with lower-casing, stopwords and an optional stemmer.
     ``recall_score`` is the BM25 score; passages sharing no term with the query (score 0) are never returned,
     so a search can return fewer than ``limit`` hits.
 
@@ -70,8 +69,20 @@ class BM25Recall(BaseRecall):
     corpus fingerprint matches it). :meth:`refresh` re-reads the whole corpus at once, which also catches
     writes made with the raw Chroma API (they do not move the stamp).
 
-    ``index_dir``: where the index is saved; default ``<chroma path>/bm25/<collection>`` for an embedded
-    Chroma, else ``<default db path>/bm25/<collection>``.
+    Args:
+        chroma: The collection the passages live in.
+        index_dir: Where the index is saved; default ``<chroma path>/bm25/<collection>`` for an embedded Chroma,
+            else ``<default db path>/bm25/<collection>``.
+        stopwords: A bm25s stopword language (default English) or a list of words; ``None`` keeps every word.
+        stemmer: A PyStemmer language (e.g. ``"english"``); default none, bm25s's default.
+        k1: BM25's term-frequency saturation.
+        b: BM25's length normalisation.
+        progress: Show bm25s's progress bars while indexing.
+        refresh_interval: Seconds between version checks when nothing was written through this process.
+
+    Raises:
+        MissingDependencyError: If ``bm25s`` (or PyStemmer, when ``stemmer`` is given) is not installed.
+        InvalidParameterError: If ``refresh_interval`` is negative or not a number.
 
     >>> from twostage_integrations import BM25Recall, ChromaRecall
     >>> chroma = ChromaRecall("docs", path="/tmp/twostage-doctest")
@@ -163,14 +174,19 @@ class BM25Recall(BaseRecall):
         return digest.hexdigest()
 
     def mark_stale(self) -> None:
-        """Make the next search check the collection's version stamp (and rebuild if it moved), however recently
-        it was checked: call it after writing to the collection other than through this object or its
-        :class:`ChromaRecall` (e.g. another recall sharing the collection)."""
+        """Make the next search check the collection's version stamp (and rebuild if it moved).
+
+        Call it after writing to the collection other than through this object or its :class:`ChromaRecall`
+        (e.g. another recall sharing the collection), so the next search does not wait for
+        ``refresh_interval``.
+        """
         self._stale = True
 
     def refresh(self) -> None:
-        """Re-read the whole collection now and rebuild the snapshot if ids or texts differ from the index
-        (also catches edits made with the raw Chroma API, which do not move the version stamp)."""
+        """Re-read the whole collection now and rebuild the snapshot if ids or texts differ from the index.
+
+        This also catches edits made with the raw Chroma API, which do not move the version stamp.
+        """
         with self._lock:
             self._rebuild(self.chroma.version())
 
@@ -286,7 +302,19 @@ class BM25Recall(BaseRecall):
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         ids: Sequence[str] | None = None,
     ) -> AddResult:
-        """Store passages in the underlying Chroma collection; the BM25 index follows on the next search."""
+        """Store passages in the underlying Chroma collection; the BM25 index follows on the next search.
+
+        Args:
+            texts: The passages.
+            metadatas: One metadata mapping (or ``None``) per passage.
+            ids: One id per passage; default a hash of the text.
+
+        Returns:
+            How many passages were added, updated or already stored as given.
+
+        Raises:
+            InvalidDocumentError: If texts, ids or metadata cannot be stored (nothing is written).
+        """
         result = self.chroma.add_texts(texts, metadatas=metadatas, ids=ids)
         self.mark_stale()  # even "unchanged" here may be new to the index when another recall wrote it first
         return result
@@ -301,7 +329,7 @@ class BM25Recall(BaseRecall):
             How many of ``ids`` were stored.
 
         Raises:
-            InvalidParameterError: ``ids`` is not a list of strings.
+            InvalidParameterError: If ``ids`` is not a list of strings.
         """
         deleted = self.chroma.delete(ids)
         self.mark_stale()
@@ -315,7 +343,22 @@ class BM25Recall(BaseRecall):
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
     ) -> list[Hit]:
-        """Top ``limit`` passages by BM25 score (only passages sharing a term with the query)."""
+        """The top passages by BM25 score.
+
+        Args:
+            query: The search text.
+            limit: How many hits at most.
+            where: Chroma-style metadata filter.
+            where_document: Chroma-style document filter.
+
+        Returns:
+            Up to ``limit`` hits, best first; only passages sharing a term with the query.
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``limit`` is below 1 or a filter is not a valid Chroma filter.
+            CollectionNotFoundError: If the Chroma collection does not exist.
+        """
         check_search_args(query, limit)
         check_filters(where, where_document)
         snap = self._current()  # everything below reads this one snapshot, whatever refreshes meanwhile
@@ -355,7 +398,16 @@ class BM25Recall(BaseRecall):
 
 
 def metas_by(order: Sequence[str], ids: Sequence[str], metas: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``metas`` (given for ``ids``) re-ordered to follow ``order``."""
+    """Re-order metadata to follow another id order.
+
+    Args:
+        order: The ids in the wanted order (each one of ``ids``).
+        ids: The ids ``metas`` are given for.
+        metas: One metadata dict per id of ``ids``.
+
+    Returns:
+        The metadata dicts, one per id of ``order``.
+    """
     row = {doc_id: i for i, doc_id in enumerate(ids)}
     return [metas[row[doc_id]] for doc_id in order]
 

@@ -20,8 +20,17 @@ def rrf_fuse(
 ) -> list[Hit]:
     """Fuse ranked lists: ``score(d) = sum_i w_i / (k + rank_i(d))`` over the lists that contain ``d``.
 
-    Returns copies of the hits, best first, with ``score``/``recall_score`` = the fused score and
-    ``recall_rank`` = the fused rank. Ties go to the hit seen first (earlier list, then higher in it).
+    Args:
+        rankings: Ranked lists of hits, best first; hits are matched by id.
+        k: The RRF constant.
+        weights: One weight per list; default all 1.
+
+    Returns:
+        Copies of the hits, best first, with ``score``/``recall_score`` = the fused score and ``recall_rank`` =
+        the fused rank. Ties go to the hit seen first (earlier list, then higher in it).
+
+    Raises:
+        InvalidParameterError: If there is not one weight per list.
 
     >>> a, b, c = Hit(id="a", text="A"), Hit(id="b", text="B"), Hit(id="c", text="C")
     >>> [h.id for h in rrf_fuse([[a, b], [c, b]], k=60)]
@@ -52,12 +61,21 @@ def rrf_fuse(
 class HybridRecall(BaseRecall):
     """Recall from a dense and a sparse arm, fused with reciprocal rank fusion.
 
-    Each arm returns its top ``candidates_per_arm`` (default: the ``limit`` of the search); the fused list
-    is cut to ``limit``. ``k`` is the RRF constant (60, as in Cormack et al. 2009); ``weights`` scales each
-    arm's contribution (default equal). ``recall_score`` is the fused RRF score.
+    ``recall_score`` is the fused RRF score. The same ``where``/``where_document`` filter goes to both arms
+    (:class:`BM25Recall` applies any Chroma filter), so filtered hybrid search only returns passages matching
+    the filter.
 
-    The same ``where``/``where_document`` filter goes to both arms (:class:`BM25Recall` applies any Chroma
-    filter), so filtered hybrid search only returns passages matching the filter.
+    Args:
+        dense: The dense arm (usually a :class:`ChromaRecall`).
+        sparse: The sparse arm (usually a :class:`BM25Recall`).
+        k: The RRF constant (60, as in Cormack et al. 2009).
+        candidates_per_arm: Hits each arm returns before fusion; default the search's ``limit`` (the fused
+            list is always cut to ``limit``).
+        weights: Each arm's contribution, ``(dense, sparse)``.
+
+    Raises:
+        InvalidParameterError: If ``k`` is negative, ``weights`` are not two non-negative numbers, or
+            ``candidates_per_arm`` is below 1.
 
     >>> from twostage_integrations import BM25Recall, ChromaRecall, HybridRecall
     >>> chroma = ChromaRecall("docs", path="/tmp/twostage-doctest")
@@ -127,7 +145,22 @@ class HybridRecall(BaseRecall):
         where_document: Mapping[str, Any] | None = None,
         **dense_kwargs: Any,
     ) -> list[Hit]:
-        """Fused top ``limit``. Extra keywords (e.g. ``num_candidates``) go to the dense arm."""
+        """Search both arms and fuse them.
+
+        Args:
+            query: The search text.
+            limit: How many hits at most.
+            where: Chroma-style metadata filter, for both arms.
+            where_document: Chroma-style document filter, for both arms.
+            **dense_kwargs: Options for the dense arm's ``search`` (e.g. ``num_candidates``).
+
+        Returns:
+            The fused top ``limit``, best first.
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``limit`` is below 1.
+        """
         check_search_args(query, limit)
         n = self._per_arm(limit)
         dense = self.dense.search(query, n, where=where, where_document=where_document, **dense_kwargs)
@@ -143,7 +176,18 @@ class HybridRecall(BaseRecall):
         where_document: Mapping[str, Any] | None = None,
         **dense_kwargs: Any,
     ) -> list[Hit]:
-        """:meth:`search` with both arms searched concurrently (each off the event loop)."""
+        """:meth:`search` with both arms searched concurrently (each off the event loop).
+
+        Args:
+            query: The search text.
+            limit: How many hits at most.
+            where: Chroma-style metadata filter, for both arms.
+            where_document: Chroma-style document filter, for both arms.
+            **dense_kwargs: Options for the dense arm's ``asearch``.
+
+        Returns:
+            The fused top ``limit``, best first.
+        """
         check_search_args(query, limit)
         n = self._per_arm(limit)
         dense, sparse = await asyncio.gather(
@@ -158,8 +202,19 @@ class HybridRecall(BaseRecall):
         metadatas: Sequence[Mapping[str, Any] | None] | None = None,
         ids: Sequence[str] | None = None,
     ) -> AddResult:
-        """Add to both arms. When they share one Chroma collection the second add finds everything already
-        stored (nothing is embedded twice) and only marks the BM25 index stale."""
+        """Add to both arms.
+
+        When they share one Chroma collection the second add finds everything already stored (nothing is
+        embedded twice) and only marks the BM25 index stale.
+
+        Args:
+            texts: The passages.
+            metadatas: One metadata mapping (or ``None``) per passage.
+            ids: One id per passage; default a hash of the text.
+
+        Returns:
+            The dense arm's result.
+        """
         result = self.dense.add_texts(texts, metadatas=metadatas, ids=ids)
         self.sparse.add_texts(texts, metadatas=metadatas, ids=ids)
         return result
@@ -175,7 +230,7 @@ class HybridRecall(BaseRecall):
             How many of ``ids`` the dense arm had.
 
         Raises:
-            DeleteNotSupportedError: An arm cannot delete (checked before either arm deletes anything).
+            DeleteNotSupportedError: If an arm cannot delete (checked before either arm deletes anything).
         """
         from .bm25 import BM25Recall
 

@@ -18,24 +18,54 @@ from ..validation import check_rerank_args
 class Reranker(Protocol):
     """What :class:`~twostage_integrations.TwoStagePipeline` needs from a stage-2 model.
 
-    ``rerank`` returns new :class:`Hit` objects (the input is never mutated), best first, at most
-    ``top_k`` of them (all when ``top_k`` is None), with ``rerank_score``, ``rerank_rank`` and ``score``
-    set. ``arerank`` is the same without blocking the event loop.
+    Attributes:
+        name: The model name (what logs, reports and the server show).
     """
 
     name: str
 
-    def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]: ...
+    def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Reorder hits by relevance to the query.
 
-    async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]: ...
+        Args:
+            query: The query text.
+            hits: Stage 1's hits (never mutated).
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first, with ``rerank_score``, ``rerank_rank`` and ``score`` set.
+        """
+        ...
+
+    async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Async :meth:`rerank`, without blocking the event loop.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits (never mutated).
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first, with ``rerank_score``, ``rerank_rank`` and ``score`` set.
+        """
+        ...
 
 
 def apply_scores(hits: Sequence[Hit], scores: Sequence[float], top_k: int | None = None) -> list[Hit]:
-    """Copies of ``hits`` ordered by ``scores`` (higher first; ties keep recall order), cut to ``top_k``.
+    """Order hits by their scores (higher first; ties keep recall order).
 
-    Raises :class:`~twostage_integrations.errors.RerankScoresError` when there is not exactly one score per hit
-    or a score is NaN/infinite (no order can be trusted then; wrap the reranker in
-    :class:`~twostage_integrations.rerank.fallback.FallbackReranker` to keep the input order instead).
+    Args:
+        hits: The hits, in recall order (never mutated).
+        scores: One score per hit.
+        top_k: How many to keep; ``None`` keeps all.
+
+    Returns:
+        Copies of the hits, best first, with ``rerank_score``/``score`` = the score and ``rerank_rank`` set.
+
+    Raises:
+        RerankScoresError: If there is not exactly one score per hit, or a score is NaN/infinite (no order can
+            be trusted then; wrap the reranker in :class:`~twostage_integrations.rerank.fallback.FallbackReranker`
+            to keep the input order instead).
 
     >>> [h.id for h in apply_scores([Hit(id="a", text="A"), Hit(id="b", text="B")], [0.1, 0.7])]
     ['b', 'a']
@@ -71,6 +101,10 @@ class BaseReranker(ABC):
 
     Subclasses with a native async client override ``ascore`` too; the default runs ``score`` in a
     worker thread so the event loop stays free.
+
+    Attributes:
+        name: The model name.
+        score_kind: The scale of ``rerank_score`` (see docs/scores.md).
     """
 
     score_kind: str = "rerank"  # rerank_score scale, see docs/scores.md
@@ -79,15 +113,41 @@ class BaseReranker(ABC):
 
     @abstractmethod
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
-        """One relevance score per text, higher = more relevant."""
+        """Score texts for a query.
+
+        Args:
+            query: The query text.
+            texts: The passages.
+
+        Returns:
+            One relevance score per text, higher = more relevant.
+        """
 
     async def ascore(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Async :meth:`score`; this default runs it in a worker thread.
+
+        Args:
+            query: The query text.
+            texts: The passages.
+
+        Returns:
+            One relevance score per text, higher = more relevant.
+        """
         return await asyncio.to_thread(self.score, query, texts)
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """One score per ``(query, text)`` pair, pairs from many queries mixed (what a server batching several
-        requests into one model call needs). The default scores each query's texts with one ``score`` call;
-        models that can batch across queries override it."""
+        """Score ``(query, text)`` pairs from many queries at once (what a server batching several requests
+        into one model call needs).
+
+        The default scores each query's texts with one ``score`` call; models that can batch across queries
+        override it.
+
+        Args:
+            pairs: ``(query, text)`` pairs, queries mixed.
+
+        Returns:
+            One score per pair, in input order.
+        """
         by_query: dict[str, list[int]] = {}
         for i, (query, _) in enumerate(pairs):
             by_query.setdefault(query, []).append(i)
@@ -98,12 +158,42 @@ class BaseReranker(ABC):
         return out
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Reorder hits by :meth:`score`.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits (never mutated).
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first, with ``rerank_score``, ``rerank_rank`` and ``score`` set.
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``top_k`` is below 1.
+            RerankScoresError: If :meth:`score` returns the wrong number of scores or a non-finite one.
+        """
         check_rerank_args(query, top_k)
         if not hits:
             return []
         return apply_scores(hits, self.score(query, [h.text for h in hits]), top_k)
 
     async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Async :meth:`rerank`, scoring with :meth:`ascore`.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits (never mutated).
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first, with ``rerank_score``, ``rerank_rank`` and ``score`` set.
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``top_k`` is below 1.
+            RerankScoresError: If :meth:`ascore` returns the wrong number of scores or a non-finite one.
+        """
         check_rerank_args(query, top_k)
         if not hits:
             return []

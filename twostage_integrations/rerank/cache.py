@@ -18,9 +18,17 @@ from .base import BaseReranker
 
 
 def pair_key(model: str, query: str, text: str) -> bytes:
-    """A 16-byte digest of (model, query, text): the cache keeps digests, never the texts themselves.
+    """The cache key of one pair: the cache keeps digests, never the texts themselves.
 
     Length prefixes keep ``("ab", "c")`` and ``("a", "bc")`` apart.
+
+    Args:
+        model: The reranker's name.
+        query: The query text.
+        text: The passage text.
+
+    Returns:
+        A 16-byte BLAKE2b digest of the three.
 
     >>> pair_key("m", "ab", "c") != pair_key("m", "a", "bc")
     True
@@ -34,8 +42,7 @@ def pair_key(model: str, query: str, text: str) -> bytes:
 
 
 class ScoreCache(BaseReranker):
-    """Wraps a :class:`BaseReranker`; remembers up to ``maxsize`` pair scores, least recently used out first
-    (``maxsize=None``: no bound, for a finite job such as an evaluation that compares configurations).
+    """An LRU cache of pair scores in front of a :class:`BaseReranker`.
 
     ``score``/``score_pairs`` look every pair up and send only the misses (each distinct pair once) to the
     inner reranker, in one ``score_pairs`` call, so a cross-encoder still scores them in one batch. Results
@@ -43,6 +50,14 @@ class ScoreCache(BaseReranker):
     work, so two threads missing the same pair at once may both score it (the answer is the same).
     Non-finite scores are passed through but never cached. ``hits``/``misses`` count pair lookups (so they add
     up to the pairs asked for), ``evictions`` the pairs pushed out.
+
+    Args:
+        reranker: The reranker whose scores are cached.
+        maxsize: Pair scores kept, least recently used out first; ``None``: no bound, for a finite job such as
+            an evaluation that compares configurations.
+
+    Raises:
+        InvalidParameterError: If ``maxsize`` is below 1.
 
     >>> from twostage_integrations import CrossEncoderReranker
     >>> cached = ScoreCache(CrossEncoderReranker("path/to/cross-encoder"), maxsize=100_000)  # doctest: +SKIP
@@ -64,6 +79,7 @@ class ScoreCache(BaseReranker):
 
     @property
     def score_kind(self) -> str:  # type: ignore[override]  # the inner model's scale, see docs/scores.md
+        """The inner reranker's score kind."""
         return getattr(self.inner, "score_kind", "rerank")
 
     def _score_misses(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
@@ -74,7 +90,11 @@ class ScoreCache(BaseReranker):
         return len(self._scores)
 
     def stats(self) -> dict[str, int | None]:
-        """Counters for logs and ``/health``: size, maxsize, hits, misses, evictions."""
+        """Counters for logs and ``/health``.
+
+        Returns:
+            ``size``, ``maxsize``, ``hits``, ``misses`` and ``evictions``.
+        """
         with self._lock:
             return {
                 "size": len(self._scores),
@@ -85,13 +105,37 @@ class ScoreCache(BaseReranker):
             }
 
     def clear(self) -> None:
+        """Forget every cached score (the counters are kept)."""
         with self._lock:
             self._scores.clear()
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Score texts, from the cache where possible.
+
+        Args:
+            query: The query text.
+            texts: The passages.
+
+        Returns:
+            One score per text, equal to the inner reranker's.
+
+        Raises:
+            RerankScoresError: If the inner reranker returns the wrong number of scores.
+        """
         return self.score_pairs([(query, t) for t in texts])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Score ``(query, text)`` pairs, sending only the misses (each once) to the inner reranker.
+
+        Args:
+            pairs: ``(query, text)`` pairs, queries mixed.
+
+        Returns:
+            One score per pair, in input order.
+
+        Raises:
+            RerankScoresError: If the inner reranker returns the wrong number of scores.
+        """
         keys = [pair_key(self.name, q, t) for q, t in pairs]
         out: list[float | None] = [None] * len(pairs)
         todo: dict[bytes, list[int]] = {}  # each missing pair once, however often it repeats in this call

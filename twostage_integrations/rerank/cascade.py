@@ -17,7 +17,14 @@ STAGE_OPTIONS = ("backend", "max_length")
 
 @dataclass
 class StageOutput:
-    """What one cascade stage did: its reranker's name, how many hits it got and kept, and how long it took."""
+    """What one cascade stage did.
+
+    Attributes:
+        name: The stage's reranker name.
+        n_in: Hits the stage got.
+        hits: Hits the stage kept, best first.
+        seconds: Wall-clock seconds the stage took.
+    """
 
     name: str
     n_in: int
@@ -26,17 +33,26 @@ class StageOutput:
 
     @property
     def n_out(self) -> int:
+        """Hits the stage kept."""
         return len(self.hits)
 
 
 class Cascade:
-    """Rerankers applied in turn, each keeping its own number of hits (``None`` = keep all it gets).
+    """Rerankers applied in turn, each keeping its own number of hits.
 
     ``Cascade([(tiny, 30), (ce, 5)])`` reranks the recalled candidates with ``tiny``, keeps 30, reranks those
     with ``ce`` and keeps 5: the "multi-stage" shape, where the expensive model only sees what the cheap one
     let through. A cascade is itself a reranker, so it plugs into :class:`TwoStagePipeline` (which also accepts
     the plain list) and into other cascades. ``top_k`` of :meth:`rerank` cuts the last stage's output further.
     Hits carry the last stage's ``rerank_score``/``rerank_rank``.
+
+    Args:
+        stages: ``(reranker, keep)`` pairs in order (``keep=None`` keeps all the stage gets); a bare reranker
+            is a stage that keeps all.
+
+    Raises:
+        InvalidParameterError: If ``stages`` is empty or not a list, a stage is not a reranker, or a ``keep``
+            is below 1.
 
     >>> from twostage_integrations import CrossEncoderReranker, Hit
     >>> from twostage_integrations.rerank.cascade import Cascade
@@ -46,7 +62,10 @@ class Cascade:
     [30, 5]
     """
 
-    score_kind = property(lambda self: getattr(self.stages[-1][0], "score_kind", "rerank"))  # last stage
+    score_kind = property(
+        lambda self: getattr(self.stages[-1][0], "score_kind", "rerank"),
+        doc="The last stage's score kind (its hits carry that stage's scores).",
+    )
 
     def __init__(self, stages: Sequence[tuple[Reranker, int | None] | Reranker]) -> None:
         if isinstance(stages, (str, bytes)) or not isinstance(stages, Sequence) or not stages:
@@ -72,7 +91,20 @@ class Cascade:
         return keep
 
     def run(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[StageOutput]:
-        """Every stage's output in order (the last one is what :meth:`rerank` returns)."""
+        """Rerank through every stage and report each one.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: Cuts the last stage's output further; ``None`` keeps what it keeps.
+
+        Returns:
+            Every stage's output in order (the last one is what :meth:`rerank` returns).
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``top_k`` is below 1.
+        """
         check_rerank_args(query, top_k)
         outputs: list[StageOutput] = []
         current = list(hits)
@@ -84,6 +116,16 @@ class Cascade:
         return outputs
 
     async def arun(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[StageOutput]:
+        """Async :meth:`run`: each stage's ``arerank`` in turn.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: Cuts the last stage's output further; ``None`` keeps what it keeps.
+
+        Returns:
+            Every stage's output in order.
+        """
         check_rerank_args(query, top_k)
         outputs: list[StageOutput] = []
         current = list(hits)
@@ -95,9 +137,29 @@ class Cascade:
         return outputs
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Rerank through every stage.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: Cuts the last stage's output further.
+
+        Returns:
+            The last stage's hits, best first.
+        """
         return self.run(query, hits, top_k)[-1].hits
 
     async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Async :meth:`rerank`.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: Cuts the last stage's output further.
+
+        Returns:
+            The last stage's hits, best first.
+        """
         return (await self.arun(query, hits, top_k))[-1].hits
 
     def __repr__(self) -> str:
@@ -115,7 +177,7 @@ def as_cascade(stages: Cascade | Reranker | Sequence[tuple[Reranker, int | None]
         The cascade.
 
     Raises:
-        InvalidParameterError: an empty list, a stage that is not a reranker, or a ``keep`` below 1.
+        InvalidParameterError: If the list is empty, a stage is not a reranker, or a ``keep`` is below 1.
 
     >>> from twostage_integrations.testing import FakeReranker
     >>> as_cascade([(FakeReranker(), 30), FakeReranker()]).stages[1][1] is None

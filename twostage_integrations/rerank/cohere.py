@@ -28,8 +28,13 @@ AUTH_STATUSES = frozenset({401, 403, 498})
 
 
 def is_cohere_model(name: str) -> bool:
-    """True for names ``make_reranker`` sends to Cohere: ``rerank-...`` (except Voyage's model names) or an
-    explicit ``cohere:<model>``.
+    """Whether ``make_reranker`` sends a name to Cohere.
+
+    Args:
+        name: A model name.
+
+    Returns:
+        True for ``rerank-...`` (except Voyage's model names) and an explicit ``cohere:<model>``.
 
     >>> is_cohere_model("rerank-v3.5"), is_cohere_model("cohere:my-model"), is_cohere_model("org/cross-encoder")
     (True, True, False)
@@ -42,24 +47,24 @@ def is_cohere_model(name: str) -> bool:
 class CohereReranker(HostedReranker):
     """Rerank with Cohere's ``/v2/rerank`` through the official ``cohere`` SDK (extra ``cohere``).
 
-    ``model``: a Cohere rerank model (default ``rerank-v3.5``; a ``cohere:`` prefix is stripped).
-    ``api_key``: else ``CO_API_KEY``, else ``COHERE_API_KEY``; missing raises :class:`APIKeyError` at once.
-    ``base_url``: else ``TWOSTAGE_COHERE_BASE_URL``, else ``CO_API_URL``, else Cohere's API. Use it for a
-    self-hosted compatible server, e.g. ``twostage serve``. A list (or URLs separated by commas, also in the
-    env vars) is tried in turn on connection failure, the last one that answered first (see
-    :class:`~twostage_integrations.rerank.hosted.HostedReranker`).
-    ``batch_size``: documents per request (at most 1,000, the API limit); longer lists are split and the
-    scores merged (relevance scores are comparable across requests for the same query).
-    ``max_concurrency``: batches in flight at once on the async path.
-    ``timeout``: seconds per request. ``max_retries``: extra attempts after a 429, a 5xx, a timeout, a
-    dropped connection (on every base URL) or a malformed answer, waiting ``backoff * 2**n`` seconds with
-    jitter (at most ``max_backoff``) or what ``Retry-After`` asks. The SDK's own retries are off so these are
-    the only ones.
-    ``on_error``: ``"raise"`` (default) raises :class:`RerankAPIError` when the API fails; ``"fallback"``
-    logs a warning and returns the hits in the order given (recall order), not reranked, through
-    :class:`~twostage_integrations.rerank.fallback.FallbackReranker`: ``rerank_score`` = ``score`` =
-    ``1 / position`` and ``metadata["rerank_fallback"] = True`` with the reason. A rejected key always raises
-    :class:`APIKeyError`.
+    Point ``base_url`` at a self-hosted compatible server, e.g. ``twostage serve``. Longer lists than
+    ``batch_size`` are split and the scores merged (relevance scores are comparable across requests for the same
+    query). The SDK's own retries are off, so :class:`~twostage_integrations.rerank.hosted.HostedReranker`'s are
+    the only ones. With ``on_error="fallback"`` a failed call logs a warning and returns the hits in the order
+    given, through :class:`~twostage_integrations.rerank.fallback.FallbackReranker`: ``rerank_score`` =
+    ``score`` = ``1 / position`` and ``metadata["rerank_fallback"] = True`` with the reason.
+
+    Args:
+        model: A Cohere rerank model (a ``cohere:`` prefix is stripped).
+        max_tokens_per_doc: The API's per-document token cut; ``None`` leaves the API's default.
+        **settings: :class:`~twostage_integrations.rerank.hosted.HostedReranker`'s settings. ``api_key``
+            defaults to ``CO_API_KEY``, else ``COHERE_API_KEY``; ``base_url`` to ``TWOSTAGE_COHERE_BASE_URL``,
+            else ``CO_API_URL``, else Cohere's API; ``batch_size`` is at most 1,000 (the API's limit).
+
+    Raises:
+        MissingDependencyError: If the ``cohere`` extra is not installed.
+        APIKeyError: If there is no key (a rejected key raises it on the first call).
+        InvalidParameterError: If a setting is out of range.
 
     >>> from twostage_integrations import CohereReranker, Hit
     >>> co = CohereReranker("rerank-v3.5", api_key="...")  # doctest: +SKIP

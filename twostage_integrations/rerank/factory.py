@@ -13,7 +13,7 @@ __all__ = ["Provider", "hosted_provider", "make_reranker"]
 
 
 def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str | None = None, **kwargs) -> Reranker:
-    """A reranker for ``model``.
+    """A reranker for a model name, as ``--rerank-model`` reads it.
 
     - Voyage's names (``rerank-2.5``, ``rerank-2.5-lite``, ``rerank-2``, ``rerank-2-lite``, ``rerank-1``,
       ``rerank-lite-1``) or ``voyage:<model>``: the Voyage API (:class:`~twostage_integrations.VoyageReranker`;
@@ -29,20 +29,18 @@ def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str |
       named ``rerank-...``.
     - ``None``: ``TWOSTAGE_RERANK_MODEL`` (any kind), else the MS MARCO MiniLM-L6 cross-encoder.
 
-    ``backend`` (cross-encoders only): ``"onnx"``, ``"onnx-int8"`` or ``"torch"``; None = ``$TWOSTAGE_RERANK_BACKEND``,
-    else ONNX when the onnx extra is installed (see :class:`~twostage_integrations.CrossEncoderReranker`). Other
-    keyword arguments go to the reranker's constructor.
-
     Args:
-        model: a model name or folder (``None``: ``$TWOSTAGE_RERANK_MODEL``, else the default cross-encoder).
-        backend: the cross-encoder engine; an error for other kinds.
-        **kwargs: the reranker's constructor arguments.
+        model: A model name or folder, read as above.
+        backend: The cross-encoder engine, ``"onnx"``, ``"onnx-int8"`` or ``"torch"``; ``None``:
+            ``$TWOSTAGE_RERANK_BACKEND``, else ONNX when the onnx extra is installed (see
+            :class:`~twostage_integrations.CrossEncoderReranker`). An error for other kinds of model.
+        **kwargs: The reranker's constructor arguments.
 
     Returns:
         The reranker the name's row of :data:`~twostage_integrations.rerank.registry.ROUTES` names.
 
     Raises:
-        InvalidParameterError: an option that does not apply to this kind of model (a backend or ``max_length``
+        InvalidParameterError: If an option does not apply to this kind of model (a backend or ``max_length``
             for a hosted model, a backend for a ``rerankers:`` one).
 
     >>> make_reranker("rerank-v3.5", api_key="...")  # doctest: +SKIP

@@ -29,12 +29,20 @@ DEFAULT_CATCH: tuple[type[BaseException], ...] = (RerankAPIError, RerankScoresEr
 
 
 def input_order(hits: Sequence[Hit], top_k: int | None, reason: str) -> list[Hit]:
-    """Copies of ``hits`` in the order given, cut to ``top_k``, with the contract's fields filled.
+    """The hits in the order given, with the stage-2 contract's fields filled.
 
     ``rerank_score`` (and ``score``) is ``1 / position`` (1, 0.5, 0.33...): strictly decreasing, finite, in
     (0, 1] like Cohere's ``relevance_score``. It is not a relevance estimate, only the given order written as
     a score. The recall score cannot play that role: after a cascade stage the given order is that stage's,
     not recall's, and recall scores can tie.
+
+    Args:
+        hits: The hits, in the order to keep (never mutated).
+        top_k: How many to keep; ``None`` keeps all.
+        reason: Why they were not reranked (stored in ``metadata["rerank_fallback_reason"]``).
+
+    Returns:
+        Copies of the hits marked ``metadata["rerank_fallback"] = True``.
 
     >>> hits = [Hit(id="a", text="A", recall_score=0.2), Hit(id="b", text="B", recall_score=0.1)]
     >>> [(h.id, h.rerank_score, h.rerank_rank) for h in input_order(hits, None, "demo")]
@@ -62,12 +70,19 @@ def _reason(exc: BaseException) -> str:
 
 
 class FallbackReranker:
-    """``primary``, and when it fails with one of ``catch``: ``fallback`` (another reranker), else the input order.
+    """A reranker that keeps answering when another fails: a second reranker, else the input order.
 
     Hits not ordered by ``primary`` carry ``metadata["rerank_fallback"] = True`` and
     ``metadata["rerank_fallback_reason"]`` (the error, and which reranker ordered them instead); a warning
-    is logged. ``catch`` defaults to remote/model failures (:class:`RerankAPIError`, :class:`RerankScoresError`,
-    timeouts, dropped connections); invalid arguments and a rejected API key still raise.
+    is logged.
+
+    Args:
+        primary: The reranker to use.
+        fallback: The reranker to use when ``primary`` fails; ``None`` (or when it fails too): the input order
+            (see :func:`input_order`).
+        catch: The failures to fall back on; default remote/model failures (:class:`RerankAPIError`,
+            :class:`RerankScoresError`, timeouts, dropped connections). Invalid arguments and a rejected API
+            key still raise.
 
     >>> from twostage_integrations import CohereReranker, CrossEncoderReranker
     >>> safe = FallbackReranker(CohereReranker(api_key="..."), CrossEncoderReranker())  # doctest: +SKIP
@@ -87,6 +102,20 @@ class FallbackReranker:
         self.name = getattr(primary, "name", type(primary).__name__)
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Rerank with ``primary``, else ``fallback``, else keep the input order.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first; those not ordered by ``primary`` are marked in their metadata.
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``top_k`` is below 1.
+        """
         check_rerank_args(query, top_k)
         try:
             return self.primary.rerank(query, hits, top_k)
@@ -100,6 +129,16 @@ class FallbackReranker:
         return self._used(input_order(hits, top_k, reason), len(hits))
 
     async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Async :meth:`rerank`.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first; those not ordered by ``primary`` are marked in their metadata.
+        """
         check_rerank_args(query, top_k)
         try:
             return await self.primary.arerank(query, hits, top_k)

@@ -14,26 +14,35 @@ METHODS = ("rrf", "minmax")
 
 
 class FusedReranker:
-    """Wrap ``reranker`` and fuse its order with the incoming (recall) order.
+    """Wrap a reranker and fuse its order with the incoming (recall) order.
 
-    - ``method="rrf"`` (default): ``weight / (k + rerank_rank) + (1 - weight) / (k + input_rank)``.
+    - ``method="rrf"``: ``weight / (k + rerank_rank) + (1 - weight) / (k + input_rank)``.
     - ``method="minmax"``: ``weight * minmax(rerank_score) + (1 - weight) * minmax(input score)``, each
       min-max normalised over the hits of this query.
 
-    ``weight=1`` is the reranker's order, ``weight=0`` the input order. The input order is the order of the
-    hits passed in (recall order in a two-stage pipeline, the previous stage's order in a cascade).
-    The default weight 0.9 was the best of 0..1 on 40 SciFact *train* queries (see the README table).
-    ``rerank_score`` and ``score`` of the returned hits are the fused score.
-
+    The input order is the order of the hits passed in (recall order in a two-stage pipeline, the previous
+    stage's order in a cascade). ``rerank_score`` and ``score`` of the returned hits are the fused score.
     Useful when the reranker was trained on another domain: a cross-encoder can be worse than good recall
     there, and fusion keeps recall's opinion in the final order.
+
+    Args:
+        reranker: The reranker whose order is fused.
+        weight: 1 is the reranker's order, 0 the input order. The default 0.9 was the best of 0..1 on 40
+            SciFact *train* queries (test-set numbers in docs/results.md).
+        method: ``"rrf"`` or ``"minmax"``.
+        k: The RRF constant (``"rrf"`` only).
+
+    Raises:
+        InvalidParameterError: If ``weight`` is outside 0..1, ``method`` unknown or ``k`` negative.
 
     >>> from twostage_integrations import CrossEncoderReranker
     >>> from twostage_integrations.rerank.fusion import FusedReranker
     >>> fused = FusedReranker(CrossEncoderReranker("path/to/cross-encoder"), weight=0.7)  # doctest: +SKIP
     """
 
-    score_kind = property(lambda self: f"fused_{self.method}")  # see docs/scores.md
+    score_kind = property(
+        lambda self: f"fused_{self.method}", doc="``fused_rrf`` or ``fused_minmax`` (see docs/scores.md)."
+    )
 
     def __init__(self, reranker: Reranker, *, weight: float = 0.9, method: str = "rrf", k: float = 60.0) -> None:
         if not 0.0 <= weight <= 1.0:
@@ -70,12 +79,35 @@ class FusedReranker:
         check_rerank_args(query, top_k)
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Rerank all hits, then fuse the two orders.
+
+        Args:
+            query: The query text.
+            hits: The hits, in input order.
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first by the fused score.
+
+        Raises:
+            InvalidParameterError: If ``top_k`` is below 1, or the hit ids are not unique.
+        """
         self._check(query, top_k)
         if not hits:
             return []
         return self._fuse(hits, self.reranker.rerank(query, hits, None), top_k)
 
     async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Async :meth:`rerank`.
+
+        Args:
+            query: The query text.
+            hits: The hits, in input order.
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first by the fused score.
+        """
         self._check(query, top_k)
         if not hits:
             return []

@@ -47,6 +47,9 @@ class HostedSettings(TypedDict, total=False):
 class Secret:
     """Holds the API key so that no repr, log line or traceback local prints it.
 
+    Args:
+        value: The key.
+
     >>> Secret("sk-123")
     '***'
     """
@@ -57,6 +60,7 @@ class Secret:
         self._value = value
 
     def get(self) -> str:
+        """The key itself (only for the SDK client)."""
         return self._value
 
     def __repr__(self) -> str:
@@ -71,9 +75,13 @@ class MalformedResponse(Exception):
 class Failure:
     """What a backend's ``_classify`` makes of an exception.
 
-    ``retryable``: another attempt can help (429, 5xx, timeout, dropped connection, malformed answer).
-    ``connect``: no server answered at this URL (refused, reset, DNS), so the next base URL is tried at once.
-    ``auth``: the key was rejected; this always raises :class:`APIKeyError`.
+    Attributes:
+        message: What went wrong, for the error and the log.
+        status_code: The HTTP status, if there was an answer.
+        retryable: Another attempt can help (429, 5xx, timeout, dropped connection, malformed answer).
+        retry_after: Seconds the server asked to wait (``Retry-After``), if it did.
+        auth: The key was rejected; this always raises :class:`APIKeyError`.
+        connect: No server answered at this URL (refused, reset, DNS), so the next base URL is tried at once.
     """
 
     message: str
@@ -85,7 +93,19 @@ class Failure:
 
 
 def resolve_key(api_key: str | None, envs: Sequence[str], missing: str) -> Secret:
-    """``api_key``, else the first non-empty of ``envs``; else :class:`APIKeyError` with the ``missing`` message."""
+    """Find the API key.
+
+    Args:
+        api_key: The key given by the caller; ``None`` reads ``envs``.
+        envs: Environment variables to read, in order (the first non-empty wins).
+        missing: The error message when there is no key.
+
+    Returns:
+        The key, hidden in a :class:`Secret`.
+
+    Raises:
+        APIKeyError: If there is no key, or it is blank.
+    """
     key = api_key if api_key is not None else (config.first_set(envs) or "")
     if not isinstance(key, str) or not key.strip():
         raise APIKeyError(missing)
@@ -93,8 +113,17 @@ def resolve_key(api_key: str | None, envs: Sequence[str], missing: str) -> Secre
 
 
 def resolve_base_urls(base_url: str | Sequence[str] | None, envs: Sequence[str]) -> tuple[str | None, ...]:
-    """The servers to try, in order: ``base_url`` (one URL, a list, or URLs separated by commas), else the first
-    non-empty of ``envs`` (same forms); ``(None,)`` means the SDK's default server.
+    """The servers to try, in order.
+
+    Args:
+        base_url: One URL, a list, or URLs separated by commas; ``None`` or ``""`` reads ``envs``.
+        envs: Environment variables to read, in order (same forms; the first non-empty wins).
+
+    Returns:
+        The URLs, stripped; ``(None,)`` means the SDK's default server.
+
+    Raises:
+        InvalidParameterError: If ``base_url`` is not of those forms or lists no URL.
 
     >>> resolve_base_urls("http://a:1, http://b:2", ())
     ('http://a:1', 'http://b:2')
@@ -113,8 +142,19 @@ def resolve_base_urls(base_url: str | Sequence[str] | None, envs: Sequence[str])
 
 
 def scores_from(response: Any, n: int) -> list[float]:
-    """Scores in input order from a rerank response whose ``results`` (best first) have ``index`` and
-    ``relevance_score``, as both Cohere's and Voyage's SDKs return them."""
+    """Scores in input order from a rerank response.
+
+    Args:
+        response: An answer whose ``results`` (best first) have ``index`` and ``relevance_score``, as both
+            Cohere's and Voyage's SDKs return them.
+        n: How many documents were sent.
+
+    Returns:
+        One score per document sent, in input order.
+
+    Raises:
+        MalformedResponse: If the answer does not score each document exactly once with a number.
+    """
     scores: list[float | None] = [None] * n
     for item in getattr(response, "results", None) or []:
         index, score = getattr(item, "index", None), getattr(item, "relevance_score", None)
@@ -131,7 +171,15 @@ def scores_from(response: Any, n: int) -> list[float]:
 
 
 def body_message(body: Any, key: str = "message") -> str:
-    """The server's explanation from an error body (``body[key]`` when it is a JSON object), at most 300 chars."""
+    """The server's explanation from an error body.
+
+    Args:
+        body: The error body (parsed JSON, text or ``None``).
+        key: The field holding the message when ``body`` is a JSON object.
+
+    Returns:
+        ``body[key]``, else the body as text (``"no details"`` for ``None``), at most 300 characters.
+    """
     if isinstance(body, Mapping) and isinstance(body.get(key), str):
         text = body[key]
     else:
@@ -140,7 +188,14 @@ def body_message(body: Any, key: str = "message") -> str:
 
 
 def retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds from ``Retry-After`` (seconds or an HTTP date) or ``retry-after-ms``; None if absent/invalid.
+    """How long a server asks to wait before the next request.
+
+    Args:
+        headers: The answer's headers (any case); ``Retry-After`` (seconds or an HTTP date) or
+            ``retry-after-ms`` is read.
+
+    Returns:
+        Seconds (never negative), or ``None`` when absent or invalid.
 
     >>> retry_after({"Retry-After": "2"}), retry_after({"retry-after-ms": "250"}), retry_after({})
     (2.0, 0.25, None)
@@ -162,8 +217,18 @@ def retry_after(headers: Mapping[str, str] | None) -> float | None:
 
 
 def http_failure(status: int | None, detail: str, headers: Mapping[str, str] | None, auth: frozenset[int]) -> Failure:
-    """What an error answer means, from its HTTP status: ``auth`` statuses reject the key, 429 and 5xx are
-    retried (honouring ``Retry-After``), a 2xx that the SDK could not parse is malformed, the rest are final."""
+    """What an error answer means, from its HTTP status.
+
+    Args:
+        status: The HTTP status; ``None`` for a client-side error.
+        detail: The server's explanation (see :func:`body_message`).
+        headers: The answer's headers, for ``Retry-After``.
+        auth: The statuses that mean the key was rejected.
+
+    Returns:
+        The failure: ``auth`` statuses reject the key, 429 and 5xx are retried (honouring ``Retry-After``), a
+        2xx that the SDK could not parse is malformed (retried), the rest are final.
+    """
     if status is None:
         return Failure(f"client error: {detail}")
     if status in auth:
@@ -175,27 +240,46 @@ def http_failure(status: int | None, detail: str, headers: Mapping[str, str] | N
 
 
 def timeout_failure(exc: Exception, timeout: float) -> Failure:
+    """A request that got no answer in time (retried).
+
+    Args:
+        exc: The SDK's timeout exception.
+        timeout: The timeout that ran out, in seconds.
+
+    Returns:
+        A retryable failure naming the timeout.
+    """
     return Failure(f"no answer within timeout={timeout:g} s ({type(exc).__name__})", retryable=True)
 
 
 class HostedReranker(BaseReranker):
     """Base of rerankers behind an HTTP API. Subclasses set the class attributes and implement the hooks.
 
-    Settings shared by every hosted backend:
+    With several base URLs, a connection failure (refused, reset, DNS) or a 503 (a replica loading its model or
+    draining) moves on to the next URL at once, without counting as a retry; any other HTTP error from a live
+    server follows the retry rules. The last URL that answered is tried first next time (then the others, in
+    the given order from there). A rejected key always raises :class:`APIKeyError`.
 
-    ``base_url``: one URL, a list/tuple of URLs, or URLs separated by commas (also in the backend's env var).
-    With several, a connection failure (refused, reset, DNS) or a 503 (a replica loading its model or draining)
-    moves on to the next URL at once, without counting as a retry; any other HTTP error from a live server
-    follows the retry rules below. The last URL that
-    answered is tried first next time (then the others, in the given order from there).
-    ``batch_size``: documents per request (default and at most ``max_documents``, the API's limit); longer
-    lists are split and the scores merged. ``max_concurrency``: batches in flight at once on the async path.
-    ``timeout``: seconds per request. ``max_retries``: extra attempts after a 429, a 5xx, a timeout, a
-    connection failure on every URL or a malformed answer, waiting ``backoff * 2**n`` seconds with jitter (at
-    most ``max_backoff``) or what ``Retry-After`` asks (longer than ``max_backoff``: give up at once).
-    ``on_error``: ``"raise"`` raises :class:`RerankAPIError`; ``"fallback"`` returns the hits in the order
-    given, marked ``metadata["rerank_fallback"]`` (see :class:`FallbackReranker`). A rejected key always
-    raises :class:`APIKeyError`.
+    Args:
+        model: The provider's model name (a ``<provider>:`` prefix is stripped).
+        api_key: The key; ``None`` reads the backend's environment variables (``key_envs``).
+        base_url: One URL, a list/tuple of URLs, or URLs separated by commas; ``None`` reads the backend's
+            environment variables (``base_url_envs``), else the SDK's default server.
+        batch_size: Documents per request (default and at most ``max_documents``, the API's limit); longer
+            lists are split and the scores merged.
+        max_concurrency: Batches in flight at once on the async path.
+        timeout: Seconds per request.
+        max_retries: Extra attempts after a 429, a 5xx, a timeout, a connection failure on every URL or a
+            malformed answer.
+        backoff: The first wait between attempts, in seconds; doubled each time, with jitter. A server's
+            ``Retry-After`` wins.
+        max_backoff: The longest wait; a ``Retry-After`` longer than it gives up at once.
+        on_error: ``"raise"`` raises :class:`RerankAPIError`; ``"fallback"`` returns the hits in the order
+            given, marked ``metadata["rerank_fallback"]`` (see :class:`FallbackReranker`).
+
+    Raises:
+        InvalidParameterError: If a setting is out of range or the model name is empty.
+        APIKeyError: If there is no key.
 
     >>> from twostage_integrations import CohereReranker
     >>> co = CohereReranker(api_key="...", base_url=["http://10.0.0.5:8080", "http://10.0.0.6:8080"])  # doctest: +SKIP
@@ -296,7 +380,19 @@ class HostedReranker(BaseReranker):
 
     # -- scoring -------------------------------------------------------------------------------------------
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
-        """The API's relevance score per text, in input order; batches are sent one after another."""
+        """Score texts through the API; batches are sent one after another.
+
+        Args:
+            query: The query text.
+            texts: The passages.
+
+        Returns:
+            The API's relevance score per text, in input order.
+
+        Raises:
+            RerankAPIError: If a batch failed for good (a final error, or retries ran out).
+            APIKeyError: If the server rejected the key.
+        """
         scores: list[float] = []
         for batch in self._batches(query, texts):
             tries = _Tries(self)
@@ -309,7 +405,19 @@ class HostedReranker(BaseReranker):
         return scores
 
     async def ascore(self, query: str, texts: Sequence[str]) -> list[float]:
-        """Like :meth:`score`, with up to ``max_concurrency`` batches in flight at once."""
+        """Like :meth:`score`, with up to ``max_concurrency`` batches in flight at once.
+
+        Args:
+            query: The query text.
+            texts: The passages.
+
+        Returns:
+            The API's relevance score per text, in input order.
+
+        Raises:
+            RerankAPIError: If a batch failed for good; the other batches are cancelled.
+            APIKeyError: If the server rejected the key.
+        """
         limit = asyncio.Semaphore(self.max_concurrency)
 
         async def one(batch: list[str]) -> list[float]:
@@ -379,11 +487,35 @@ class HostedReranker(BaseReranker):
 
     # -- fallback ------------------------------------------------------------------------------------------
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Rerank hits through the API (see :meth:`BaseReranker.rerank`).
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first; with ``on_error="fallback"``, the input order when the API failed.
+
+        Raises:
+            RerankAPIError: If the API failed and ``on_error="raise"``.
+            APIKeyError: If the server rejected the key.
+        """
         if self.on_error == "fallback":
             return self._fallback.rerank(query, hits, top_k)
         return super().rerank(query, hits, top_k)
 
     async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Async :meth:`rerank`.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first; with ``on_error="fallback"``, the input order when the API failed.
+        """
         if self.on_error == "fallback":
             return await self._fallback.arerank(query, hits, top_k)
         return await super().arerank(query, hits, top_k)

@@ -16,11 +16,19 @@ from .registry import model_folder
 
 
 class LazyReranker:
-    """``make_reranker(model, **kwargs)`` deferred until the first ``rerank``/``arerank``/``score`` call.
+    """``make_reranker(model, **kwargs)`` deferred until the first ``rerank``/``arerank``/``score_kind`` use.
 
     Constructing one is cheap (no weights are read), so adapters built from a model name can be created,
-    copied and serialised freely. A path-like name that does not exist still fails at once with
-    :class:`~twostage_integrations.ModelNotFoundError`. Loading happens once, even from several threads.
+    copied and serialised freely (a pickled copy is the name and loads on its own). Loading happens once, even
+    from several threads.
+
+    Args:
+        model: A model name or folder, as ``make_reranker`` takes; ``None``: ``TWOSTAGE_RERANK_MODEL``, else the
+            default cross-encoder.
+        **kwargs: ``make_reranker``'s keywords (``backend``, constructor arguments).
+
+    Raises:
+        ModelNotFoundError: At once, if a path-like name does not exist.
 
     >>> lazy = LazyReranker("path/to/cross-encoder")  # doctest: +SKIP
     >>> lazy.loaded  # doctest: +SKIP
@@ -36,10 +44,18 @@ class LazyReranker:
 
     @property
     def loaded(self) -> bool:
+        """Whether the model has been loaded."""
         return self._reranker is not None
 
     def get(self) -> Reranker:
-        """The real reranker, loaded now if it was not yet."""
+        """The real reranker, loaded now if it was not yet.
+
+        Returns:
+            What ``make_reranker`` built.
+
+        Raises:
+            ModelLoadError: If the model cannot be loaded.
+        """
         if self._reranker is None:
             with self._lock:
                 if self._reranker is None:
@@ -48,12 +64,33 @@ class LazyReranker:
 
     @property
     def score_kind(self) -> str:
+        """The real reranker's score kind (loads it)."""
         return getattr(self.get(), "score_kind", "rerank")
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Load the model if needed, then rerank with it.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            The real reranker's hits, best first.
+        """
         return self.get().rerank(query, hits, top_k)
 
     async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Async :meth:`rerank` (loading, if needed, happens in the calling thread).
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits.
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            The real reranker's hits, best first.
+        """
         return await self.get().arerank(query, hits, top_k)
 
     def __getstate__(self) -> dict[str, Any]:  # pickles as the name: cheap, and the copy loads on its own
@@ -70,9 +107,20 @@ class LazyReranker:
 def as_reranker(
     reranker: Reranker | str | os.PathLike[str] | None = None, *, model: str | os.PathLike[str] | None = None
 ) -> Reranker:
-    """What the framework adapters take: a reranker, or a model name given as ``reranker`` or as ``model`` (the
-    field name LangChain's and LlamaIndex's own rerankers use), loaded on first use; ``None`` for both is the
-    default reranker, as ``--rerank-model``. Two different values for the same setting are an error."""
+    """What the framework adapters take as their reranker.
+
+    Args:
+        reranker: A reranker, or a model name/folder.
+        model: A model name/folder (the field name LangChain's and LlamaIndex's own rerankers use).
+
+    Returns:
+        ``reranker`` when it is a reranker, else a :class:`LazyReranker` for the name (``None`` for both: the
+        default reranker, as ``--rerank-model``).
+
+    Raises:
+        InvalidParameterError: If ``reranker`` and ``model`` name two different models.
+        ModelNotFoundError: If a path-like name does not exist.
+    """
     if isinstance(reranker, (str, os.PathLike)):
         if model is not None and str(model) != str(reranker):
             raise InvalidParameterError(f"got reranker={str(reranker)!r} and model={str(model)!r}; pass one")
@@ -84,5 +132,12 @@ def as_reranker(
 
 
 def loaded(reranker: Reranker) -> Reranker:
-    """The reranker doing the work: a :class:`LazyReranker`'s model, loaded now if it was not yet."""
+    """The reranker doing the work.
+
+    Args:
+        reranker: Any reranker.
+
+    Returns:
+        A :class:`LazyReranker`'s model, loaded now if it was not yet; any other reranker as is.
+    """
     return reranker.get() if isinstance(reranker, LazyReranker) else reranker

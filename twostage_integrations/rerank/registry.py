@@ -36,11 +36,11 @@ class Route:
     Attributes:
         kind: ``"rerankers"``, ``"cohere"``, ``"voyage"`` or ``"cross-encoder"``.
         target: ``"module:Class"`` under ``twostage_integrations.rerank``; imported by :meth:`load` only.
-        prefix: names starting with it match (``""``: every name, the last row).
-        names: names equal to one of these match (used instead of ``prefix`` when given).
-        hosted: a hosted API; an existing local folder with the same name goes to the cross-encoder instead.
-        what: how errors describe such a name, after the quoted name (``"is a hosted Cohere model"``).
-        rejects: options that do not apply to this kind -> why (``{value!r}`` is the value given).
+        prefix: Names starting with it match (``""``: every name, the last row).
+        names: Names equal to one of these match (used instead of ``prefix`` when given).
+        hosted: A hosted API; an existing local folder with the same name goes to the cross-encoder instead.
+        what: How errors describe such a name, after the quoted name (``"is a hosted Cohere model"``).
+        rejects: Options that do not apply to this kind -> why (``{value!r}`` is the value given).
         folder_of: ``"module:function"`` giving ``(folder or hub id, ...)`` inside a name that wraps one.
     """
 
@@ -54,11 +54,19 @@ class Route:
     folder_of: str | None = None
 
     def matches(self, name: str) -> bool:
-        """Whether this row takes ``name`` (paths are not looked at)."""
+        """Whether this row takes a name (paths are not looked at).
+
+        Args:
+            name: A resolved model name.
+
+        Returns:
+            True when ``name`` is in :attr:`names`, or (without names) starts with :attr:`prefix`.
+        """
         return name in self.names if self.names else name.startswith(self.prefix)
 
     @property
     def class_name(self) -> str:
+        """The reranker class's name, without importing it."""
         return self.target.partition(":")[2]
 
     def load(self) -> Callable[..., Any]:
@@ -134,7 +142,7 @@ def route_for(name: str) -> Route:
     """The row of :data:`ROUTES` for a model name. An existing local folder always wins over a hosted name.
 
     Args:
-        name: a resolved model name (see :func:`~twostage_integrations.models.resolve_rerank_model`).
+        name: A resolved model name (see :func:`~twostage_integrations.models.resolve_rerank_model`).
 
     Returns:
         The first matching :class:`Route`; the cross-encoder's when no other matches.
@@ -146,11 +154,17 @@ def route_for(name: str) -> Route:
 
 
 def hosted_provider(name: str) -> Provider | None:
-    """Which hosted API a model name means, or None for a local cross-encoder.
+    """Which hosted API a model name means.
 
     An explicit ``cohere:``/``voyage:`` prefix wins; then Voyage's own model names (``rerank-2.5``,
     ``rerank-2.5-lite``, ``rerank-2``, ``rerank-2-lite``, ``rerank-1``, ``rerank-lite-1``); then any other
     ``rerank-...`` is Cohere's (``rerank-v3.5``, ``rerank-english-v3.0``...). Paths are not checked here.
+
+    Args:
+        name: A model name.
+
+    Returns:
+        ``"cohere"``, ``"voyage"``, or ``None`` for a local cross-encoder (or a ``rerankers:`` name).
 
     >>> [hosted_provider(n) for n in ("rerank-2.5", "voyage:x", "rerank-v3.5", "cohere:rerank-2", "org/ce")]
     ['voyage', 'voyage', 'cohere', 'cohere', None]
@@ -160,7 +174,13 @@ def hosted_provider(name: str) -> Provider | None:
 
 
 def is_voyage_model(name: str) -> bool:
-    """True for Voyage's rerank model names and an explicit ``voyage:<model>``.
+    """Whether a name is one of Voyage's.
+
+    Args:
+        name: A model name.
+
+    Returns:
+        True for Voyage's rerank model names and an explicit ``voyage:<model>``.
 
     >>> is_voyage_model("rerank-2.5"), is_voyage_model("voyage:rerank-3"), is_voyage_model("rerank-v3.5")
     (True, True, False)
@@ -169,11 +189,16 @@ def is_voyage_model(name: str) -> bool:
 
 
 def model_folder(name: str) -> str:
-    """The part of a model name that is a folder or hub id: the model inside ``rerankers:<model>[:<type>]``, else
-    the name itself.
+    """The part of a model name that is a folder or hub id.
+
+    Args:
+        name: A resolved model name.
+
+    Returns:
+        The model inside ``rerankers:<model>[:<type>]``, else the name itself.
 
     Raises:
-        InvalidParameterError: a ``rerankers:`` name that names no model or an unknown type.
+        InvalidParameterError: If a ``rerankers:`` name names no model or an unknown type.
     """
     route = route_for(name)
     return name if route.folder_of is None else _attribute(route.folder_of)(name)[0]

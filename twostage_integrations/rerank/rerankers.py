@@ -60,11 +60,20 @@ LISTWISE_RANKERS = frozenset({"RankGPTRanker", "RankLLMRanker", "LiT5Ranker"})
 
 
 def parse_rerankers_name(name: str) -> tuple[str, str | None]:
-    """``rerankers:<model>[:<type>]`` -> ``(model, type or None)``.
+    """Split a ``rerankers:<model>[:<type>]`` name.
 
     The type is split off the end only when it is one of :data:`MODEL_TYPES`, so a local path containing ``:``
-    still works. A last part that is not a type raises :class:`InvalidParameterError` when it cannot belong to
-    the model name (a hub id has no ``:``; a folder that exists without it).
+    still works.
+
+    Args:
+        name: The name, with its ``rerankers:`` prefix.
+
+    Returns:
+        ``(model, type or None)``.
+
+    Raises:
+        InvalidParameterError: If the prefix is missing, no model is named, or the last part is not a type and
+            cannot belong to the model name (a hub id has no ``:``; a folder that exists without it).
 
     >>> parse_rerankers_name("rerankers:/models/run:3:cross-encoder")
     ('/models/run:3', 'cross-encoder')
@@ -99,18 +108,31 @@ def _deps_line(library: Any, cls_name: str) -> str:
 class RerankersReranker(BaseReranker):
     """Rerank with a model from AnswerDotAI's ``rerankers`` library (extra ``rerankers``).
 
-    ``model``: a ranker the library built (``rerankers.Reranker(...)``, used as is), or a model name or folder
-    for ``rerankers.Reranker(model, model_type=..., **kwargs)``; a ``rerankers:`` prefix (the ``--rerank-model``
-    spelling, ``rerankers:<model>[:<type>]``) is parsed. ``model_type``: one of :data:`MODEL_TYPES` (``None``:
-    the library guesses from the name; name it to be sure). Other keyword arguments go to ``rerankers.Reranker``
-    (``lang``, ``api_key``, ``batch_size``, ``device``, ``dtype``...; API types read a missing ``api_key`` from
-    :data:`API_KEY_ENVS`, e.g. ``JINA_API_KEY``); ``verbose`` defaults to 0, and what the
-    library prints while loading goes to this module's logger, not stdout (``twostage query --json`` stays JSON).
+    What the library prints while loading goes to this module's logger, not stdout (``twostage query --json``
+    stays JSON).
 
     Scores are the backend's own (``score_kind`` ``"rerankers"``: a cross-encoder's raw logit, an API's
     relevance score, ColBERT's MaxSim...; compare them only within one model). Listwise rankers (RankGPT,
     RankLLM) give an order without scores: ``rerank_score = 1/position`` (``score_kind`` ``"rerankers_rank"``).
     Results are matched to the hits by position (passed as the library's ``doc_id``), never by text.
+
+    Args:
+        model: A ranker the library built (``rerankers.Reranker(...)``, used as is), or a model name or folder
+            for ``rerankers.Reranker(model, model_type=..., **kwargs)``; a ``rerankers:`` prefix (the
+            ``--rerank-model`` spelling, ``rerankers:<model>[:<type>]``) is parsed.
+        model_type: One of :data:`MODEL_TYPES`; ``None``: the library guesses from the name (name it to be
+            sure).
+        **kwargs: ``rerankers.Reranker``'s options (``lang``, ``api_key``, ``batch_size``, ``device``,
+            ``dtype``...); API types read a missing ``api_key`` from :data:`API_KEY_ENVS` (e.g.
+            ``JINA_API_KEY``); ``verbose`` defaults to 0.
+
+    Raises:
+        InvalidParameterError: If the name, type or options are not ones the library takes, or options are given
+            with a ready ranker.
+        MissingDependencyError: If the ``rerankers`` extra, or the packages this model type needs, are missing.
+        ModelNotFoundError: If a path-like model does not exist.
+        ModelLoadError: If the library cannot load the model.
+        APIKeyError: If an API model type has no key.
 
     >>> from twostage_integrations import Hit
     >>> from twostage_integrations.rerank.rerankers import RerankersReranker
@@ -220,13 +242,32 @@ class RerankersReranker(BaseReranker):
         return out
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
-        """The backend's score per text, in input order (``1/position`` for listwise rankers)."""
+        """Score texts with the library's ranker.
+
+        Args:
+            query: The query text.
+            texts: The passages.
+
+        Returns:
+            The backend's score per text, in input order (``1/position`` for listwise rankers).
+
+        Raises:
+            RerankScoresError: If the library does not rank every text exactly once.
+        """
         if not texts:
             return []
         return self._scores(texts, self.ranker.rank(query, list(texts), doc_ids=list(range(len(texts)))))
 
     async def ascore(self, query: str, texts: Sequence[str]) -> list[float]:
-        """Like :meth:`score` through the library's ``rank_async`` (a worker thread in rerankers 0.10)."""
+        """Like :meth:`score` through the library's ``rank_async`` (a worker thread in rerankers 0.10).
+
+        Args:
+            query: The query text.
+            texts: The passages.
+
+        Returns:
+            The backend's score per text, in input order.
+        """
         if not texts:
             return []
         return self._scores(texts, await self.ranker.rank_async(query, list(texts), list(range(len(texts)))))

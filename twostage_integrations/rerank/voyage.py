@@ -83,8 +83,16 @@ _MASK_KEYS = _MaskKeys()
 
 
 def utf8_length(text: str) -> int:
-    """Default token estimate: UTF-8 bytes, an upper bound for byte-level tokenizers (a token is >= 1 byte),
-    so batches stay under the token budget without downloading Voyage's tokenizer.
+    """The default token estimate: UTF-8 bytes.
+
+    An upper bound for byte-level tokenizers (a token is >= 1 byte), so batches stay under the token budget
+    without downloading Voyage's tokenizer.
+
+    Args:
+        text: Any text.
+
+    Returns:
+        Its length in UTF-8 bytes.
 
     >>> utf8_length("héllo")
     6
@@ -95,24 +103,29 @@ def utf8_length(text: str) -> int:
 class VoyageReranker(HostedReranker):
     """Rerank with Voyage AI's rerank API through the official ``voyageai`` SDK (extra ``voyage``).
 
-    ``model``: ``rerank-2.5`` (default), ``rerank-2.5-lite``, ``rerank-2``, ``rerank-2-lite``, ``rerank-1`` or
-    ``rerank-lite-1`` (a ``voyage:`` prefix is stripped; other names are sent as given).
-    ``api_key``: else ``VOYAGE_API_KEY``; missing raises :class:`~twostage_integrations.errors.APIKeyError` at once.
-    ``base_url``: else ``TWOSTAGE_VOYAGE_BASE_URL``, else Voyage's API (``https://api.voyageai.com/v1``); the
-    request goes to ``{base_url}/rerank``, so a compatible server is given with its ``/v1``. A list (or URLs
-    separated by commas, also in the env var) is tried in turn on connection failure, the last one that
-    answered first.
-    ``batch_size``: documents per request (at most 1,000, the API limit). ``max_tokens_per_request``: the
-    token budget per request (default the model's documented limit: 600K, 300K for ``rerank-1``/
-    ``rerank-lite-1``), counted the API's way (query tokens x documents + document tokens). ``count_tokens``:
-    tokens of one text, default :func:`utf8_length` (a safe over-estimate); pass an exact counter, e.g. from
-    ``voyageai.Client().count_tokens``, to pack more per request. Longer lists are split and the scores
-    merged (relevance scores are computed per document, so comparable across requests for one query).
-    ``truncation``: the API's own option: True cuts a query/document pair that is over the model's context
-    length, False makes the API reject it (HTTP 400, not retried).
-    ``max_concurrency``, ``timeout``, ``max_retries``, ``backoff``, ``max_backoff`` and ``on_error`` work as
-    in :class:`~twostage_integrations.CohereReranker` (see
-    :class:`~twostage_integrations.rerank.hosted.HostedReranker`); the SDK's own retries are off.
+    Requests go to ``{base_url}/rerank``, so a compatible server is given with its ``/v1``. Longer lists than a
+    request holds are split and the scores merged (relevance scores are computed per document, so comparable
+    across requests for one query). The SDK's own retries are off, so
+    :class:`~twostage_integrations.rerank.hosted.HostedReranker`'s are the only ones.
+
+    Args:
+        model: ``rerank-2.5``, ``rerank-2.5-lite``, ``rerank-2``, ``rerank-2-lite``, ``rerank-1`` or
+            ``rerank-lite-1`` (a ``voyage:`` prefix is stripped; other names are sent as given).
+        truncation: The API's own option: True cuts a query/document pair that is over the model's context
+            length, False makes the API reject it (HTTP 400, not retried).
+        max_tokens_per_request: The token budget per request, counted the API's way (query tokens x documents
+            + document tokens); default and at most the model's documented limit (600K, 300K for ``rerank-1``/
+            ``rerank-lite-1``).
+        count_tokens: Tokens of one text; default :func:`utf8_length` (a safe over-estimate). Pass an exact
+            counter, e.g. from ``voyageai.Client().count_tokens``, to pack more per request.
+        **settings: :class:`~twostage_integrations.rerank.hosted.HostedReranker`'s settings. ``api_key``
+            defaults to ``VOYAGE_API_KEY``; ``base_url`` to ``TWOSTAGE_VOYAGE_BASE_URL``, else Voyage's API
+            (``https://api.voyageai.com/v1``); ``batch_size`` is at most 1,000 (the API's limit).
+
+    Raises:
+        MissingDependencyError: If the ``voyage`` extra is not installed.
+        APIKeyError: If there is no key (a rejected key raises it on the first call).
+        InvalidParameterError: If a setting is out of range.
 
     >>> from twostage_integrations import Hit, VoyageReranker
     >>> vo = VoyageReranker("rerank-2.5-lite")  # key from VOYAGE_API_KEY  # doctest: +SKIP
