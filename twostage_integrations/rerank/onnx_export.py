@@ -16,18 +16,19 @@ import hashlib
 import json
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from ..errors import MissingDependencyError, ModelLoadError
 from ..extras import install_line
+
+logger = logging.getLogger(__name__)
 
 CACHE_ENV = "TWOSTAGE_CACHE_DIR"
 INSTALL_HINT = install_line("onnx")
@@ -141,13 +142,15 @@ def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
     return out
 
 
-def _build(target: Path, make, what: str, settings: dict[str, Any]) -> None:
+def _build(target: Path, make: Callable[[Path], Path], what: str, settings: dict[str, Any]) -> None:
     """Run ``make(tmp_path)`` and rename the result to ``target`` (atomic on one filesystem)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with _export_lock:  # threads of one process export once; other processes at worst export in parallel
         if target.is_file():
             return
-        print(f"twostage: {what} (once; cached at {target})", file=sys.stderr)
+        # WARNING, not INFO: an export takes a while and the CLI shows only warnings (through logging's
+        # last-resort handler) unless --verbose; this keeps the one line users saw when this was a print.
+        logger.warning("twostage: %s (once; cached at %s)", what, target)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
         os.close(fd)
         tmp = Path(tmp_name)
