@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import logging
 import os
 import threading
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import InvalidParameterError, MissingDependencyError, ModelLoadError
+from .engine import ACTIVATIONS, BatchedEngine, RerankStats, pair_tokenizer  # noqa: F401 - RerankStats lived here
 from .onnx_export import (  # noqa: F401 - re-exported: this module's public names before the split
     CACHE_ENV,
     EXPORT_VERSION,
@@ -40,8 +37,6 @@ from .onnx_export import (  # noqa: F401 - re-exported: this module's public nam
     quantize_int8,
     snapshot,
 )
-
-logger = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 BACKEND_ENV = "TWOSTAGE_RERANK_BACKEND"
@@ -94,11 +89,6 @@ def physical_cores() -> int:
 
 
 # -- model settings as sentence-transformers reads them ---------------------------------------------------------
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
-    "identity": lambda x: x,
-    "tanh": np.tanh,
-}
 _TORCH_ACTIVATIONS = {
     "torch.nn.modules.activation.Sigmoid": "sigmoid",
     "torch.nn.Sigmoid": "sigmoid",
@@ -149,28 +139,26 @@ def read_max_length(model_dir: Path) -> int:
 
 
 # -- the engine -------------------------------------------------------------------------------------------------
-@dataclass
-class RerankStats:
-    """What one ``predict`` call did: pairs scored, pairs cut at ``max_length``, forward passes, real (unpadded)
-    and padded tokens, seconds."""
-
-    pairs: int = 0
-    truncated: int = 0
-    batches: int = 0
-    tokens: int = 0
-    padded_tokens: int = 0
-    seconds: float = 0.0
-
-    def add(self, other: RerankStats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
-
-class OnnxCrossEncoder:
+class OnnxCrossEncoder(BatchedEngine):
     """The ONNX Runtime engine behind ``CrossEncoderReranker(backend="onnx" | "onnx-int8")``.
 
-    ``predict`` tokenises every pair once, sorts the pairs by token length, runs batches of ``batch_size``
-    padded only to their own longest pair, and returns the scores in input order.
+    Implements :class:`~twostage_integrations.rerank.engine.CrossEncoderEngine`: ``predict`` tokenises every pair
+    once, sorts the pairs by token length, runs batches of ``batch_size`` padded only to their own longest pair,
+    and returns the scores in input order (see :class:`~twostage_integrations.rerank.engine.BatchedEngine`).
+
+    Args:
+        model_dir: A cross-encoder folder with ``config.json`` and ``tokenizer.json``, and either
+            ``onnx/model.onnx`` or torch weights to export (once, cached).
+        int8: Run the int8-quantised graph instead of fp32.
+        max_length: Tokens per pair; default: the model's.
+        batch_size: Pairs per forward pass.
+        threads: ONNX Runtime intra-op threads; default: physical cores.
+        activation: ``"sigmoid"``, ``"identity"`` or ``"tanh"``; default: the model's.
+
+    Raises:
+        InvalidParameterError: ``activation`` is not one of the names above.
+        ModelLoadError: The folder has no ``tokenizer.json``, nothing to export, or an activation this engine
+            does not implement.
     """
 
     def __init__(
@@ -188,22 +176,18 @@ class OnnxCrossEncoder:
 
         self.model_dir = Path(model_dir)
         self.int8 = int8
-        self.max_seq_length = int(max_length) if max_length is not None else read_max_length(self.model_dir)
+        limit = int(max_length) if max_length is not None else read_max_length(self.model_dir)
         self.activation = activation if activation is not None else read_activation(self.model_dir)
         if self.activation not in ACTIVATIONS:
             raise InvalidParameterError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
-        self.batch_size = batch_size
         tokenizer_file = self.model_dir / "tokenizer.json"
         if not tokenizer_file.is_file():
             raise ModelLoadError(
                 f"{self.model_dir} has no tokenizer.json (a fast tokenizer), which the ONNX engine needs; "
                 f"use backend='torch', or save the model again with a recent transformers"
             )
-        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
         side = _read_json(self.model_dir / "tokenizer_config.json").get("truncation_side", "right")
-        # What transformers does for ST's `truncation="longest_first"`: trim the longer of query and text first.
-        self.tokenizer.enable_truncation(self.max_seq_length, strategy="longest_first", direction=side)
-        self.tokenizer.no_padding()
+        tokenizer = pair_tokenizer(Tokenizer.from_file(str(tokenizer_file)), limit, side=side)
         self.path = onnx_model_path(self.model_dir, int8=int8)
         options = ort.SessionOptions()
         # One forward at a time uses every core; concurrent callers queue on the lock below instead of
@@ -214,60 +198,14 @@ class OnnxCrossEncoder:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        self.input_names = [i.name for i in self.session.get_inputs()]
         self._lock = threading.Lock()
-        self.last_stats = RerankStats()
-        self.total_stats = RerankStats()
-        self._warned = False
+        names = [i.name for i in self.session.get_inputs()]
+        super().__init__(tokenizer, max_length=limit, batch_size=batch_size, input_names=names)
 
-    def predict(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Scores (after the activation) of ``pairs``, shape ``(len(pairs), num_labels)``, in input order."""
-        t0 = time.perf_counter()
-        stats = RerankStats(pairs=len(pairs))
-        encodings = self.tokenizer.encode_batch([(q, t) for q, t in pairs])
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
-        stats.truncated = sum(1 for e in encodings if e.overflowing)
-        stats.tokens = int(lengths.sum())
-        order = np.argsort(-lengths, kind="stable")  # longest first: similar lengths share a batch
-        out: np.ndarray | None = None
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            width = int(lengths[idx].max())
-            feed = {name: np.zeros((len(idx), width), dtype=np.int64) for name in self.input_names}
-            for row, i in enumerate(idx):
-                enc, n = encodings[i], lengths[i]
-                feed["input_ids"][row, :n] = enc.ids
-                feed["attention_mask"][row, :n] = 1
-                if "token_type_ids" in feed:
-                    feed["token_type_ids"][row, :n] = enc.type_ids
-            with self._lock:
-                logits = self.session.run(None, feed)[0]
-            if out is None:
-                out = np.empty((len(pairs), logits.shape[1]), dtype=np.float32)
-            out[idx] = logits
-            stats.batches += 1
-            stats.padded_tokens += len(idx) * width
-        scores = ACTIVATIONS[self.activation](out) if out is not None else np.empty((0, 1), dtype=np.float32)
-        stats.seconds = time.perf_counter() - t0
-        self.last_stats = stats
-        self.total_stats.add(stats)
-        self._report_truncation(stats)
-        return scores
-
-    def _report_truncation(self, stats: RerankStats) -> None:
-        if not stats.truncated:
-            return
-        # Warn the first time only: on corpora of long passages every call truncates, and a warning per query
-        # would drown the output. The counts stay in last_stats/total_stats for bench and eval to print.
-        log = logger.debug if self._warned else logger.warning
-        self._warned = True
-        log(
-            "%d of %d (query, text) pairs were longer than max_length=%d tokens and were cut (their ends are not "
-            "scored); pass max_length=... to change the limit",
-            stats.truncated,
-            stats.pairs,
-            self.max_seq_length,
-        )
+    def _forward(self, feed: dict[str, np.ndarray]) -> np.ndarray:
+        with self._lock:
+            logits = self.session.run(None, feed)[0]
+        return ACTIVATIONS[self.activation](logits)
 
     def __repr__(self) -> str:
-        return f"OnnxCrossEncoder({str(self.model_dir)!r}, int8={self.int8}, max_length={self.max_seq_length})"
+        return f"OnnxCrossEncoder({str(self.model_dir)!r}, int8={self.int8}, max_length={self.max_length})"
