@@ -133,6 +133,14 @@ def test_the_engine_leaves_the_model_tokenizer_alone(tiny_random_ce):
     assert tiny_random_ce.tokenizer.backend_tokenizer.truncation is None  # it set up its own copy
 
 
+def test_no_limit_tokenizer_falls_back_to_the_position_embeddings(tiny_random_ce):
+    tiny_random_ce.max_seq_length = int(1e30)  # transformers' "no limit"
+    engine = TorchCrossEncoder(tiny_random_ce)
+    assert engine.max_length == tiny_random_ce.model.config.max_position_embeddings == 64
+    long_pair = ("aspirin", "the risk of stroke " * 40)
+    assert engine.predict([long_pair]).shape == (1, 1) and engine.last_stats.truncated == 1
+
+
 def test_batched_engine_runs_any_forward(tiny_random_ce):
     class LengthEngine(BatchedEngine):
         """Scores a pair by its real token count: shows which rows the loop fed, and in which order."""

@@ -72,6 +72,26 @@ class CrossEncoderEngine(Protocol):
     def predict(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray: ...
 
 
+def token_limit(value: object, config: dict[str, object]) -> int:
+    """The tokens per pair an engine cuts at: ``value`` (a configured limit), unless it is missing or transformers'
+    "no limit" (1e30), then the position embeddings the model has.
+
+    Args:
+        value: ``max_seq_length`` / ``model_max_length`` as configured, or None.
+        config: The model's ``config.json`` as a dict.
+
+    Returns:
+        A positive token count.
+    """
+    if isinstance(value, (int, float)) and 0 < value < 1e6:
+        return int(value)
+    positions = config.get("max_position_embeddings") or 512
+    positions = int(positions) if isinstance(positions, (int, float)) else 512
+    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
+        positions -= 2  # position ids start after the padding index
+    return positions
+
+
 def pair_tokenizer(tokenizer: Tokenizer, max_length: int, *, side: str = "right") -> Tokenizer:
     """Set ``tokenizer`` up as transformers' ``tokenizer(queries, texts, truncation="longest_first",
     max_length=max_length)`` encodes pairs: the longer of query and text is trimmed first, no padding.

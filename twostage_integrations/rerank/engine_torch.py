@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelLoadError
-from .engine import BatchedEngine, RerankStats, encode_pairs, pair_tokenizer
+from .engine import BatchedEngine, RerankStats, encode_pairs, pair_tokenizer, token_limit
 
 # The sentence-transformers module settings :class:`TorchCrossEncoder` reproduces.
 _PLAIN_TEXT = {"method": "forward", "method_output_name": "logits"}
@@ -33,6 +33,12 @@ def _copy_fast_tokenizer(hf_tokenizer: Any, max_length: int) -> Any:
 
     copy = Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
     return pair_tokenizer(copy, max_length, side=getattr(hf_tokenizer, "truncation_side", "right"))
+
+
+def _limit(model: Any) -> int:
+    """The cross-encoder's ``max_seq_length``, or its position embeddings when the tokenizer sets no limit."""
+    config = getattr(getattr(model, "model", None), "config", None)
+    return token_limit(getattr(model, "max_seq_length", None), config.to_dict() if config is not None else {})
 
 
 def feeds_itself(cross_encoder: Any) -> bool:
@@ -83,7 +89,7 @@ class TorchCrossEncoder(BatchedEngine):
         hf_tokenizer = model.tokenizer
         if not hasattr(hf_tokenizer, "backend_tokenizer"):
             raise ModelLoadError("TorchCrossEncoder needs a fast tokenizer; torch_engine() picks the engine that fits")
-        limit = int(model.max_seq_length)
+        limit = _limit(model)
         names = getattr(hf_tokenizer, "model_input_names", ["input_ids", "attention_mask"])
         super().__init__(
             _copy_fast_tokenizer(hf_tokenizer, limit), max_length=limit, batch_size=batch_size, input_names=names
@@ -120,7 +126,7 @@ class SentenceTransformersEngine:
     def __init__(self, model: Any, *, batch_size: int = 32) -> None:
         self.model = model
         self.batch_size = batch_size
-        self.max_length = int(model.max_seq_length)
+        self.max_length = _limit(model)
         hf_tokenizer = model.tokenizer
         fast = hasattr(hf_tokenizer, "backend_tokenizer")
         self.tokenizer = _copy_fast_tokenizer(hf_tokenizer, self.max_length) if fast else None

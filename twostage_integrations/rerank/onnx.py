@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidParameterError, MissingDependencyError, ModelLoadError
-from .engine import ACTIVATIONS, BatchedEngine, RerankStats, pair_tokenizer  # noqa: F401 - RerankStats lived here
+from .engine import ACTIVATIONS, BatchedEngine, RerankStats, pair_tokenizer, token_limit  # noqa: F401 - RerankStats lived here
 from .onnx_export import (  # noqa: F401 - re-exported: this module's public names before the split
     CACHE_ENV,
     EXPORT_VERSION,
@@ -126,16 +126,13 @@ def read_max_length(model_dir: Path) -> int:
     """The token limit sentence-transformers uses: sentence_bert_config.json's ``max_seq_length``, else the
     tokenizer's ``model_max_length``, else the position embeddings the model has."""
     config = _read_json(model_dir / "config.json")
-    positions = int(config.get("max_position_embeddings") or 512)
-    if config.get("model_type") in ("roberta", "xlm-roberta", "camembert"):
-        positions -= 2  # position ids start after the padding index
     for value in (
         _read_json(model_dir / "sentence_bert_config.json").get("max_seq_length"),
         _read_json(model_dir / "tokenizer_config.json").get("model_max_length"),
     ):
         if isinstance(value, (int, float)) and 0 < value < 1e6:  # transformers writes 1e30 for "no limit"
             return int(value)
-    return positions
+    return token_limit(None, config)
 
 
 # -- the engine -------------------------------------------------------------------------------------------------
