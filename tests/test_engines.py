@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from twostage_integrations.evaluation.beir import load_beir
-from twostage_integrations.rerank import cross_encoder
 from twostage_integrations.rerank.cross_encoder import CrossEncoderReranker
 from twostage_integrations.rerank.engine import CrossEncoderEngine
 from twostage_integrations.rerank.engine_torch import TorchCrossEncoder
@@ -96,8 +95,8 @@ def test_torch_scores_equal_sentence_transformers_predict(engines, pairs, rerank
     np.testing.assert_allclose(full.score_pairs(pairs), full.model.predict(pairs, show_progress_bar=False), atol=1e-5)
 
 
-def test_torch_engine_warns_about_cut_pairs(rerank_model_path, pairs, monkeypatch, caplog):
-    monkeypatch.setattr(cross_encoder, "_WARNED", set(), raising=False)  # earlier tests may have said it
+def test_torch_engine_warns_about_cut_pairs(rerank_model_path, pairs, caplog):
+    # conftest's fresh_truncation_warnings: nothing was said for this model and limit yet
     reranker = CrossEncoderReranker(rerank_model_path, backend="torch", max_length=SHORT)
     with caplog.at_level(logging.WARNING):
         reranker.score_pairs(pairs)

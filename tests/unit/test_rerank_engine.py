@@ -201,7 +201,6 @@ def test_which_models_the_torch_engine_feeds_itself(tiny_random_ce):
 
 
 def test_reranker_warns_once_per_model_and_limit(tiny_random_ce, monkeypatch, caplog):
-    monkeypatch.setattr(cross_encoder, "_WARNED", set())
     monkeypatch.setattr(
         cross_encoder, "_load_torch", lambda name, **kw: engine_torch.torch_engine(tiny_random_ce, batch_size=32)
     )
