@@ -28,6 +28,15 @@ def _shared_path(env: str, default: Path) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def fresh_truncation_warnings(monkeypatch):
+    """CrossEncoderReranker warns once per process for each (model, max_length) that cuts pairs; each test starts
+    with none said, so a test that expects the warning does not depend on which tests ran before it."""
+    from twostage_integrations.rerank import cross_encoder
+
+    monkeypatch.setattr(cross_encoder, "_WARNED", set())
+
+
 @pytest.fixture(scope="session", autouse=True)
 def onnx_cache_dir(tmp_path_factory) -> Path:
     """The ONNX export cache (TWOSTAGE_CACHE_DIR) in a per-session temp folder: every run exports once, as a

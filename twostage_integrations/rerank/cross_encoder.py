@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import time
+import threading
 from collections.abc import Sequence
 from typing import Any
-
-import numpy as np
 
 from ..models import RERANK_MODEL_ENV, load_model, resolve_rerank_model
 from ..scores import cross_encoder_score_kind
 from ..validation import check_positive_int
 from .base import BaseReranker
-from .onnx import ACTIVATIONS, RerankStats, resolve_backend
+from .engine import ACTIVATIONS, CrossEncoderEngine, RerankStats
+from .onnx import resolve_backend
+
+logger = logging.getLogger(__name__)
 
 NO_MODEL_HINT = ", pass --rerank-model PATH, or skip stage 2 with --no-rerank"
 # Pairs per forward pass when not given: sentence-transformers' default for torch; for ONNX Runtime the best
@@ -21,75 +23,67 @@ NO_MODEL_HINT = ", pass --rerank-model PATH, or skip stage 2 with --no-rerank"
 DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16, "onnx-int8": 16}
 
 
-class _TorchEngine:
-    """sentence-transformers' ``CrossEncoder.predict`` (it sorts pairs by length itself)."""
+# (model name, max_length) pairs whose cuts were reported: on corpora of long passages every call truncates, and a
+# warning per query, or per engine of the same model, would drown the output.
+_WARNED: set[tuple[str, int]] = set()
+_warned_lock = threading.Lock()
 
-    def __init__(
-        self, name: str, *, batch_size: int, max_length: int | None, device: str | None, activation: str | None
-    ) -> None:
-        from sentence_transformers import CrossEncoder
 
-        self.batch_size = batch_size
-        kwargs: dict[str, Any] = {}
-        if activation is not None:
-            import torch
+def _load_torch(
+    name: str, *, batch_size: int, max_length: int | None, device: str | None, activation: str | None
+) -> CrossEncoderEngine:
+    from sentence_transformers import CrossEncoder
 
-            kwargs["activation_fn"] = {"sigmoid": torch.nn.Sigmoid, "identity": torch.nn.Identity}.get(
-                activation, torch.nn.Tanh
-            )()
-        self.model = load_model(
-            name,
-            lambda n, local_only: CrossEncoder(
-                n, max_length=max_length, device=device, local_files_only=local_only, **kwargs
-            ),
-            kind="rerank",
-            env_var=RERANK_MODEL_ENV,
-            hint=NO_MODEL_HINT,
-        )
-        self.max_seq_length = self.model.max_seq_length
-        self.last_stats = RerankStats()
-        self.total_stats = RerankStats()
+    from .engine_torch import torch_activation, torch_engine
 
-    def predict(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        t0 = time.perf_counter()
-        scores = self.model.predict(
-            [tuple(p) for p in pairs], batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
-        )
-        # sentence-transformers does not report truncation; count it with its own tokenizer (cheap next to a
-        # forward pass) so bench and eval can print the same number for every backend.
-        tok = self.model.tokenizer([p[0] for p in pairs], [p[1] for p in pairs], truncation=False, verbose=False)[
-            "input_ids"
-        ]
-        truncated = sum(len(ids) > self.max_seq_length for ids in tok)
-        tokens = sum(min(len(ids), self.max_seq_length) for ids in tok)
-        self.last_stats = RerankStats(
-            pairs=len(pairs), truncated=truncated, tokens=tokens, seconds=time.perf_counter() - t0
-        )
-        self.total_stats.add(self.last_stats)
-        return scores.reshape(len(pairs), -1)
+    kwargs: dict[str, Any] = {} if activation is None else {"activation_fn": torch_activation(activation)}
+    model = load_model(
+        name,
+        lambda n, local_only: CrossEncoder(
+            n, max_length=max_length, device=device, local_files_only=local_only, **kwargs
+        ),
+        kind="rerank",
+        env_var=RERANK_MODEL_ENV,
+        hint=NO_MODEL_HINT,
+    )
+    return torch_engine(model, batch_size=batch_size)
 
 
 class CrossEncoderReranker(BaseReranker):
     """Score every (query, passage) pair with a cross-encoder and keep the best.
 
-    ``model``: hub id or local folder. Default ``cross-encoder/ms-marco-MiniLM-L-6-v2``, overridden by
-    the ``TWOSTAGE_RERANK_MODEL`` environment variable (useful offline: point it at a model folder).
-    ``backend``: what runs the model.
+    What runs the model is an engine (:class:`~twostage_integrations.rerank.engine.CrossEncoderEngine`, as
+    ``engine``): ONNX Runtime or torch, both tokenising each pair once and counting the pairs cut at
+    ``max_length`` from that tokenisation. Scores are the model's output after its configured activation
+    (sigmoid models give 0..1). ``last_stats`` / ``total_stats`` count pairs, pairs cut at ``max_length``,
+    tokens and time; the first call that cuts pairs of a model at a given limit logs one warning (once per
+    process, whichever backend), later ones log at DEBUG.
 
-    - ``"onnx"``: ONNX Runtime, fp32. Same scores as torch (within 1e-4) and faster on CPU; the model is
-      exported once on first use and cached (``$TWOSTAGE_CACHE_DIR``, else ``~/.cache/twostage/onnx``).
-      Needs ``pip install "twostage-integrations[onnx]"``; runs without importing torch.
-    - ``"onnx-int8"``: ONNX Runtime with int8 weights: faster again, rankings close to fp32 but not identical.
-    - ``"torch"``: sentence-transformers' ``CrossEncoder`` (GPU via ``device``).
-    - ``None``: ``$TWOSTAGE_RERANK_BACKEND``, else ``"onnx"`` when the ``onnx`` extra is installed, else ``"torch"``.
+    Args:
+        model: Hub id or local folder. Default ``cross-encoder/ms-marco-MiniLM-L-6-v2``, overridden by the
+            ``TWOSTAGE_RERANK_MODEL`` environment variable (useful offline: point it at a model folder).
+        backend: What runs the model.
 
-    ``batch_size``: pairs per forward pass (default 32 for torch, 16 for ONNX). ``max_length``: token limit
-    per pair (default: the model's). ``device``: torch only. ``threads``: ONNX Runtime intra-op threads
-    (default: physical cores). ``activation``: ``"sigmoid"`` or ``"identity"`` instead of the model's own.
+            - ``"onnx"``: ONNX Runtime, fp32. Same scores as torch (within 1e-4) and faster on CPU; the model is
+              exported once on first use and cached (``$TWOSTAGE_CACHE_DIR``, else ``~/.cache/twostage/onnx``).
+              Needs ``pip install "twostage-integrations[onnx]"``; runs without importing torch.
+            - ``"onnx-int8"``: ONNX Runtime with int8 weights: faster again, rankings close to fp32 but not
+              identical.
+            - ``"torch"``: sentence-transformers' ``CrossEncoder`` model (GPU via ``device``); same scores as its
+              ``predict``.
+            - ``None``: ``$TWOSTAGE_RERANK_BACKEND``, else ``"onnx"`` when the ``onnx`` extra is installed, else
+              ``"torch"``.
+        batch_size: Pairs per forward pass (default 32 for torch, 16 for ONNX).
+        max_length: Token limit per pair (default: the model's).
+        device: torch device; torch only.
+        threads: ONNX Runtime intra-op threads (default: physical cores).
+        activation: ``"sigmoid"``, ``"identity"`` or ``"tanh"`` instead of the model's own.
 
-    Scores are the model's output after its configured activation (sigmoid models give 0..1).
-    ``last_stats`` / ``total_stats`` count pairs, pairs cut at ``max_length`` and time; the first call that
-    cuts pairs logs one warning.
+    Raises:
+        InvalidParameterError: An unknown backend or activation, a non-positive size, or a GPU ``device`` with
+            an ONNX backend.
+        MissingDependencyError: An ONNX backend without ``onnxruntime``/``tokenizers``.
+        ModelLoadError: The model cannot be found or loaded.
 
     >>> from twostage_integrations import CrossEncoderReranker, Hit
     >>> ce = CrossEncoderReranker("path/to/cross-encoder", backend="onnx")  # doctest: +SKIP
@@ -123,8 +117,9 @@ class CrossEncoderReranker(BaseReranker):
             check_positive_int(threads, "threads")
         if activation is not None and activation not in ACTIVATIONS:
             raise InvalidParameterError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        self.engine: CrossEncoderEngine
         if self.backend == "torch":
-            self.engine: Any = _TorchEngine(
+            self.engine = _load_torch(
                 self.name, batch_size=self.batch_size, max_length=max_length, device=device, activation=activation
             )
         else:
@@ -141,13 +136,13 @@ class CrossEncoderReranker(BaseReranker):
                 threads=threads,
                 activation=activation,
             )
-        self.max_length = self.engine.max_seq_length
+        self.max_length = self.engine.max_length
 
     @property
     def model(self) -> Any:
         """What runs the pairs: the sentence-transformers ``CrossEncoder`` (torch) or the ONNX engine. Both have
-        ``max_seq_length``."""
-        return self.engine.model if self.backend == "torch" else self.engine
+        ``max_seq_length``; ``engine`` is the :class:`~twostage_integrations.rerank.engine.CrossEncoderEngine`."""
+        return getattr(self.engine, "model", None) if self.backend == "torch" else self.engine
 
     @property
     def last_stats(self) -> RerankStats:
@@ -160,14 +155,50 @@ class CrossEncoderReranker(BaseReranker):
         return self.engine.total_stats
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
+        """Scores of ``texts`` for ``query``, in input order.
+
+        Args:
+            query: The query.
+            texts: Passages to score.
+
+        Returns:
+            One float per text.
+        """
         return self.score_pairs([(query, t) for t in texts])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """Scores of (query, text) pairs, in input order (queries may differ from pair to pair).
+
+        Args:
+            pairs: (query, text) pairs.
+
+        Returns:
+            One float per pair: the first label's score for multi-label models.
+        """
         if not pairs:
             return []
         scores = self.engine.predict(pairs)
+        self._report_truncation(self.engine.last_stats)
         # Plain floats: numpy float32 breaks JSON serialisation downstream. Multi-label models: first label.
         return [float(s) for s in scores[:, 0]]
+
+    def _report_truncation(self, stats: RerankStats) -> None:
+        """Warn the first time pairs of this model are cut at this limit, in this process; later cuts log at DEBUG
+        (the counts stay in ``last_stats``/``total_stats`` for bench and eval to print)."""
+        if not stats.truncated:
+            return
+        key = (self.name, self.max_length)
+        with _warned_lock:
+            first = key not in _WARNED
+            _WARNED.add(key)
+        (logger.warning if first else logger.debug)(
+            "%s: %d of %d (query, text) pairs were longer than max_length=%d tokens and were cut (their ends are "
+            "not scored); pass max_length=... to change the limit",
+            self.name,
+            stats.truncated,
+            stats.pairs,
+            self.max_length,
+        )
 
     def __repr__(self) -> str:
         return f"CrossEncoderReranker({self.name!r}, backend={self.backend!r}, max_length={self.max_length})"

@@ -1,0 +1,264 @@
+"""Exporting a cross-encoder to ONNX, quantising it to int8, and the cache both write to.
+
+Runs once per model: :func:`onnx_model_path` returns the cached ``.onnx`` file, making it first if missing.
+Only :func:`export_onnx` imports torch (and transformers, onnx); the ONNX Runtime engine itself lives in
+:mod:`twostage_integrations.rerank.onnx`.
+
+Where the files go: ``$TWOSTAGE_CACHE_DIR/onnx``, else the user cache dir (``~/.cache/twostage/onnx`` on
+Linux), one file per (model content, settings) key, written to a temporary name and renamed, so a
+concurrent process never reads half a file. A model folder that ships ``onnx/model.onnx`` (hub cross-encoders
+do) is used as is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from ..config import TWOSTAGE_CACHE_DIR, XDG_CACHE_HOME
+from ..errors import MissingDependencyError, ModelLoadError
+from ..extras import install_line
+
+logger = logging.getLogger(__name__)
+
+CACHE_ENV = TWOSTAGE_CACHE_DIR.name
+INSTALL_HINT = install_line("onnx")
+OPSET = 17
+# Bump when the export or quantisation recipe changes: the cache key includes it, so old files are not reused.
+EXPORT_VERSION = 1
+# int8 recipe, picked on SciFact train pairs (docs/bench.md): per-channel weight scales keep ranking far
+# better than per-tensor ones; the 1-logit classifier is tiny and stays fp32 (its rounding moves every score).
+INT8_RECIPE: dict[str, Any] = {"per_channel": True, "op_types": ["MatMul"], "exclude": ["classifier"]}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# Files a hub snapshot needs for this engine (no torch weights when the repo ships onnx/model.onnx).
+_HUB_FILES = [
+    "config.json",
+    "config_sentence_transformers.json",
+    "sentence_bert_config.json",
+    "modules.json",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "vocab.txt",
+]
+
+# Every export this process made (a test reads it to prove the second load reused the cache).
+EXPORTS: list[Path] = []
+_export_lock = threading.Lock()
+
+
+# -- files and cache ------------------------------------------------------------------------------------------
+def cache_dir() -> Path:
+    """``$TWOSTAGE_CACHE_DIR/onnx``, else the platform's user cache dir (``~/.cache/twostage/onnx``)."""
+    root = TWOSTAGE_CACHE_DIR.value()
+    if root:
+        return Path(root).expanduser() / "onnx"
+    try:
+        from platformdirs import user_cache_dir
+
+        return Path(user_cache_dir("twostage")) / "onnx"
+    except ImportError:  # platformdirs is usually present (pip, chromadb pull it); XDG otherwise
+        return Path(XDG_CACHE_HOME.value() or Path.home() / ".cache") / "twostage" / "onnx"
+
+
+def snapshot(name: str, local_only: bool) -> Path:
+    """The model folder: ``name`` itself if it is a folder, else a hub snapshot (config, tokenizer, and
+    ``onnx/model.onnx`` or the torch weights). Raises OSError/ValueError like transformers would, so
+    :func:`~twostage_integrations.models.load_model` turns them into one clear error."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} has no config.json, so it is not a transformers model folder")
+        return path
+    from huggingface_hub import snapshot_download
+
+    # Configs, tokenizer and the shipped ONNX graph if there is one; the torch weights only when there is not.
+    folder = Path(snapshot_download(name, local_files_only=local_only, allow_patterns=[*_HUB_FILES, "onnx/model.onnx"]))
+    if not (folder / "onnx" / "model.onnx").is_file():
+        folder = Path(snapshot_download(name, local_files_only=local_only, allow_patterns=[*_HUB_FILES, *WEIGHT_FILES]))
+    return folder
+
+
+def _hash_files(paths: Sequence[Path], extra: dict[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
+    for p in paths:
+        digest.update(p.name.encode() + b"\0")
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:20]
+
+
+def _pkg(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
+    """The fp32 (``int8=False``) or int8 ``.onnx`` for ``model_dir``: the folder's own ``onnx/model.onnx`` if it
+    ships one, else a cached export (made now if missing); int8 is always a cached quantisation of the fp32 file.
+    """
+    shipped = model_dir / "onnx" / "model.onnx"
+    if shipped.is_file():
+        fp32, fp32_key = shipped, _hash_files([shipped], {"shipped": True})
+    else:
+        weights = [model_dir / f for f in WEIGHT_FILES if (model_dir / f).is_file()]
+        if not weights:
+            raise ModelLoadError(
+                f"{model_dir} has neither onnx/model.onnx nor torch weights ({', '.join(WEIGHT_FILES)}); "
+                f"point the model argument at a full cross-encoder folder"
+            )
+        # The exporter's torch/transformers versions are recorded in the manifest, not the key: the graph means
+        # the same across versions (tests check scores against torch), and a torch-free install can then use an
+        # export made earlier. EXPORT_VERSION is bumped when our export recipe changes.
+        settings: dict[str, Any] = {"opset": OPSET, "export": EXPORT_VERSION}
+        fp32_key = _hash_files([model_dir / "config.json", *weights], settings)
+        fp32 = cache_dir() / f"{fp32_key}.onnx"
+        if not fp32.is_file():
+            _build(fp32, lambda tmp: export_onnx(model_dir, tmp), f"exporting {model_dir} to ONNX", settings)
+    if not int8:
+        return fp32
+    # Quantisation output depends on onnxruntime's quantiser, so its version is part of this key.
+    settings = {
+        "from": fp32_key,
+        "recipe": INT8_RECIPE,
+        "onnxruntime": _pkg("onnxruntime"),
+        "v": EXPORT_VERSION,
+    }
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+    out = cache_dir() / f"{key}-int8.onnx"
+    if not out.is_file():
+        _build(out, lambda tmp: quantize_int8(fp32, tmp), f"quantising {fp32.name} to int8", settings)
+    return out
+
+
+def _build(target: Path, make: Callable[[Path], Path], what: str, settings: dict[str, Any]) -> None:
+    """Run ``make(tmp_path)`` and rename the result to ``target`` (atomic on one filesystem)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _export_lock:  # threads of one process export once; other processes at worst export in parallel
+        if target.is_file():
+            return
+        # WARNING, not INFO: an export takes a while and the CLI shows only warnings (through logging's
+        # last-resort handler) unless --verbose; this keeps the one line users saw when this was a print.
+        logger.warning("twostage: %s (once; cached at %s)", what, target)
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            t0 = time.perf_counter()
+            make(tmp)
+            manifest = {**settings, "seconds": round(time.perf_counter() - t0, 1)}
+            for pkg in ("torch", "transformers", "onnx", "onnxruntime"):
+                manifest[pkg] = _pkg(pkg)
+            target.with_suffix(".json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as readable as any downloaded model
+            os.replace(tmp, target)
+            EXPORTS.append(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def export_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int = OPSET) -> Path:
+    """Export a sequence-classification cross-encoder to ONNX (fp32, dynamic batch and sequence axes).
+
+    Needs torch, transformers and onnx (the ``onnx`` extra); the only function here that imports torch.
+    """
+    try:
+        import onnx  # noqa: F401 - torch's exporter needs it; fail here with the install line instead
+        import torch
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"exporting a cross-encoder to ONNX needs torch, transformers and onnx ({exc.name} is missing): "
+            f"{INSTALL_HINT}, or use a model folder that ships onnx/model.onnx"
+        ) from exc
+    model_dir = Path(model_dir)
+    _check_single_module(model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    # Eager attention exports to plain MatMul/Softmax, which ONNX Runtime's optimiser fuses well.
+    from ..models import hidden_progress_bars
+
+    with hidden_progress_bars():  # transformers' "Loading weights" bar; see models.load_model
+        model = AutoModelForSequenceClassification.from_pretrained(model_dir, attn_implementation="eager").eval()
+    names = ["input_ids", "attention_mask"]
+    if getattr(config, "type_vocab_size", 0) > 1:  # BERT-style segment ids; RoBERTa-style models have one type
+        names.append("token_type_ids")
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs, strict=True))).logits
+
+    dummy = tuple(torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long)
+                  for n in names)  # fmt: skip
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes["logits"] = {0: "batch"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer and deprecation chatter about the legacy exporter
+        torch.onnx.export(
+            Logits().eval(),
+            dummy,
+            str(out),
+            input_names=names,
+            output_names=["logits"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,  # the TorchScript exporter: no onnxscript dependency, proven on BERT-style encoders
+        )
+    return Path(out)
+
+
+def _check_single_module(model_dir: Path) -> None:
+    modules = model_dir / "modules.json"
+    if modules.is_file():
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        if len(entries) > 1:
+            raise ModelLoadError(
+                f"{model_dir} is a cross-encoder with {len(entries)} sentence-transformers modules; the ONNX "
+                f"engine exports single-transformer models only: use backend='torch'"
+            )
+
+
+def quantize_int8(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Dynamic int8 quantisation of an fp32 cross-encoder graph with :data:`INT8_RECIPE`."""
+    try:
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as exc:
+        raise MissingDependencyError(f"int8 quantisation needs onnx and onnxruntime: {INSTALL_HINT}") from exc
+    graph = onnx.load(str(src), load_external_data=False)
+    exclude = [n.name for n in graph.graph.node if any(part in n.name for part in INT8_RECIPE["exclude"])]
+    del graph
+    # The quantiser logs "consider pre-processing" through the root logger; with no handler there, that call
+    # would install one (logging.basicConfig) in the user's process. Hold a silent handler while it runs.
+    root, quiet = logging.getLogger(), logging.NullHandler()
+    root.addHandler(quiet)
+    was_disabled, root.disabled = root.disabled, True
+    try:
+        quantize_dynamic(
+            str(src),
+            str(out),
+            weight_type=QuantType.QInt8,
+            per_channel=INT8_RECIPE["per_channel"],
+            op_types_to_quantize=INT8_RECIPE["op_types"],
+            nodes_to_exclude=exclude,
+        )
+    finally:
+        root.disabled = was_disabled
+        root.removeHandler(quiet)
+    return Path(out)
