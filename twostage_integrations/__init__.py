@@ -6,18 +6,20 @@
 from .errors import (
     APIKeyError,
     CollectionNotFoundError,
+    DeleteNotSupportedError,
     InvalidDocumentError,
     InvalidParameterError,
     InvalidQueryError,
     ModelLoadError,
     ModelNotFoundError,
+    PipelineSpecError,
     RerankAPIError,
     TwoStageError,
 )
 from .extras import lazy_attributes
 from .hit import Hit
 from .pipeline import SearchResult, StageTimings, TwoStagePipeline
-from .recall import AddResult, ChromaRecall, Recall
+from .recall import AddResult, BaseRecall, ChromaRecall, Recall
 from .rerank import (
     BaseReranker,
     Cascade,
@@ -47,6 +49,9 @@ __getattr__ = lazy_attributes(
 __all__ = [
     "APIKeyError",
     "AddResult",
+    "BaseRecall",
+    "DeleteNotSupportedError",
+    "PipelineSpecError",
     "BM25Recall",
     "CohereReranker",
     "HybridRecall",

@@ -108,3 +108,7 @@ class PipelineSpecError(InvalidParameterError):
 class ServerBindError(TwoStageError, OSError):
     """``twostage serve`` cannot listen on its host:port (in use, not allowed, not an address of this machine);
     raised before any model loads, and the message names host:port and the option to change."""
+
+
+class DeleteNotSupportedError(TwoStageError, NotImplementedError):
+    """The recall cannot delete passages (it has no store of its own to delete from)."""

@@ -8,12 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import TwoStageError
+from ..errors import DeleteNotSupportedError
 from ..hit import Hit
-
-
-class DeleteNotSupportedError(TwoStageError, NotImplementedError):
-    """The recall cannot delete passages (it has no store of its own to delete from)."""
 
 
 @dataclass
