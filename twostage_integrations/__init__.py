@@ -29,6 +29,7 @@ from .rerank import (
     Reranker,
     ScoreCache,
 )
+from .spec import PipelineSpec
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "AddResult",
     "BaseRecall",
     "DeleteNotSupportedError",
+    "PipelineSpec",
     "PipelineSpecError",
     "BM25Recall",
     "CohereReranker",

@@ -17,12 +17,15 @@ from .models import EMBEDDING_MODEL_ENV, load_model, resolve_embedding_model
 class BaseEmbedder(ABC):
     """What stage 1 needs from an embedding model: ``embed`` documents, ``embed_query`` one query.
 
-    ``name`` is recorded in the collection, so a query with another model is reported. Subclasses implement
-    :meth:`embed` and :attr:`dimension`; models that embed queries differently from documents (instruction
-    prefixes...) override :meth:`embed_queries` too.
+    Subclasses implement :meth:`embed` and :attr:`dimension`; models that embed queries differently from
+    documents (instruction prefixes...) override :meth:`embed_queries` too.
 
     :meth:`cached_queries` embeds many queries in one batched pass up front and serves them to
     ``embed_query`` inside a ``with`` block (what evaluation does; recall code needs no change).
+
+    Args:
+        name: The model's name. It is recorded in the collection, so a query with another model is reported.
+        batch_size: Texts per forward pass.
     """
 
     def __init__(self, name: str, *, batch_size: int = 64) -> None:
@@ -37,19 +40,54 @@ class BaseEmbedder(ABC):
 
     @abstractmethod
     def embed(self, texts: Sequence[str], *, progress: bool = False, desc: str = "embedding") -> np.ndarray:
-        """One row per text (documents), float32."""
+        """Embed documents.
+
+        Args:
+            texts: The passages.
+            progress: Show a progress bar over the texts.
+            desc: The progress bar's label.
+
+        Returns:
+            A ``(len(texts), dimension)`` float32 array, one row per text in input order.
+        """
 
     def embed_queries(self, queries: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """One row per query. Default: the same as :meth:`embed` (symmetric models)."""
+        """Embed queries. This default is :meth:`embed` (symmetric models).
+
+        Args:
+            queries: The queries.
+            progress: Show a progress bar over the queries.
+
+        Returns:
+            A ``(len(queries), dimension)`` float32 array, one row per query in input order.
+        """
         return self.embed(queries, progress=progress, desc="embedding queries")
 
     def embed_query(self, query: str) -> np.ndarray:
+        """Embed one query: from memory inside :meth:`cached_queries` when it was given there, else with
+        :meth:`embed_queries`.
+
+        Args:
+            query: The query.
+
+        Returns:
+            A ``(dimension,)`` float32 vector.
+        """
         cached = self._query_cache.get(query)
         return cached if cached is not None else self.embed_queries([query])[0]
 
     @contextmanager
     def cached_queries(self, queries: Sequence[str], *, progress: bool = False) -> Iterator[None]:
-        """Embed ``queries`` now, batched, and let ``embed_query`` serve them from memory inside the block.
+        """Embed ``queries`` now, batched, and let :meth:`embed_query` serve them from memory inside the block.
+
+        Blocks nest; leaving one restores the cache as it was when the block was entered.
+
+        Args:
+            queries: The queries to embed up front (repeats are embedded once).
+            progress: Show a progress bar over the queries.
+
+        Returns:
+            A context manager; nothing is bound by ``with ... as``.
 
         >>> emb = Embedder()
         >>> with emb.cached_queries(["aspirin", "stroke"]):
@@ -69,8 +107,13 @@ class BaseEmbedder(ABC):
 class Embedder(BaseEmbedder):
     """Unit-length sentence-transformers embeddings (so a dot product is the cosine similarity).
 
-    ``model``: hub id or local folder; default all-MiniLM-L6-v2 (see :func:`resolve_embedding_model`).
-    The model loads on first use.
+    The model loads on first use (:attr:`model`).
+
+    Args:
+        model: Hub id or local folder; default ``$TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2 (see
+            :func:`~twostage_integrations.models.resolve_embedding_model`).
+        batch_size: Texts per forward pass.
+        device: torch device (``"cpu"``, ``"cuda"``...); default sentence-transformers' choice.
 
     >>> emb = Embedder()
     >>> emb.embed(["aspirin and stroke"]).shape
@@ -90,6 +133,12 @@ class Embedder(BaseEmbedder):
 
     @cached_property
     def model(self):
+        """The sentence-transformers ``SentenceTransformer``, loaded on first access.
+
+        Raises:
+            ModelNotFoundError: ``model`` looks like a path and nothing is there.
+            ModelLoadError: The model cannot be loaded (not cached and the hub unreachable, or not a model).
+        """
         from sentence_transformers import SentenceTransformer
 
         return load_model(
@@ -101,12 +150,22 @@ class Embedder(BaseEmbedder):
 
     @property
     def dimension(self) -> int:
+        """Length of one vector (loads the model)."""
         getter = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         dim = getter()
         return int(dim) if dim is not None else int(self.embed(["x"]).shape[1])
 
     def embed(self, texts: Sequence[str], *, progress: bool = False, desc: str = "embedding") -> np.ndarray:
-        """Embed ``texts`` in batches; ``progress=True`` shows a tqdm bar over texts."""
+        """Embed documents in batches of :attr:`batch_size`.
+
+        Args:
+            texts: The passages.
+            progress: Show a tqdm progress bar over the texts.
+            desc: The progress bar's label.
+
+        Returns:
+            A ``(len(texts), dimension)`` float32 array of unit rows, in input order.
+        """
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
@@ -128,5 +187,12 @@ class Embedder(BaseEmbedder):
 
 
 def as_embedder(model: str | os.PathLike[str] | BaseEmbedder | None = None) -> BaseEmbedder:
-    """``model`` itself when it is already an embedder (shares the loaded model), else a new :class:`Embedder`."""
+    """An embedder for ``model``.
+
+    Args:
+        model: An embedder (returned as is, so its loaded model is shared), or what :class:`Embedder` takes.
+
+    Returns:
+        ``model`` itself, or a new :class:`Embedder` (its model not loaded yet).
+    """
     return model if isinstance(model, BaseEmbedder) else Embedder(model)

@@ -207,18 +207,28 @@ class ChromaRecall(BaseRecall):
 
     Where the collection lives, first match wins: ``collection`` is already a Chroma ``Collection``; a
     ``client`` you made; ``host``/``port`` of a running Chroma server; else an embedded database at
-    ``path`` (default :func:`default_db_path`). New collections use cosine space;
-    ``recall_score`` is the cosine similarity of query and passage (higher = better).
+    ``path``. New collections use cosine space; ``recall_score`` is the cosine similarity of query and passage
+    (higher = better).
 
     An embedded database is only created by the first write (:meth:`add_texts`): searching a folder that holds
     no database raises :class:`~twostage_integrations.errors.DatabaseNotFoundError` naming the folder and leaves
-    nothing behind.
+    nothing behind. Every method that reaches Chroma raises :class:`ChromaUnavailableError` when the server cannot
+    be reached and :class:`StorageError` when the embedded database cannot be used; they are not repeated below.
 
-    ``embedding_model``: hub id or local folder (default all-MiniLM-L6-v2). Use the same model that
-    wrote the collection; it is recorded in the collection metadata and a mismatch is reported.
+    Args:
+        collection: A collection name, or a Chroma ``Collection``.
+        path: Folder of the embedded database (default :func:`default_db_path`).
+        host: Chroma server host (default localhost when only ``port`` is given).
+        port: Chroma server port (default 8000 when only ``host`` is given).
+        client: A Chroma client you made; ``path``, ``host`` and ``port`` are then ignored.
+        embedding_model: Hub id, folder or :class:`~twostage_integrations.embeddings.BaseEmbedder` (default
+            all-MiniLM-L6-v2). Use the model that wrote the collection: it is recorded there; a mismatch warns.
+        batch_size: Passages per Chroma write in :meth:`add_texts` (at least 256 are sent at once).
+        show_progress: A progress bar over the passages in :meth:`add_texts` (off: a library call prints nothing).
+        progress: Former name of ``show_progress``; wins when given.
 
-    ``show_progress``: show a progress bar over the passages in :meth:`add_texts` (off by default, so a library
-    call prints nothing; ``twostage ingest`` turns it on). ``progress`` is its former name, still accepted.
+    Raises:
+        InvalidParameterError: An invalid collection name, or ``path`` together with ``host``/``port``.
 
     >>> recall = ChromaRecall("docs", path="/tmp/twostage-doctest")
     >>> recall.add_texts(["Aspirin lowers the risk of stroke.", "Paris is the capital of France."]).added
@@ -301,23 +311,15 @@ class ChromaRecall(BaseRecall):
 
     # -- collection handling -------------------------------------------------------------------------
     def errors(self) -> AbstractContextManager[None]:
-        """A context manager that turns Chroma's transport and storage failures inside it into typed errors
-        naming where the data lives; for code that calls the Chroma collection directly (e.g. :class:`BM25Recall`).
-
-        Returns:
-            The context manager.
-
-        Raises:
-            ChromaUnavailableError: The Chroma server could not be reached (on exit from the block).
-            StorageError: The embedded database could not be used (on exit from the block).
-        """
+        """A context manager turning Chroma's transport and storage failures inside it into the typed errors
+        (:class:`ChromaUnavailableError`, :class:`StorageError`) naming where the data lives; for code that calls
+        the Chroma collection directly (e.g. :class:`BM25Recall`)."""
         return chroma_errors(self.location, server=self._server)
 
     @property
     def writes(self) -> int:
         """How many writes (adds, updates, deletes that changed something) went through this object so far; a
-        derived index compares it with the count it last saw to know a version check is due without asking Chroma.
-        """
+        derived index compares it with the count it last saw to know a version check is due without asking Chroma."""
         return self._writes
 
     def _get_collection(self, *, create: bool):
@@ -365,8 +367,7 @@ class ChromaRecall(BaseRecall):
         """The Chroma ``Collection``.
 
         Raises:
-            CollectionNotFoundError: The collection does not exist (:class:`DatabaseNotFoundError` when there is
-                no database at all); nothing is created.
+            CollectionNotFoundError: The collection (or the database) does not exist; nothing is created.
         """
         return self._get_collection(create=False)
 
@@ -391,7 +392,7 @@ class ChromaRecall(BaseRecall):
         """How many passages the collection holds.
 
         Raises:
-            CollectionNotFoundError: The collection does not exist.
+            CollectionNotFoundError: The collection (or the database) does not exist.
         """
         with self.errors():
             return self.collection.count()
@@ -399,7 +400,11 @@ class ChromaRecall(BaseRecall):
     def version(self) -> tuple[int, str]:
         """``(count, stamp)`` read fresh from Chroma (two small calls): what a derived index compares to see
         whether the collection changed. The stamp changes on every write through :meth:`add_texts` /
-        :meth:`delete` (in any process); the count also catches adds and deletes by other writers."""
+        :meth:`delete` (in any process); the count also catches adds and deletes by other writers.
+
+        Raises:
+            CollectionNotFoundError: The collection (or the database) does not exist.
+        """
         with self.errors():
             return self.collection.count(), str(self._fresh_metadata().get(VERSION_KEY, ""))
 
@@ -455,7 +460,7 @@ class ChromaRecall(BaseRecall):
 
         Raises:
             InvalidDocumentError: Texts, metadata or ids that cannot be stored (nothing is written).
-            StorageError: The database could not be created or written.
+            ModelLoadError: The embedding model could not be loaded.
         """
         texts, metas, doc_ids = check_documents(texts, metadatas, ids)
         result = AddResult()
@@ -475,10 +480,19 @@ class ChromaRecall(BaseRecall):
         return result
 
     def delete(self, ids: Sequence[str]) -> int:
-        """Delete passages by id (ids not stored are ignored); returns how many were stored.
+        """Delete passages by id. Through this method (or :meth:`BM25Recall.delete` / :meth:`HybridRecall.delete`)
+        the version stamp changes, so BM25 indexes over the collection drop the passages too.
 
-        Through this method (or :meth:`BM25Recall.delete` / :meth:`HybridRecall.delete`) the version stamp
-        changes, so BM25 indexes over the collection drop the passages too."""
+        Args:
+            ids: The ids to delete; ids not stored are ignored.
+
+        Returns:
+            How many of ``ids`` were stored.
+
+        Raises:
+            InvalidParameterError: ``ids`` is a string or holds a non-string.
+            CollectionNotFoundError: The collection (or the database) does not exist.
+        """
         if isinstance(ids, str) or not all(isinstance(i, str) for i in ids):
             raise InvalidParameterError(f"ids must be a list of strings, got {ids!r}")
         ids = list(dict.fromkeys(ids))
@@ -525,13 +539,27 @@ class ChromaRecall(BaseRecall):
         where_document: Mapping[str, Any] | None = None,
         num_candidates: int | None = None,
     ) -> list[Hit]:
-        """Top ``limit`` passages by cosine similarity. ``where``/``where_document`` are Chroma filters
-        (checked first: a malformed one raises :class:`InvalidParameterError` saying what a valid one looks like).
+        """The top ``limit`` passages for ``query`` by cosine similarity, best first.
 
-        ``num_candidates``: HNSW search depth for this call. Chroma has no per-query ``ef_search``, but HNSW
-        explores at least as many nodes as results asked for, so this asks for ``max(limit, num_candidates)``
-        results and keeps the best ``limit``. Nothing is written: concurrent searches with different depths do
-        not interfere and the collection's configuration is never touched."""
+        Args:
+            query: The search text.
+            limit: How many hits at most.
+            where: Chroma metadata filter, e.g. ``{"source": "a.md"}``.
+            where_document: Chroma document filter, e.g. ``{"$contains": "aspirin"}``.
+            num_candidates: HNSW search depth for this call (default ``limit``). Chroma has no per-query
+                ``ef_search``, but HNSW explores at least as many nodes as results asked for, so this asks for
+                ``max(limit, num_candidates)`` and keeps the best ``limit``; nothing is written.
+
+        Returns:
+            Hits with ``score`` = ``recall_score`` (cosine similarity) and ``recall_rank`` set (1-based).
+
+        Raises:
+            InvalidQueryError: The query is empty, blank or not a string.
+            InvalidParameterError: ``limit`` or ``num_candidates`` below 1, or a malformed filter (the message
+                shows a valid one).
+            CollectionNotFoundError: The collection (or the database) does not exist; nothing is created.
+            ModelLoadError: The embedding model could not be loaded.
+        """
         check_search_args(query, limit)
         if num_candidates is not None:
             check_positive_int(num_candidates, "num_candidates")

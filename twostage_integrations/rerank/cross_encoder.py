@@ -83,7 +83,8 @@ class CrossEncoderReranker(BaseReranker):
         InvalidParameterError: An unknown backend or activation, a non-positive size, or a GPU ``device`` with
             an ONNX backend.
         MissingDependencyError: An ONNX backend without ``onnxruntime``/``tokenizers``.
-        ModelLoadError: The model cannot be found or loaded.
+        ModelNotFoundError: ``model`` looks like a path and nothing is there.
+        ModelLoadError: The model cannot be loaded (not cached and the hub unreachable, or not a model).
 
     >>> from twostage_integrations import CrossEncoderReranker, Hit
     >>> ce = CrossEncoderReranker("path/to/cross-encoder", backend="onnx")  # doctest: +SKIP
@@ -155,25 +156,26 @@ class CrossEncoderReranker(BaseReranker):
         return self.engine.total_stats
 
     def score(self, query: str, texts: Sequence[str]) -> list[float]:
-        """Scores of ``texts`` for ``query``, in input order.
+        """Score passages for one query (the pairs run through :meth:`score_pairs`).
 
         Args:
             query: The query.
             texts: Passages to score.
 
         Returns:
-            One float per text.
+            One float per text, in input order (higher = more relevant).
         """
         return self.score_pairs([(query, t) for t in texts])
 
     def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """Scores of (query, text) pairs, in input order (queries may differ from pair to pair).
+        """Score (query, text) pairs in one engine call; queries may differ from pair to pair. Updates
+        :attr:`last_stats` and :attr:`total_stats`, and logs pairs cut at ``max_length`` (see the class).
 
         Args:
             pairs: (query, text) pairs.
 
         Returns:
-            One float per pair: the first label's score for multi-label models.
+            One float per pair, in input order: the first label's score for multi-label models.
         """
         if not pairs:
             return []

@@ -139,7 +139,13 @@ def _context(where: str, example: str | None = None) -> Iterator[None]:
 # -- the spec -------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RecallSpec:
-    """Stage 1: ``kind`` (dense, bm25, hybrid), ``limit`` candidates; ``rrf_k`` and ``per_arm`` tune hybrid.
+    """Stage 1 of a spec: which recall, and how many candidates it passes on.
+
+    Attributes:
+        kind: ``"dense"``, ``"bm25"`` or ``"hybrid"``.
+        limit: Candidates recalled.
+        rrf_k: Hybrid only: the RRF constant (None = the hybrid recall's default).
+        per_arm: Hybrid only: candidates per arm (None = the hybrid recall's default).
 
     Raises:
         PipelineSpecError: an unknown kind, a limit below 1, or a hybrid option on another kind.
@@ -163,13 +169,18 @@ class RecallSpec:
                 raise PipelineSpecError(f"{name} tunes hybrid recall, not {self.kind}", name, EXAMPLE_RECALL)
 
     def to_token(self) -> str:
+        """The recall step of a spec string, every value written (``hybrid:100@rrf_k=60``)."""
         values = {name: getattr(self, name) for name in RECALL_OPTIONS}
         options = [f"{k}={_fmt(v) if k == 'rrf_k' else v}" for k, v in values.items() if v is not None]  # rrf_k=0 too
         return f"{self.kind}:{self.limit}" + ("@" + ",".join(options) if options else "")
 
     @classmethod
     def parse(cls, token: str) -> RecallSpec:
-        """``KIND[:LIMIT][@rrf_k=K,per_arm=N]``, the first step of a spec string."""
+        """Read the first step of a spec string; a bad kind, option or value raises :class:`PipelineSpecError`.
+
+        Args:
+            token: ``KIND[:LIMIT][@rrf_k=K,per_arm=N]``, e.g. ``"hybrid:100@rrf_k=60"``.
+        """
         where = f"recall {token!r}"
         head, at, tail = token.partition("@")
         raw = _parse_options(where, tail, RECALL_OPTIONS, EXAMPLE_RECALL) if at else {}
@@ -189,8 +200,13 @@ class RecallSpec:
 
 @dataclass(frozen=True)
 class StageSpec:
-    """One rerank stage: ``model`` (None = the default), the ``keep`` best it passes on (None = all), and a
-    cross-encoder's ``backend`` and ``max_length`` (None = the defaults).
+    """One rerank stage of a spec.
+
+    Attributes:
+        model: What ``make_reranker`` takes (a folder, hub id, ``cohere:NAME``...); None or ``"default"``: the default.
+        keep: How many of the best hits the stage passes on (None = all).
+        backend: A cross-encoder's engine, ``onnx``, ``onnx-int8`` or ``torch`` (None = the default).
+        max_length: A cross-encoder's tokens per (query, passage) pair (None = the model's).
 
     Raises:
         PipelineSpecError: a model name the grammar would misread, a keep or max_length below 1, an unknown
@@ -216,12 +232,18 @@ class StageSpec:
         return {name: getattr(self, name) for name in STAGE_OPTIONS if getattr(self, name) is not None}
 
     def to_token(self) -> str:
+        """The stage step of a spec string (``default:30@backend=onnx-int8``)."""
         token = (self.model or DEFAULT_MODEL) + (f":{self.keep}" if self.keep is not None else "")
         return token + ("@" + ",".join(f"{k}={v}" for k, v in self.options.items()) if self.options else "")
 
     @classmethod
     def parse(cls, token: str) -> StageSpec:
-        """``MODEL[:KEEP][@backend=B,max_length=N]`` (``default`` for the default model)."""
+        """Read a stage step of a spec string; what :func:`parse_stage_token` or the class refuses raises
+        :class:`PipelineSpecError`.
+
+        Args:
+            token: ``MODEL[:KEEP][@backend=B,max_length=N]`` (``default`` for the default model).
+        """
         model, keep, options = parse_stage_token(token)
         with _context(f"stage {token!r}"):
             return cls(model, keep, **options)
@@ -229,7 +251,15 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class FusionSpec:
-    """Fuse the last stage's order with its input order: ``method`` rrf or minmax, ``weight`` 0..1."""
+    """Fuse the last stage's order with its input order (a :class:`~twostage_integrations.FusedReranker`).
+
+    Attributes:
+        method: ``"rrf"`` (of ranks) or ``"minmax"`` (of scores).
+        weight: 0..1; 1 = the reranker's order, 0 = the input order.
+
+    Raises:
+        PipelineSpecError: An unknown method, or a weight that is not a number in 0..1.
+    """
 
     method: str = "rrf"
     weight: float = DEFAULT_FUSION_WEIGHT
@@ -242,11 +272,16 @@ class FusionSpec:
         object.__setattr__(self, "weight", _number(self.weight, "weight", EXAMPLE_FUSE, high=1.0))
 
     def to_token(self) -> str:
+        """The fusion step of a spec string (``fuse=rrf:0.9``)."""
         return f"fuse={self.method}:{_fmt(self.weight)}"
 
     @classmethod
     def parse(cls, value: str) -> FusionSpec:
-        """The value of ``fuse=METHOD[:WEIGHT]``."""
+        """Read the fusion step of a spec string; a bad method or weight raises :class:`PipelineSpecError`.
+
+        Args:
+            value: What follows ``fuse=``: ``METHOD[:WEIGHT]``, e.g. ``"rrf:0.9"``.
+        """
         method, colon, weight = value.partition(":")
         if method not in FUSION_METHODS:
             raise PipelineSpecError(f"fuse: method must be one of {', '.join(FUSION_METHODS)}", method, EXAMPLE_FUSE)
@@ -256,8 +291,14 @@ class FusionSpec:
 
 @dataclass(frozen=True)
 class PipelineSpec:
-    """A whole pipeline: :class:`RecallSpec`, rerank ``stages`` (empty = no rerank), optional ``fusion`` of the
-    last stage, and ``top_k``. Immutable; ``dataclasses.replace(spec, top_k=10)`` checks the result again.
+    """A whole pipeline: recall, rerank stages, fusion and ``top_k`` (the forms it reads: :mod:`..spec`).
+    Immutable; ``dataclasses.replace(spec, top_k=10)`` checks the result again.
+
+    Attributes:
+        recall: Stage 1.
+        stages: The rerank stages in order (a list is stored as a tuple); empty = no rerank.
+        fusion: Fusion of the last stage's order with its input order, or None.
+        top_k: Hits returned.
 
     Raises:
         PipelineSpecError: a part of the wrong type, fusion without a stage, a stage keeping more than it gets,
@@ -300,9 +341,6 @@ class PipelineSpec:
 
         Args:
             text: e.g. ``"hybrid:100 > default:30@backend=onnx-int8 > default > top_k=5"``.
-
-        Returns:
-            The spec.
 
         Raises:
             PipelineSpecError: the first token that cannot be read, named, with an example.
@@ -361,8 +399,11 @@ class PipelineSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PipelineSpec:
-        """Read the dict form (what :meth:`to_dict` writes; ``recall`` with its ``kind``, and ``stages``, are
-        required: an empty list means no rerank).
+        """Read the dict form.
+
+        Args:
+            data: What :meth:`to_dict` writes; ``recall`` with its ``kind``, and ``stages``, are required (an
+                empty list means no rerank).
 
         Raises:
             PipelineSpecError: an unknown or missing key, or a bad value (named with its path).
@@ -390,7 +431,10 @@ class PipelineSpec:
 
     @classmethod
     def from_toml(cls, text: str) -> PipelineSpec:
-        """Read a TOML document holding the dict form (see :meth:`to_toml`).
+        """Read a TOML document holding the dict form.
+
+        Args:
+            text: The document, as :meth:`to_toml` writes it.
 
         Raises:
             PipelineSpecError: the text is not TOML, or its tables are not a spec.
@@ -505,12 +549,19 @@ def parse_stage_token(token: str, label: str = "stage") -> tuple[str, int | None
 
 
 def parse_spec(text: str) -> PipelineSpec:
-    """:meth:`PipelineSpec.parse`."""
+    """:meth:`PipelineSpec.parse` (the same errors).
+
+    Args:
+        text: A spec string, e.g. ``"dense:20 > default > top_k=5"``.
+    """
     return PipelineSpec.parse(text)
 
 
 def load_toml(path: str | os.PathLike[str]) -> PipelineSpec:
     """Read a TOML file holding a spec's dict form.
+
+    Args:
+        path: The file (``~`` is expanded).
 
     Raises:
         PipelineSpecError: no such file, or its contents are not a spec.
@@ -527,9 +578,6 @@ def resolve(spec: PipelineSpec | Mapping[str, Any] | str | os.PathLike[str]) -> 
 
     Args:
         spec: A spec, its dict form, a preset name (:data:`PRESETS`), a ``.toml`` file, or a spec string.
-
-    Returns:
-        The spec.
 
     Raises:
         PipelineSpecError: an unknown preset, or a spec that cannot be read.
