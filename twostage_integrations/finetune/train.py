@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidParameterError, ModelLoadError
+from ..errors import InvalidDocumentError, InvalidParameterError, ModelLoadError
 from ..evaluation.beir import BeirDataset, index_corpus, load_beir
 from ..evaluation.report import EvalReport
-from ..evaluation.runner import evaluate
+from ..evaluation.runner import evaluate, missing_beir_file, require_beir
 from ..recall.factory import recall_by_kind
 from .card import write_card
 from .config import FinetuneConfig, check_same_settings
@@ -127,9 +127,10 @@ def finetune(
     >>> result = finetune("scifact", base="all-MiniLM-L6-v2-folder", out="my-ce")  # doctest: +SKIP
     >>> result.metrics["after"]["nDCG@10"]  # doctest: +SKIP
     """
-    config = _resolve_config(config, settings)
-    run = _Run(config, progress, list(callbacks or []), on_interrupt or _log_interrupt)
     dataset = Path(dataset_dir).expanduser()
+    # Every file the run will read is checked now, not after the training it would otherwise follow.
+    config = check_dataset(dataset, _resolve_config(config, settings))
+    run = _Run(config, progress, list(callbacks or []), on_interrupt or _log_interrupt)
     _require_training_deps()  # before minutes of mining, not after
     plain, cuts, base_settings = _plan(config, dataset)
     finished = _run_rounds(dataset, base_settings, cuts, run)
@@ -140,12 +141,52 @@ def finetune(
     if len(finished) > 1:
         _merge_rounds(result, finished, base_settings)
         write_card(out_dir, result)
+    # Saved before the evaluation too, so a failing evaluation leaves the model, its card and this record.
+    (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
     if config.eval_split:
         _evaluate(result, dataset, config.base, plain, db=config.db, embedding_model=config.embedding_model,
                   progress=progress)  # fmt: skip
         write_card(out_dir, result)
-    (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
+        (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+def check_dataset(dataset_dir: str | os.PathLike[str], config: FinetuneConfig) -> FinetuneConfig:
+    """Check, before any mining or training, that ``dataset_dir`` holds every file ``config`` will read.
+
+    A label-free run (``pairs`` other than ``"qrels"``) on a folder without the evaluation split's
+    ``queries.jsonl`` or qrels skips the before/after evaluation: said in one warning now, not an error after
+    training.
+
+    Args:
+        dataset_dir: The BEIR folder.
+        config: The run's settings.
+
+    Returns:
+        ``config``, with ``eval_split=None`` when the evaluation is skipped.
+
+    Raises:
+        InvalidDocumentError: ``corpus.jsonl`` is missing, or a labelled run lacks its training or evaluation
+            split (the message names the file and the available splits).
+    """
+    if config.pairs == "qrels":
+        require_beir(dataset_dir, config.split)
+    elif missing_beir_file(dataset_dir, None) is not None:
+        file = Path(dataset_dir).expanduser() / "corpus.jsonl"
+        raise InvalidDocumentError(f"{file} not found: label-free fine-tuning needs at least a BEIR corpus.jsonl")
+    if not config.eval_split:
+        return config
+    missing = missing_beir_file(dataset_dir, config.eval_split)
+    if missing is None:
+        return config
+    if config.pairs == "qrels":
+        require_beir(dataset_dir, config.eval_split)  # raises, naming the file and the splits there are
+    logger.warning(
+        "%s not found: skipping the before/after evaluation of this label-free run (--eval-split none says so "
+        "quietly; evaluate later with twostage eval)",
+        missing,
+    )
+    return replace(config, eval_split=None)
 
 
 def _resolve_config(config: FinetuneConfig | None, settings: dict[str, Any]) -> FinetuneConfig:
