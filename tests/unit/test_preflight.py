@@ -43,10 +43,16 @@ def _error_lines(output: str) -> list[str]:
 
 
 # -- finetune -----------------------------------------------------------------------------------------------
+def _fixed_plan(config: Any, dataset: Path) -> tuple[bool, list, dict[str, Any]]:
+    """_plan without a base model to read (it only reads the model's config.json)."""
+    return False, [], {"dataset": str(dataset), "eval_split": config.eval_split}
+
+
 @pytest.fixture
 def no_training(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Planning (reads the base model's config) and training fail the test if reached."""
-    monkeypatch.setattr(train_module, "_plan", _never("planning"))
+    """Training fails the test if reached."""
+    monkeypatch.setattr(train_module, "_require_training_deps", lambda: None)
+    monkeypatch.setattr(train_module, "_plan", _fixed_plan)
     monkeypatch.setattr(train_module, "_run_rounds", _never("training"))
 
 
@@ -80,7 +86,6 @@ def _fake_rounds(events: list[str]) -> Any:
         out = Path(run.config.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.safetensors").write_text("weights")  # what _train_round saves
-        settings = {**settings, "eval_split": run.config.eval_split}
         return [FinetuneResult(out_dir=out, settings=settings, model_info={}, n_queries=1, n_pairs=2, n_positive=1)]
 
     return run_rounds
@@ -91,7 +96,7 @@ def fake_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Training replaced by a fake that records when it ran; planning by a fixed plan."""
     events: list[str] = []
     monkeypatch.setattr(train_module, "_require_training_deps", lambda: None)
-    monkeypatch.setattr(train_module, "_plan", lambda config, dataset: (False, [], {"dataset": str(dataset)}))
+    monkeypatch.setattr(train_module, "_plan", _fixed_plan)
     monkeypatch.setattr(train_module, "_run_rounds", _fake_rounds(events))
     return events
 

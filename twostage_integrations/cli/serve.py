@@ -54,6 +54,10 @@ def serve(
         typer.Option(help="(query, document) pairs per forward pass inside a model call (default: the engine's)."),
     ] = None,
     max_documents: Annotated[int, typer.Option(help="Most documents accepted in one request (413 above).")] = 1000,
+    max_body_bytes: Annotated[
+        int, typer.Option(help="Largest request body in bytes, counted as it arrives (413 above).")
+    ] = 8 * 1024 * 1024,
+    max_query_chars: Annotated[int, typer.Option(help="Longest query in characters (400 above).")] = 8192,
     max_queue: Annotated[
         int, typer.Option(help="Most requests queued or in progress; one more gets 429 with Retry-After.")
     ] = 64,
@@ -76,6 +80,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Let web pages from this origin (e.g. https://app.example.com; '*' for any) call the API from a "
+            "browser; repeatable. Default: CORS off.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve a local cross-encoder behind the common rerank APIs: POST /v2/rerank (Cohere), POST /rerank (TEI),
     POST /v1/rerank (Cohere v1, Jina, Voyage, Infinity), GET /health, GET /ready.
@@ -86,15 +98,16 @@ def serve(
     SIGTERM or Ctrl+C finishes the requests in progress, then exits 0.
     """
     name = _local_model_name(model)
+    limits = {"max_documents": max_documents, "max_body_bytes": max_body_bytes, "max_query_chars": max_query_chars}
     _check_limits(
-        max_queue, max_documents, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
+        max_queue, limits, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
     )
     # Listen before the model starts loading and before "serving ... at": a taken port is one error line at once.
     sockets = _listen(host, port)
     _route_server_logs(log_requests)
     load = _loader(name, batch_size, rerank_backend, cache_size)
     server_app = _build_app(
-        load, api_key, max_documents, batching, max_batch, batch_wait_ms, max_queue, request_timeout
+        load, api_key, limits, cors_origin or [], batching, max_batch, batch_wait_ms, max_queue, request_timeout
     )
     port = sockets[0].getsockname()[1]  # the real one for --port 0
     _announce(name, host, port, api_key, batching and max_batch > 0, max_batch, max_queue, cache_size)
@@ -120,10 +133,13 @@ def _listen(host: str, port: int) -> list[socket.socket]:
     return bind_sockets(host, port)
 
 
-def _check_limits(max_queue: int, max_documents: int, batch_size: int | None, at_least_zero: tuple[float, ...]) -> None:
-    """Refuse out-of-range options before anything loads (exit 2); ``at_least_zero``: --max-batch, --cache-size,
+def _check_limits(
+    max_queue: int, request_limits: dict[str, int], batch_size: int | None, at_least_zero: tuple[float, ...]
+) -> None:
+    """Refuse out-of-range options before anything loads (exit 2); ``request_limits``: --max-documents,
+    --max-body-bytes and --max-query-chars by field name; ``at_least_zero``: --max-batch, --cache-size,
     --batch-wait-ms and the timeouts."""
-    limits = [(max_queue, "--max-queue"), (max_documents, "--max-documents")]
+    limits = [(max_queue, "--max-queue")] + [(v, "--" + k.replace("_", "-")) for k, v in request_limits.items()]
     for value, option in limits + ([(batch_size, "--batch-size")] if batch_size is not None else []):
         if value < 1:
             raise fail(f"{option} must be >= 1, got {value}")
@@ -179,20 +195,25 @@ def _announce(
 def _build_app(
     load: Callable[[], Reranker],
     api_key: str | None,
-    max_documents: int,
+    request_limits: dict[str, int],
+    cors_origins: list[str],
     batching: bool,
     max_batch: int,
     batch_wait_ms: float,
     max_queue: int,
     request_timeout: float,
 ) -> FastAPI:
-    """The app; the model starts loading on its worker thread (``request_timeout`` 0: no limit)."""
+    """The app; the model starts loading on its worker thread (``request_timeout`` 0: no limit;
+    ``request_limits``: max_documents, max_body_bytes, max_query_chars)."""
     from ..server import create_app
 
     return create_app(
         load,
         api_key=api_key,
-        max_documents=max_documents,
+        max_documents=request_limits["max_documents"],
+        max_body_bytes=request_limits["max_body_bytes"],
+        max_query_chars=request_limits["max_query_chars"],
+        cors_origins=cors_origins,
         batching=batching,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,

@@ -127,12 +127,14 @@ def finetune(
     >>> result = finetune("scifact", base="all-MiniLM-L6-v2-folder", out="my-ce")  # doctest: +SKIP
     >>> result.metrics["after"]["nDCG@10"]  # doctest: +SKIP
     """
+    config = _resolve_config(config, settings)
     dataset = Path(dataset_dir).expanduser()
-    # Every file the run will read is checked now, not after the training it would otherwise follow.
-    config = check_dataset(dataset, _resolve_config(config, settings))
-    run = _Run(config, progress, list(callbacks or []), on_interrupt or _log_interrupt)
     _require_training_deps()  # before minutes of mining, not after
     plain, cuts, base_settings = _plan(config, dataset)
+    # Every file the run will read is checked now, not after the training it would otherwise follow.
+    config = check_dataset(dataset, config)
+    base_settings["eval_split"] = config.eval_split
+    run = _Run(config, progress, list(callbacks or []), on_interrupt or _log_interrupt)
     finished = _run_rounds(dataset, base_settings, cuts, run)
     result = finished[-1]
     if result.interrupted:
