@@ -267,7 +267,7 @@ def test_serve_passes_the_flags_to_the_app(monkeypatch):
     built: dict[str, Any] = {}
     monkeypatch.setattr(serve_cli, "_local_model_name", lambda model: "fake")
     monkeypatch.setattr(serve_cli, "_loader", lambda *args: FakeReranker)
-    monkeypatch.setattr(serve_cli, "_listen", lambda host, port: [_FakeSocket()])
+    monkeypatch.setattr(serve_cli, "_listen", lambda host, port: ([], 8080))
     monkeypatch.setattr(serve_cli, "_route_server_logs", lambda log_requests: None)
 
     def run(server_app: Any, *args: Any) -> None:
@@ -295,8 +295,3 @@ def test_a_limit_below_one_is_refused_before_anything_starts(flag, monkeypatch):
     monkeypatch.setattr(serve_cli, "_listen", lambda host, port: pytest.fail("bound a port with a bad limit"))
     result = CliRunner().invoke(cli_app, ["serve", flag, "0"])
     assert result.exit_code == 2 and f"error: {flag} must be >= 1, got 0" in result.output
-
-
-class _FakeSocket:
-    def getsockname(self) -> tuple[str, int]:
-        return ("127.0.0.1", 8080)

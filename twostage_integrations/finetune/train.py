@@ -99,6 +99,11 @@ def finetune(
        ``resume=True`` continues from the last checkpoint with the same pairs.
     4. Only then, if ``eval_split`` is set, its qrels are read and the base and the new model are evaluated
        on it (``recall`` + rerank at ``eval_limit``), as ``twostage eval`` would. "Before" is always ``base``.
+       ``finetune.json`` is written before this step, so a failing evaluation keeps the model and its record.
+
+    Every file the run reads is checked (exists) before mining starts (see :func:`check_dataset`): a labelled
+    run missing a split fails at once; a label-free run without the evaluation files skips step 4 with a
+    warning said up front.
 
     Measured on SciFact, the shipped 6-layer cross-encoder cut to 2 layers one layer at a time (100 steps per
     removal, 400 after the last, 10.6 min on 2 cores): hybrid + it 0.527 nDCG@10, where the same cut at once
@@ -120,6 +125,7 @@ def finetune(
 
     Raises:
         InvalidParameterError: Invalid settings, or a ``resume`` that does not match the saved run.
+        InvalidDocumentError: A file the run needs is missing (raised before any training).
         ModelLoadError: The training extra is not installed, or ``base`` cannot be read.
         TypeError: ``base`` or ``out`` missing, or a keyword that is not a :class:`FinetuneConfig` field.
 
