@@ -28,8 +28,8 @@ from ..errors import TwoStageError
 from ..validation import check_positive_int, check_query
 
 DEFAULT_MAX_DOCUMENTS = 1000  # Cohere's own per-request limit
-# Longest query accepted, in characters: ~2,000 tokens, four times a cross-encoder's usual 512-token window, so
-# a real query is never refused, while a multi-megabyte "query" paired with every document is.
+# Longest query accepted, in characters: about the 2,048 query tokens Cohere's rerank documents as its limit, four
+# times a cross-encoder's usual 512-token window, so a real query is never refused while a huge one is.
 DEFAULT_MAX_QUERY_CHARS = 8192
 V2_ROUTE = "/v2/rerank"  # Cohere v2
 TEI_ROUTE = "/rerank"  # Hugging Face text-embeddings-inference
