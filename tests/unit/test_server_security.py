@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -295,3 +296,31 @@ def test_a_limit_below_one_is_refused_before_anything_starts(flag, monkeypatch):
     monkeypatch.setattr(serve_cli, "_listen", lambda host, port: pytest.fail("bound a port with a bad limit"))
     result = CliRunner().invoke(cli_app, ["serve", flag, "0"])
     assert result.exit_code == 2 and f"error: {flag} must be >= 1, got 0" in result.output
+
+
+def test_a_failed_merged_batch_is_logged_without_its_text(caplog):
+    """The merged-call failure path (retried one by one) names the exception's type only."""
+    from twostage_integrations.server import RerankService
+
+    reranker = LeakyReranker()
+    service = RerankService(reranker, max_batch=64)
+    caplog.set_level(logging.DEBUG, logger="twostage_integrations")
+    try:
+        deadline = time.monotonic() + 10
+        while not service.ready and time.monotonic() < deadline:  # the warm-up call has run
+            time.sleep(0.01)
+        reranker.gate.clear()
+        reranker.entered.clear()
+        first = service.submit("QMARK-first", ["DMARK-first"])
+        assert reranker.entered.wait(10)  # the worker holds the first job; the next two queue behind it
+        good = service.submit("QMARK-good", ["DMARK-good"])
+        bad = service.submit("QMARK-bad", ["DMARK-explode"])
+        reranker.gate.set()
+        assert len(first.result(10)) == 1 and len(good.result(10)) == 1
+        with pytest.raises(RuntimeError, match="DMARK-explode"):  # the caller still gets the message
+            bad.result(10)
+    finally:
+        service.close()
+    assert service.merged_batches == 0 and any("merged batch of 2" in r.getMessage() for r in caplog.records)
+    for marker in ("QMARK", "DMARK", "explode"):
+        assert marker not in caplog.text
