@@ -132,7 +132,10 @@ def read_passages(paths: Iterable[str | Path], *, max_chars: int = 1000, overlap
 
 def _read_text(file: Path) -> tuple[str | None, str]:
     """(text, "") for a UTF-8 text file; (None, reason) for anything binary or in another encoding."""
-    data = file.read_bytes()
+    try:
+        data = file.read_bytes()
+    except OSError as exc:  # unreadable (permissions, a dangling link): refused before anything is embedded
+        raise InvalidDocumentError(f"{file}: cannot read it ({exc.strerror or exc})") from None
     if b"\0" in data:  # text files never hold NUL bytes; binaries nearly always do
         return None, "binary file (NUL bytes), not text"
     try:

@@ -84,6 +84,7 @@ def bench_command(
 
     from ..bench import run_benchmarks
 
+    _check_before_bench(dataset_dir, embedding_model, json_out, plot)
     try:
         chosen = [int(x) for x in limits.split(",") if x.strip()] if limits else [limit]
     except ValueError:
@@ -107,6 +108,22 @@ def bench_command(
     )
     _print_reports(console, reports)
     _save(console, reports, json_out, plot)
+
+
+def _check_before_bench(
+    dataset_dir: Path | None, embedding_model: str | None, json_out: Path | None, plot: Path | None
+) -> None:
+    """The dataset's files, an embedding model named by path and the output paths, checked before any model
+    loads or any passage is indexed (run_benchmarks checks the rest up front)."""
+    from ..evaluation.runner import require_beir
+    from ..models import check_model_path
+    from .evaluate import check_outputs
+
+    if dataset_dir is not None:
+        require_beir(dataset_dir, "test")
+    if embedding_model:
+        check_model_path(embedding_model, kind="embedding")
+    check_outputs([json_out, plot])
 
 
 def _print_reports(console: Any, reports: list[BenchReport]) -> None:

@@ -82,6 +82,7 @@ def eval_command(
     from ..evaluation import evaluate, load_beir
     from ..extras import check_eval_extras
 
+    check_before_eval(dataset_dir, split, embedding_model, [json_out, plot])
     if no_rerank and (rerank_model or rerank_backend or stage or fusion_weight is not None):
         raise fail("--no-rerank contradicts --rerank-model/--rerank-backend/--stage/--fusion-weight; pass one")
     if rerank_model and stage:
@@ -97,6 +98,43 @@ def eval_command(
     options.update(rrf_k=rrf_k, candidates_per_arm=per_arm)
     report = evaluate(data, limit=limit, **options)
     _write_results(report, data, cascade, options, limits, plot=plot, json_out=json_out)
+
+
+def check_outputs(paths: list[Path | None]) -> None:
+    """Refuse, before the long part, an output file that could not be written after it.
+
+    Args:
+        paths: ``--json``, ``--plot`` and the like (``None``: not asked for).
+
+    Raises:
+        typer.Exit: (exit 2, one ``error:`` line) a folder that does not exist, or a path that is a folder.
+    """
+    for path in paths:
+        if path is None:
+            continue
+        parent = path.expanduser().parent
+        if path.expanduser().is_dir():
+            raise fail(f"{path} is a folder: pass a file path to write")
+        if not parent.is_dir():
+            raise fail(f"cannot write {path}: folder {parent} does not exist")
+
+
+def check_before_eval(dataset_dir: Path, split: str, embedding_model: str | None, outputs: list[Path | None]) -> None:
+    """Everything ``twostage eval`` reads or writes, checked before any model loads or any passage is indexed:
+    the dataset's files and split, a model folder named by path, the output paths.
+
+    Raises:
+        InvalidDocumentError: a missing dataset file or split.
+        ModelNotFoundError: an embedding model path that does not exist.
+        typer.Exit: an output path that cannot be written (exit 2).
+    """
+    from ..evaluation.runner import require_beir
+    from ..models import check_model_path
+
+    require_beir(dataset_dir, split)
+    if embedding_model:
+        check_model_path(embedding_model, kind="embedding")
+    check_outputs(outputs)
 
 
 def _cascade(

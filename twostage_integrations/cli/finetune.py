@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import shlex
 import sys
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,8 +84,26 @@ def finetune_command(dataset_dir: Path, json_out: Path | None = None, **options:
     from ..finetune import finetune
 
     config = config_from_options(options)
-    result = finetune(dataset_dir, config=config, on_interrupt=_notice)
+    with _warnings_on_stderr():  # e.g. "skipping the before/after evaluation", said before training starts
+        result = finetune(dataset_dir, config=config, on_interrupt=_notice)
     _report(result, dataset_dir, Path(config.out), json_out)
+
+
+class _StderrWarnings(logging.Handler):
+    """The finetune package's warnings as ``warning: ...`` lines on stderr while the command runs."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"warning: {record.getMessage()}", err=True)
+
+
+@contextmanager
+def _warnings_on_stderr() -> Iterator[None]:
+    log, handler = logging.getLogger("twostage_integrations.finetune"), _StderrWarnings(logging.WARNING)
+    log.addHandler(handler)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
 
 
 def _report(result: FinetuneResult, dataset_dir: Path, out: Path, json_out: Path | None) -> None:

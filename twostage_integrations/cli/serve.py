@@ -20,6 +20,19 @@ if TYPE_CHECKING:
     from ..rerank.base import Reranker
 
 
+# The request limits and CORS, named so serve's signature stays readable (defaults in docs/cohere_and_serve.md).
+MaxBodyBytesOpt = Annotated[int, typer.Option(help="Largest request body in bytes, counted as it arrives (413 above).")]
+MaxQueryCharsOpt = Annotated[int, typer.Option(help="Longest query in characters (400 above).")]
+CorsOriginOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        help="Let web pages from this origin (e.g. https://app.example.com; '*' for any) call the API from a "
+        "browser; repeatable. Default: CORS off.",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 @friendly_errors
 def serve(
@@ -54,6 +67,8 @@ def serve(
         typer.Option(help="(query, document) pairs per forward pass inside a model call (default: the engine's)."),
     ] = None,
     max_documents: Annotated[int, typer.Option(help="Most documents accepted in one request (413 above).")] = 1000,
+    max_body_bytes: MaxBodyBytesOpt = 8 * 1024 * 1024,
+    max_query_chars: MaxQueryCharsOpt = 8192,
     max_queue: Annotated[
         int, typer.Option(help="Most requests queued or in progress; one more gets 429 with Retry-After.")
     ] = 64,
@@ -76,6 +91,7 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    cors_origin: CorsOriginOpt = None,
 ) -> None:
     """Serve a local cross-encoder behind the common rerank APIs: POST /v2/rerank (Cohere), POST /rerank (TEI),
     POST /v1/rerank (Cohere v1, Jina, Voyage, Infinity), GET /health, GET /ready.
@@ -86,17 +102,17 @@ def serve(
     SIGTERM or Ctrl+C finishes the requests in progress, then exits 0.
     """
     name = _local_model_name(model)
+    limits = {"max_documents": max_documents, "max_body_bytes": max_body_bytes, "max_query_chars": max_query_chars}
     _check_limits(
-        max_queue, max_documents, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
+        max_queue, limits, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
     )
     # Listen before the model starts loading and before "serving ... at": a taken port is one error line at once.
-    sockets = _listen(host, port)
+    sockets, port = _listen(host, port)  # port: the real one for --port 0
     _route_server_logs(log_requests)
     load = _loader(name, batch_size, rerank_backend, cache_size)
     server_app = _build_app(
-        load, api_key, max_documents, batching, max_batch, batch_wait_ms, max_queue, request_timeout
+        load, api_key, limits, cors_origin or [], batching, max_batch, batch_wait_ms, max_queue, request_timeout
     )
-    port = sockets[0].getsockname()[1]  # the real one for --port 0
     _announce(name, host, port, api_key, batching and max_batch > 0, max_batch, max_queue, cache_size)
     _run_until_stopped(server_app, host, port, sockets, graceful_timeout)  # closes the sockets
 
@@ -113,17 +129,22 @@ def _local_model_name(model: str | None) -> str:
     return check_model_path(name, kind="rerank")  # a missing folder fails now, not after "serving ... at"
 
 
-def _listen(host: str, port: int) -> list[socket.socket]:
-    """The listening sockets the server will use (handed to uvicorn, so nothing can take the port in between)."""
+def _listen(host: str, port: int) -> tuple[list[socket.socket], int]:
+    """The listening sockets the server will use (handed to uvicorn, so nothing can take the port in between)
+    and their port."""
     from ..server.run import bind_sockets
 
-    return bind_sockets(host, port)
+    sockets = bind_sockets(host, port)
+    return sockets, sockets[0].getsockname()[1]
 
 
-def _check_limits(max_queue: int, max_documents: int, batch_size: int | None, at_least_zero: tuple[float, ...]) -> None:
-    """Refuse out-of-range options before anything loads (exit 2); ``at_least_zero``: --max-batch, --cache-size,
+def _check_limits(
+    max_queue: int, request_limits: dict[str, int], batch_size: int | None, at_least_zero: tuple[float, ...]
+) -> None:
+    """Refuse out-of-range options before anything loads (exit 2); ``request_limits``: --max-documents,
+    --max-body-bytes and --max-query-chars by field name; ``at_least_zero``: --max-batch, --cache-size,
     --batch-wait-ms and the timeouts."""
-    limits = [(max_queue, "--max-queue"), (max_documents, "--max-documents")]
+    limits = [(max_queue, "--max-queue")] + [(v, "--" + k.replace("_", "-")) for k, v in request_limits.items()]
     for value, option in limits + ([(batch_size, "--batch-size")] if batch_size is not None else []):
         if value < 1:
             raise fail(f"{option} must be >= 1, got {value}")
@@ -179,20 +200,25 @@ def _announce(
 def _build_app(
     load: Callable[[], Reranker],
     api_key: str | None,
-    max_documents: int,
+    request_limits: dict[str, int],
+    cors_origins: list[str],
     batching: bool,
     max_batch: int,
     batch_wait_ms: float,
     max_queue: int,
     request_timeout: float,
 ) -> FastAPI:
-    """The app; the model starts loading on its worker thread (``request_timeout`` 0: no limit)."""
+    """The app; the model starts loading on its worker thread (``request_timeout`` 0: no limit;
+    ``request_limits``: max_documents, max_body_bytes, max_query_chars)."""
     from ..server import create_app
 
     return create_app(
         load,
         api_key=api_key,
-        max_documents=max_documents,
+        max_documents=request_limits["max_documents"],
+        max_body_bytes=request_limits["max_body_bytes"],
+        max_query_chars=request_limits["max_query_chars"],
+        cors_origins=cors_origins,
         batching=batching,
         max_batch=max_batch,
         batch_wait_ms=batch_wait_ms,

@@ -7,6 +7,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
 from tqdm.auto import tqdm
@@ -25,6 +26,46 @@ from .metrics import compute_metrics
 from .report import EvalReport, StageReport
 
 RerankSpec = Reranker | Sequence[tuple[Reranker, int | None] | Reranker] | None
+
+
+def missing_beir_file(folder: str | os.PathLike[str], split: str | None = "test") -> Path | None:
+    """The first file a BEIR folder lacks, checked without reading anything (so long commands fail before
+    their long part, not after it).
+
+    Args:
+        folder: The BEIR folder.
+        split: The qrels split that will be read; ``None`` checks ``corpus.jsonl`` only.
+
+    Returns:
+        ``corpus.jsonl``, ``queries.jsonl`` or ``qrels/<split>.tsv`` when missing, else ``None``.
+    """
+    path = Path(folder).expanduser()
+    files = [path / "corpus.jsonl"]
+    if split is not None:
+        files += [path / "queries.jsonl", path / "qrels" / f"{split}.tsv"]
+    return next((f for f in files if not f.is_file()), None)
+
+
+def require_beir(folder: str | os.PathLike[str], split: str | None = "test") -> None:
+    """Fail at once, as :func:`load_beir` would after reading, when a BEIR folder lacks a file ``split`` needs.
+
+    Args:
+        folder: The BEIR folder.
+        split: The qrels split that will be read; ``None`` checks ``corpus.jsonl`` only.
+
+    Raises:
+        InvalidDocumentError: The first missing file, with the available splits when it is the qrels.
+    """
+    missing = missing_beir_file(folder, split)
+    if missing is None:
+        return
+    qrels = Path(folder).expanduser() / "qrels"
+    hint = ""
+    if missing.parent == qrels:
+        hint = f" (available splits: {', '.join(sorted(p.stem for p in qrels.glob('*.tsv'))) or 'none'})"
+    raise InvalidDocumentError(
+        f"{missing} not found: a BEIR folder needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv{hint}"
+    )
 
 
 def _stages(reranker: RerankSpec) -> Cascade | None:

@@ -38,6 +38,7 @@ SERVE_API_KEY_ENV = config.TWOSTAGE_SERVE_API_KEY.name
 
 _WHERE = {
     "DEFAULT_MAX_DOCUMENTS": ".schemas",
+    "DEFAULT_MAX_QUERY_CHARS": ".schemas",
     "TEI_ROUTE": ".schemas",
     "V1_ROUTE": ".schemas",
     "V2_ROUTE": ".schemas",
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
     from .run import run_server, serve_in_thread, wait_until_ready
     from .schemas import (
         DEFAULT_MAX_DOCUMENTS,
+        DEFAULT_MAX_QUERY_CHARS,
         TEI_ROUTE,
         V1_ROUTE,
         V2_ROUTE,
@@ -103,6 +105,7 @@ __all__ = [
     "DEFAULT_MAX_BATCH",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_DOCUMENTS",
+    "DEFAULT_MAX_QUERY_CHARS",
     "DEFAULT_MAX_QUEUE",
     "MAX_RETRY_AFTER",
     "SERVE_API_KEY_ENV",

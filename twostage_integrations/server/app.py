@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from ..rerank.base import Reranker
 from ..validation import check_positive_int
 from . import routes
-from .schemas import DEFAULT_MAX_DOCUMENTS
+from .schemas import DEFAULT_MAX_DOCUMENTS, DEFAULT_MAX_QUERY_CHARS
 from .service import DEFAULT_BATCH_WAIT_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_QUEUE, RerankService
 
 # Named for the package, not this module: `twostage serve --log-requests` sets this logger's level.
@@ -52,12 +52,26 @@ class _RequestLog:
             )
 
 
+def _allow_cors(app: FastAPI, origins: Sequence[str]) -> None:
+    from fastapi.middleware.cors import CORSMiddleware
+
+    # No credentials (cookies): clients authenticate with the Authorization header, which must be allowed.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+    )
+
+
 def create_app(
     reranker: Reranker | Callable[[], Reranker],
     *,
     api_key: str | None = None,
     max_documents: int = DEFAULT_MAX_DOCUMENTS,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS,
+    cors_origins: Sequence[str] = (),
     batching: bool = True,
     max_batch: int = DEFAULT_MAX_BATCH,
     batch_wait_ms: float = DEFAULT_BATCH_WAIT_MS,
@@ -76,6 +90,9 @@ def create_app(
         api_key: when set, requests need ``Authorization: Bearer <api_key>``.
         max_documents: most documents in one request (413 above).
         max_body_bytes: largest request body (413 above).
+        max_query_chars: longest query, in characters (400 above).
+        cors_origins: browser origins allowed to call the API (CORS); empty: no CORS headers at all, so
+            browsers refuse cross-origin calls. ``"*"`` allows any origin.
         batching: merge concurrent requests into one model call (only for rerankers whose ``score_pairs``
             batches across queries; others are served one request at a time).
         max_batch: most (query, document) pairs in one merged call; 0 turns merging off.
@@ -92,6 +109,7 @@ def create_app(
     """
     check_positive_int(max_documents, "max_documents")
     check_positive_int(max_body_bytes, "max_body_bytes")
+    check_positive_int(max_query_chars, "max_query_chars")
     service = RerankService(
         reranker,
         batching=batching,
@@ -114,7 +132,9 @@ def create_app(
     )
     app.state.service = service
     app.state.stats = service.counters
-    app.state.settings = routes.RouteSettings(max_documents, max_body_bytes, api_key)
+    app.state.settings = routes.RouteSettings(max_documents, max_body_bytes, api_key, max_query_chars)
     app.add_middleware(_RequestLog)
+    if cors_origins:  # off unless asked: a browser page on another origin cannot call the server
+        _allow_cors(app, cors_origins)
     routes.install(app)
     return app

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from .schemas import (
+    DEFAULT_MAX_QUERY_CHARS,
     TEI_ROUTE,
     V1_ROUTE,
     V2_ROUTE,
@@ -39,6 +40,7 @@ from .schemas import (
     V2Request,
     V2Response,
     V2Result,
+    check_query_length,
     error_body,
     invalid,
 )
@@ -53,11 +55,13 @@ class RouteSettings:
         max_documents: most documents in one request (413 above).
         max_body_bytes: largest body (413 above), counted as it arrives.
         api_key: when set, requests need ``Authorization: Bearer <api_key>``.
+        max_query_chars: longest query, in characters (400 above).
     """
 
     max_documents: int
     max_body_bytes: int
     api_key: str | None = None
+    max_query_chars: int = DEFAULT_MAX_QUERY_CHARS
 
     @property
     def expected_auth(self) -> bytes | None:
@@ -147,20 +151,25 @@ async def read_json(request: Request) -> Any:
         The decoded JSON (any JSON value: the route's schema checks its shape).
 
     Raises:
-        RequestError: 401 bad or missing key, 503 not accepting, 413 body too large, 400 not JSON.
+        RequestError: 401 bad or missing key, 503 not accepting, 413 body too large, 400 not JSON or a query
+            longer than the limit.
     """
     settings = _settings(request)
     expected = settings.expected_auth
     if expected is not None:
         given = request.headers.get("authorization", "").encode()
+        # compare_digest: the time taken does not depend on how much of the key matched (no timing oracle).
         if not secrets.compare_digest(given, expected):
             raise RequestError(401, "invalid api token: send 'Authorization: Bearer <key>' with the server's key")
     _service(request).check_accepting()
     raw = await read_body(request, settings.max_body_bytes)
     try:
-        return json.loads(raw)
+        payload = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        # the decoder's message and position only (json's own messages never quote the body)
         raise invalid(f"the body is not valid JSON ({exc})") from None
+    check_query_length(payload, settings.max_query_chars)
+    return payload
 
 
 async def score(request: Request, query: str, documents: list[str]) -> list[float]:

@@ -28,6 +28,9 @@ from ..errors import TwoStageError
 from ..validation import check_positive_int, check_query
 
 DEFAULT_MAX_DOCUMENTS = 1000  # Cohere's own per-request limit
+# Longest query accepted, in characters: about the 2,048 query tokens Cohere's rerank documents as its limit, four
+# times a cross-encoder's usual 512-token window, so a real query is never refused while a huge one is.
+DEFAULT_MAX_QUERY_CHARS = 8192
 V2_ROUTE = "/v2/rerank"  # Cohere v2
 TEI_ROUTE = "/rerank"  # Hugging Face text-embeddings-inference
 V1_ROUTE = "/v1/rerank"  # Cohere v1, Jina, Voyage, Infinity
@@ -150,6 +153,23 @@ def error_body(path: str, status_code: int, message: str, kind: ErrorKind | str 
     else:
         body = CohereError(message=message)
     return body.model_dump(mode="json")
+
+
+def check_query_length(payload: Any, max_query_chars: int) -> None:
+    """Refuse a body whose ``query`` is longer than ``max_query_chars`` characters, before any parsing or scoring
+    (every pair repeats the query, so its length multiplies the model's work). Other problems with ``query`` are
+    left to the route's schema.
+
+    Args:
+        payload: the decoded body.
+        max_query_chars: the longest query accepted.
+
+    Raises:
+        RequestError: 400 ``invalid request: query is N characters, more than the limit of M``.
+    """
+    query = payload.get("query") if isinstance(payload, dict) else None
+    if isinstance(query, str) and len(query) > max_query_chars:
+        raise invalid(f"query is {len(query)} characters, more than the limit of {max_query_chars}; shorten it")
 
 
 # -- field checks (each raises a PydanticCustomError carrying our message) -------------------------------------

@@ -327,8 +327,9 @@ class RerankService:
         self.counters["failed"] += 1
         if isinstance(exc, RerankAPIError):  # an upstream reranker (e.g. Cohere behind this server) failed
             return RequestError(502, f"the upstream reranker failed: {exc}")
-        # the model broke (including a contract error such as a non-finite score count)
-        logger.error("the reranker failed: %s: %s", type(exc).__name__, exc)
+        # the model broke (including a contract error such as a non-finite score count). Only the type is logged:
+        # an exception's message may quote the request's query or documents, which never go to logs.
+        logger.error("the reranker failed: %s (its message is in the response, not logged)", type(exc).__name__)
         return RequestError(500, f"the reranker failed ({type(exc).__name__}: {exc})")
 
     def submit(self, query: str, texts: list[str]) -> Future:
@@ -470,7 +471,9 @@ class RerankService:
             if len(jobs) == 1:
                 jobs[0].future.set_exception(exc)
             else:  # one bad request must not fail the others merged with it
-                logger.warning("a merged batch of %d requests failed (%s); scoring them one by one", len(jobs), exc)
+                logger.warning(  # the type only: the message may quote request text
+                    "a merged batch of %d requests failed (%s); scoring them one by one", len(jobs), type(exc).__name__
+                )
                 for job in jobs:
                     self._score_alone(job)
             return
