@@ -20,19 +20,23 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from .openapi import documented, probe_responses
 from .schemas import (
     TEI_ROUTE,
     V1_ROUTE,
     V2_ROUTE,
     ApiVersion,
     BilledUnits,
+    CohereError,
     DocumentText,
     Meta,
     RequestError,
+    TeiError,
     TeiRank,
     TeiRequest,
     Usage,
     V1Data,
+    V1Error,
     V1Request,
     V1Response,
     V1Result,
@@ -170,7 +174,7 @@ async def score(request: Request, query: str, documents: list[str]) -> list[floa
 
 
 # -- routes -----------------------------------------------------------------------------------------------
-@router.get("/health")
+@router.get("/health", responses=probe_responses("loading the model failed"))
 async def health(request: Request) -> JSONResponse:
     """Liveness: 200 while the process can serve or is loading; 503 once loading the model failed."""
     service = _service(request)
@@ -186,7 +190,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=503 if service.state == "failed" else 200)
 
 
-@router.get("/ready")
+@router.get("/ready", responses=probe_responses("not loaded and warmed yet, failed, or draining"))
 async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 once the model is loaded and warmed; 503 before, after a failed load, while draining."""
     service = _service(request)
@@ -194,7 +198,9 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": service.ready, "state": state}, status_code=200 if service.ready else 503)
 
 
-@router.post(V2_ROUTE, response_model=V2Response, response_model_exclude_none=True)
+@router.post(
+    V2_ROUTE, response_model=V2Response, response_model_exclude_none=True, **documented(V2Request, CohereError)
+)
 async def rerank(request: Request) -> V2Response:
     """Cohere v2."""
     req = V2Request.parse(await read_json(request), _settings(request).max_documents)
@@ -210,7 +216,9 @@ async def rerank(request: Request) -> V2Response:
     return V2Response(id=str(uuid.uuid4()), results=results, meta=_meta("2", len(req.documents), req.warnings))
 
 
-@router.post(TEI_ROUTE, response_model=list[TeiRank], response_model_exclude_none=True)
+@router.post(
+    TEI_ROUTE, response_model=list[TeiRank], response_model_exclude_none=True, **documented(TeiRequest, TeiError)
+)
 async def rerank_tei(request: Request) -> list[TeiRank]:
     """Hugging Face TEI: a bare list of ``{"index", "score"[, "text"]}``, best first, every text."""
     req = TeiRequest.parse(await read_json(request), _settings(request).max_documents)
@@ -222,7 +230,7 @@ async def rerank_tei(request: Request) -> list[TeiRank]:
     ]
 
 
-@router.post(V1_ROUTE, response_model=V1Response, response_model_exclude_none=True)
+@router.post(V1_ROUTE, response_model=V1Response, response_model_exclude_none=True, **documented(V1Request, V1Error))
 async def rerank_v1(request: Request) -> V1Response:
     """Cohere v1 / Jina / Infinity (``results``) and Voyage (``data``, ``usage.total_tokens``) in one body."""
     req = V1Request.parse(await read_json(request), _settings(request).max_documents)
