@@ -22,7 +22,10 @@ from pydantic.fields import FieldInfo
 
 from .schemas import DEFAULT_MAX_DOCUMENTS
 
-_COUNT = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]}
+_COUNT = {
+    "anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}],
+    "description": "a JSON integer >= 1 (1.0 is refused)",
+}
 _FLAG = {"anyOf": [{"type": "boolean"}, {"type": "null"}], "description": "null counts as false"}
 _QUERY = {"type": "string", "minLength": 1, "pattern": r"\S", "description": "the query; not blank"}
 _DIRECTION = {

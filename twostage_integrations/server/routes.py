@@ -9,7 +9,9 @@ Handlers find the service and the limits on ``request.app.state`` (set by
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -47,6 +49,8 @@ from .schemas import (
     invalid,
 )
 from .service import RerankService
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -160,11 +164,41 @@ async def read_json(request: Request) -> Any:
         if not secrets.compare_digest(given, expected):
             raise RequestError(401, "invalid api token: send 'Authorization: Bearer <key>' with the server's key")
     _service(request).check_accepting()
-    raw = await read_body(request, settings.max_body_bytes)
+    return decode_json(await read_body(request, settings.max_body_bytes))
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def decode_json(raw: bytes) -> Any:
+    """``raw`` as JSON, refused with 400 when it is not JSON the server can parse and answer in.
+
+    Args:
+        raw: the request body.
+
+    Returns:
+        The decoded value.
+
+    Raises:
+        RequestError: 400 for invalid JSON or UTF-8, an integer over Python's digit limit, nesting deeper than
+            the parser's recursion limit, or a lone UTF-16 surrogate escape (``"\\ud800"``), which decodes to a
+            string no response could encode.
+    """
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        payload = json.loads(raw)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and int() past sys.get_int_max_str_digits
         raise invalid(f"the body is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise invalid("the body is not JSON this server can parse: it nests too deeply") from None
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then pay for a second pass (pairs are fine, lone ones are not)
+        try:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise invalid(
+                f"the body has a lone UTF-16 surrogate ({exc.object[exc.start : exc.end]!r}) that is not valid "
+                "Unicode; escape characters outside the BMP as a surrogate pair"
+            ) from None
+    return payload
 
 
 async def score(request: Request, query: str, documents: list[str]) -> list[float]:
@@ -285,6 +319,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, invalid(str(cast(RequestValidationError, exc).errors())))
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug (not a refusal): logged with its traceback, answered 500 in the route's error shape all the same."""
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        request, RequestError(500, f"internal server error ({type(exc).__name__}); see the server log")
+    )
+
+
 def install(app: FastAPI) -> None:
     """Add the routes and the error handlers to ``app``.
 
@@ -296,3 +338,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)  # Starlette's ServerErrorMiddleware calls it
