@@ -9,7 +9,9 @@ Handlers find the service and the limits on ``request.app.state`` (set by
 from __future__ import annotations
 
 import json
+import logging
 import math
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from .openapi import documented, probe_responses
 from .schemas import (
     DEFAULT_MAX_QUERY_CHARS,
     TEI_ROUTE,
@@ -27,13 +30,16 @@ from .schemas import (
     V2_ROUTE,
     ApiVersion,
     BilledUnits,
+    CohereError,
     DocumentText,
     Meta,
     RequestError,
+    TeiError,
     TeiRank,
     TeiRequest,
     Usage,
     V1Data,
+    V1Error,
     V1Request,
     V1Response,
     V1Result,
@@ -45,6 +51,8 @@ from .schemas import (
     invalid,
 )
 from .service import RerankService
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -162,13 +170,42 @@ async def read_json(request: Request) -> Any:
         if not secrets.compare_digest(given, expected):
             raise RequestError(401, "invalid api token: send 'Authorization: Bearer <key>' with the server's key")
     _service(request).check_accepting()
-    raw = await read_body(request, settings.max_body_bytes)
+    payload = decode_json(await read_body(request, settings.max_body_bytes))
+    check_query_length(payload, settings.max_query_chars)
+    return payload
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def decode_json(raw: bytes) -> Any:
+    """``raw`` as JSON, refused with 400 when it is not JSON the server can parse and answer in.
+
+    Args:
+        raw: the request body.
+
+    Returns:
+        The decoded value.
+
+    Raises:
+        RequestError: 400 for invalid JSON or UTF-8, an integer over Python's digit limit, nesting deeper than
+            the parser's recursion limit, or a lone UTF-16 surrogate escape (``"\\ud800"``), which decodes to a
+            string no response could encode.
+    """
     try:
         payload = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        # the decoder's message and position only (json's own messages never quote the body)
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, and int() past sys.get_int_max_str_digits
         raise invalid(f"the body is not valid JSON ({exc})") from None
-    check_query_length(payload, settings.max_query_chars)
+    except RecursionError:
+        raise invalid("the body is not JSON this server can parse: it nests too deeply") from None
+    if _SURROGATE_ESCAPE.search(raw):  # rare: only then pay for a second pass (pairs are fine, lone ones are not)
+        try:
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise invalid(
+                f"the body has a lone UTF-16 surrogate ({exc.object[exc.start : exc.end]!r}) that is not valid "
+                "Unicode; escape characters outside the BMP as a surrogate pair"
+            ) from None
     return payload
 
 
@@ -179,7 +216,7 @@ async def score(request: Request, query: str, documents: list[str]) -> list[floa
 
 
 # -- routes -----------------------------------------------------------------------------------------------
-@router.get("/health")
+@router.get("/health", responses=probe_responses("loading the model failed"))
 async def health(request: Request) -> JSONResponse:
     """Liveness: 200 while the process can serve or is loading; 503 once loading the model failed."""
     service = _service(request)
@@ -195,7 +232,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=503 if service.state == "failed" else 200)
 
 
-@router.get("/ready")
+@router.get("/ready", responses=probe_responses("not loaded and warmed yet, failed, or draining"))
 async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 once the model is loaded and warmed; 503 before, after a failed load, while draining."""
     service = _service(request)
@@ -203,7 +240,9 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"ready": service.ready, "state": state}, status_code=200 if service.ready else 503)
 
 
-@router.post(V2_ROUTE, response_model=V2Response, response_model_exclude_none=True)
+@router.post(
+    V2_ROUTE, response_model=V2Response, response_model_exclude_none=True, **documented(V2Request, CohereError)
+)
 async def rerank(request: Request) -> V2Response:
     """Cohere v2."""
     req = V2Request.parse(await read_json(request), _settings(request).max_documents)
@@ -219,7 +258,9 @@ async def rerank(request: Request) -> V2Response:
     return V2Response(id=str(uuid.uuid4()), results=results, meta=_meta("2", len(req.documents), req.warnings))
 
 
-@router.post(TEI_ROUTE, response_model=list[TeiRank], response_model_exclude_none=True)
+@router.post(
+    TEI_ROUTE, response_model=list[TeiRank], response_model_exclude_none=True, **documented(TeiRequest, TeiError)
+)
 async def rerank_tei(request: Request) -> list[TeiRank]:
     """Hugging Face TEI: a bare list of ``{"index", "score"[, "text"]}``, best first, every text."""
     req = TeiRequest.parse(await read_json(request), _settings(request).max_documents)
@@ -231,7 +272,7 @@ async def rerank_tei(request: Request) -> list[TeiRank]:
     ]
 
 
-@router.post(V1_ROUTE, response_model=V1Response, response_model_exclude_none=True)
+@router.post(V1_ROUTE, response_model=V1Response, response_model_exclude_none=True, **documented(V1Request, V1Error))
 async def rerank_v1(request: Request) -> V1Response:
     """Cohere v1 / Jina / Infinity (``results``) and Voyage (``data``, ``usage.total_tokens``) in one body."""
     req = V1Request.parse(await read_json(request), _settings(request).max_documents)
@@ -286,6 +327,14 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, invalid(str(cast(RequestValidationError, exc).errors())))
 
 
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """A bug (not a refusal): logged with its traceback, answered 500 in the route's error shape all the same."""
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        request, RequestError(500, f"internal server error ({type(exc).__name__}); see the server log")
+    )
+
+
 def install(app: FastAPI) -> None:
     """Add the routes and the error handlers to ``app``.
 
@@ -297,3 +346,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)  # Starlette's ServerErrorMiddleware calls it
