@@ -12,12 +12,13 @@ import typer
 
 from ..config import TWOSTAGE_SERVE_API_KEY
 from ..errors import TwoStageError
-from .app import RerankBackendOpt, app, fail, friendly_errors
+from .app import PipelineOpt, PresetOpt, RerankBackendOpt, app, fail, friendly_errors, pipeline_spec
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..rerank.base import Reranker
+    from ..spec import PipelineSpec, StageSpec
 
 
 @app.command()
@@ -76,6 +77,8 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    pipeline: PipelineOpt = None,
+    preset: PresetOpt = None,
 ) -> None:
     """Serve a local cross-encoder behind the common rerank APIs: POST /v2/rerank (Cohere), POST /rerank (TEI),
     POST /v1/rerank (Cohere v1, Jina, Voyage, Infinity), GET /health, GET /ready.
@@ -84,15 +87,22 @@ def serve(
     cohere.ClientV2(api_key=..., base_url="http://127.0.0.1:8080") or voyageai.Client(base_url=".../v1").
     The model loads in the background (/health answers at once, /ready once it is loaded and warmed);
     SIGTERM or Ctrl+C finishes the requests in progress, then exits 0.
+
+    With --pipeline / --preset, serve hosts the spec's stage 2, which must be one local cross-encoder stage
+    (its backend and max_length apply; no keep, no fuse=); the spec's recall and top_k are not used, as clients
+    send the documents and top_n (a note on stderr says so).
     """
-    name = _local_model_name(model)
+    stage = served_stage(pipeline_spec(pipeline, preset, rerank_model=model, rerank_backend=rerank_backend))
+    if pipeline is not None or preset is not None:
+        typer.echo("note: serve hosts the spec's rerank stage only; clients send the documents and top_n", err=True)
+    name = _local_model_name(stage.model)
     _check_limits(
         max_queue, max_documents, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
     )
     # Listen before the model starts loading and before "serving ... at": a taken port is one error line at once.
     sockets = _listen(host, port)
     _route_server_logs(log_requests)
-    load = _loader(name, batch_size, rerank_backend, cache_size)
+    load = _loader(name, batch_size, stage, cache_size)
     server_app = _build_app(
         load, api_key, max_documents, batching, max_batch, batch_wait_ms, max_queue, request_timeout
     )
@@ -131,13 +141,32 @@ def _check_limits(max_queue: int, max_documents: int, batch_size: int | None, at
         raise fail("--max-batch, --cache-size, --batch-wait-ms and the timeouts must be >= 0")
 
 
-def _loader(name: str, batch_size: int | None, backend: Any, cache_size: int) -> Callable[[], Reranker]:
-    """Loads the cross-encoder (behind a score cache when ``cache_size``) on the server's worker thread."""
+def served_stage(spec: PipelineSpec) -> StageSpec:
+    """The one rerank stage of ``spec`` that serve hosts (exit 2, one line, for any other shape).
+
+    Args:
+        spec: The pipeline (from --pipeline/--preset, or --model/--rerank-backend).
+
+    Returns:
+        Its stage.
+    """
+    if len(spec.stages) != 1 or spec.fusion is not None or spec.stages[0].keep is not None:
+        raise fail(
+            f"serve hosts one cross-encoder; the pipeline {str(spec)!r} is not 'RECALL > MODEL[@backend=B,"
+            "max_length=N]' (no keep, no fuse=, not none)"
+        )
+    return spec.stages[0]
+
+
+def _loader(name: str, batch_size: int | None, stage: StageSpec, cache_size: int) -> Callable[[], Reranker]:
+    """Loads the cross-encoder of ``stage`` (``name``: its model, resolved; behind a score cache when
+    ``cache_size``) on the server's worker thread."""
 
     def load() -> Reranker:
-        from ..rerank.cross_encoder import CrossEncoderReranker
+        from ..spec import build
 
-        reranker = CrossEncoderReranker(name, batch_size=batch_size, backend=backend)
+        options: dict[str, Any] = {"batch_size": batch_size, **stage.options}
+        reranker: Any = build.make_reranker(name, **{"backend": None, **options})
         if cache_size:
             from ..rerank.cache import ScoreCache
 
