@@ -87,20 +87,14 @@ def serve(
     cohere.ClientV2(api_key=..., base_url="http://127.0.0.1:8080") or voyageai.Client(base_url=".../v1").
     The model loads in the background (/health answers at once, /ready once it is loaded and warmed);
     SIGTERM or Ctrl+C finishes the requests in progress, then exits 0.
-
-    With --pipeline / --preset, serve hosts the spec's stage 2, which must be one local cross-encoder stage
-    (its backend and max_length apply; no keep, no fuse=); the spec's recall and top_k are not used, as clients
-    send the documents and top_n (a note on stderr says so).
+    --pipeline / --preset: serve hosts the spec's one local cross-encoder stage (with its backend, max_length;
+    no keep, fuse= or none); its recall and top_k are unused, as clients send documents and top_n.
     """
-    stage = served_stage(pipeline_spec(pipeline, preset, rerank_model=model, rerank_backend=rerank_backend))
-    if pipeline is not None or preset is not None:
-        typer.echo("note: serve hosts the spec's rerank stage only; clients send the documents and top_n", err=True)
-    name = _local_model_name(stage.model)
+    name, stage = _served(pipeline, preset, model, rerank_backend)
     _check_limits(
         max_queue, max_documents, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
     )
-    # Listen before the model starts loading and before "serving ... at": a taken port is one error line at once.
-    sockets = _listen(host, port)
+    sockets = _listen(host, port)  # before loading and "serving ... at": a taken port is one error line at once
     _route_server_logs(log_requests)
     load = _loader(name, batch_size, stage, cache_size)
     server_app = _build_app(
@@ -141,11 +135,19 @@ def _check_limits(max_queue: int, max_documents: int, batch_size: int | None, at
         raise fail("--max-batch, --cache-size, --batch-wait-ms and the timeouts must be >= 0")
 
 
-def served_stage(spec: PipelineSpec) -> StageSpec:
+def _served(pipeline: str | None, preset: str | None, model: str | None, backend: str | None) -> tuple[str, StageSpec]:
+    """The cross-encoder to serve, resolved, and its stage: from --pipeline/--preset, else --model/--rerank-backend."""
+    spec = pipeline_spec(pipeline, preset, rerank_model=model, rerank_backend=backend)
+    stage = served_stage(spec, note=pipeline is not None or preset is not None)
+    return _local_model_name(stage.model), stage
+
+
+def served_stage(spec: PipelineSpec, *, note: bool = False) -> StageSpec:
     """The one rerank stage of ``spec`` that serve hosts (exit 2, one line, for any other shape).
 
     Args:
         spec: The pipeline (from --pipeline/--preset, or --model/--rerank-backend).
+        note: Say on stderr that the spec's recall and top_k are not used (when the user gave a spec).
 
     Returns:
         Its stage.
@@ -155,6 +157,8 @@ def served_stage(spec: PipelineSpec) -> StageSpec:
             f"serve hosts one cross-encoder; the pipeline {str(spec)!r} is not 'RECALL > MODEL[@backend=B,"
             "max_length=N]' (no keep, no fuse=, not none)"
         )
+    if note:
+        typer.echo("note: serve hosts the spec's rerank stage only; clients send the documents and top_n", err=True)
     return spec.stages[0]
 
 
