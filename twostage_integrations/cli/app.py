@@ -165,8 +165,7 @@ RerankBackendOpt = Annotated[
 SPEC_RULE = (
     "A spec or preset is the whole pipeline: the options that describe one (--recall, --limit, --top-k, "
     "--rerank-model or serve's --model, --rerank-backend, --no-rerank, --stage, --fusion-*...) are refused with it; "
-    "write them in "
-    "the spec instead (docs/pipeline_spec.md)."
+    "write them in the spec instead (docs/pipeline_spec.md)."
 )
 PipelineOpt = Annotated[
     str | None,
