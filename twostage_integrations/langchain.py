@@ -25,7 +25,7 @@ from langchain_core.callbacks import (
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, PrivateAttr
+from pydantic import ConfigDict, PrivateAttr, SerializerFunctionWrapHandler, model_serializer
 
 from .embeddings import BaseEmbedder, Embedder, as_embedder
 from .errors import InvalidParameterError
@@ -35,18 +35,22 @@ from .recall.chroma import ChromaRecall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
 from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
+from .spec import PipelineSpec, spec_from
+from .spec.adapters import pipeline_for
+from .spec.build import SpecLike, refuse_contradictions, stage2_for
 from .validation import check_limit_top_k, check_positive_int
 
 __all__ = ["TwoStageCompressor", "TwoStageEmbeddings", "TwoStageRetriever", "hit_to_document"]
 
 
-def hit_to_document(hit: Hit, score_kind: str | None = None) -> Document:
+def hit_to_document(hit: Hit, score_kind: str | None = None, pipeline: str | None = None) -> Document:
     """A LangChain ``Document`` for a hit: id, text, the stored metadata plus every stage's score.
 
     Args:
         hit: A hit from the pipeline.
         score_kind: The stage and scale of ``hit.score`` (see docs/scores.md); omitted from the metadata when
             ``None``.
+        pipeline: The spec string that built the pipeline (metadata ``"pipeline"``), when a spec did.
 
     Returns:
         A ``Document`` whose metadata adds ``relevance_score`` (the final score, LangChain's key for it),
@@ -61,6 +65,7 @@ def hit_to_document(hit: Hit, score_kind: str | None = None) -> Document:
         "recall_rank": hit.recall_rank,
         "rerank_score": hit.rerank_score,
         "rerank_rank": hit.rerank_rank,
+        **({"pipeline": pipeline} if pipeline is not None else {}),
     }
     return Document(id=hit.id, page_content=hit.text, metadata=metadata)
 
@@ -138,7 +143,9 @@ class TwoStageRetriever(BaseRetriever):
 
     Each ``Document`` is :func:`hit_to_document` of a hit: ``id`` = the passage id, metadata = the stored
     metadata plus ``relevance_score`` (final score), ``score_kind`` (see docs/scores.md), ``recall_score``,
-    ``recall_rank``, ``rerank_score``, ``rerank_rank``.
+    ``recall_rank``, ``rerank_score``, ``rerank_rank``, and ``pipeline`` (the spec string) when a pipeline spec
+    built the pipeline (``from_collection(name, pipeline=SPEC)`` / ``preset=NAME``, or
+    :meth:`TwoStagePipeline.from_spec`).
 
     Args:
         pipeline: The core pipeline doing the work.
@@ -169,6 +176,12 @@ class TwoStageRetriever(BaseRetriever):
     """Chroma document filter, e.g. ``{"$contains": "aspirin"}``."""
 
     def __init__(self, **data: Any) -> None:
+        if isinstance(data.get("pipeline"), (str, os.PathLike, Mapping, PipelineSpec)) or "preset" in data:
+            raise InvalidParameterError(
+                "TwoStageRetriever(pipeline=...) takes a TwoStagePipeline; for a spec or preset use "
+                "TwoStageRetriever.from_collection(name, pipeline=SPEC) or from_chroma(store, preset=NAME)",
+                parameter="pipeline",
+            )
         super().__init__(**data)
         # Checked here rather than in a pydantic validator so the core's typed error reaches the caller.
         self.limit, self.top_k = check_limit_top_k(
@@ -187,11 +200,14 @@ class TwoStageRetriever(BaseRetriever):
         client: Any = None,
         reranker: Reranker | str | os.PathLike[str] | None = None,
         embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
-        limit: int = 20,
-        top_k: int = 5,
+        limit: int | None = None,
+        top_k: int | None = None,
+        pipeline: SpecLike = None,
+        preset: str | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
-        """A retriever over a Chroma collection written by ``twostage ingest`` / ``add_texts``.
+        """A retriever over a Chroma collection written by ``twostage ingest`` / ``add_texts``, reranking with
+        ``reranker`` or running the pipeline spec ``pipeline``/``preset`` names (docs/pipeline_spec.md).
 
         Args:
             name: The collection name.
@@ -203,19 +219,25 @@ class TwoStageRetriever(BaseRetriever):
                 ``--rerank-model``).
             embedding_model: The embedder or model name that wrote the collection; ``None`` means
                 ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2.
-            limit: Candidates recalled by stage 1.
-            top_k: Documents returned.
+            limit: Candidates recalled by stage 1 (default 20, or the spec's).
+            top_k: Documents returned (default 5, or the spec's).
+            pipeline: A pipeline spec (string, dict, :class:`~twostage_integrations.spec.PipelineSpec`, ``.toml``
+                file or preset name): its recall kind over this collection, its stages (built now), its limit
+                and top_k. Documents' metadata then carry ``"pipeline"``: the spec string.
+            preset: A preset name (instead of ``pipeline``).
             **kwargs: Other retriever fields (``where``, ``tags``...).
 
         Returns:
             The retriever.
 
         Raises:
-            InvalidParameterError: If ``limit``/``top_k`` are out of range.
+            InvalidParameterError: If ``limit``/``top_k`` are out of range, or ``reranker``/``limit``/``top_k``
+                contradict a spec.
+            PipelineSpecError: The spec cannot be read, or both ``pipeline`` and ``preset`` are given.
         """
         recall = ChromaRecall(name, path=path, host=host, port=port, client=client, embedding_model=embedding_model)
-        pipeline = TwoStagePipeline(recall, as_reranker(reranker), limit=limit, top_k=top_k)
-        return cls(pipeline=pipeline, **kwargs)
+        pipe = pipeline_for(recall, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset)
+        return cls(pipeline=pipe, **kwargs)
 
     @classmethod
     def from_chroma(
@@ -225,8 +247,10 @@ class TwoStageRetriever(BaseRetriever):
         reranker: Reranker | str | os.PathLike[str] | None = None,
         embedding_model: str | os.PathLike[str] | BaseEmbedder | None = None,
         client: Any = None,
-        limit: int = 20,
-        top_k: int = 5,
+        limit: int | None = None,
+        top_k: int | None = None,
+        pipeline: SpecLike = None,
+        preset: str | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
         """A retriever over an existing ``langchain_chroma.Chroma`` store, reusing its collection (nothing is
@@ -243,15 +267,19 @@ class TwoStageRetriever(BaseRetriever):
                 store). A store without one falls back to all-MiniLM-L6-v2, Chroma's default model.
             client: The store's Chroma client, if you have it; only :class:`BM25Recall` uses it (to keep its
                 index beside an embedded database), so it can be left out.
-            limit: Candidates recalled by stage 1.
-            top_k: Documents returned.
+            limit: Candidates recalled by stage 1 (default 20, or the spec's).
+            top_k: Documents returned (default 5, or the spec's).
+            pipeline: A pipeline spec, as for :meth:`from_collection` (its recall kind over the store's collection).
+            preset: A preset name (instead of ``pipeline``).
             **kwargs: Other retriever fields (``where``, ``tags``...).
 
         Returns:
             The retriever.
 
         Raises:
-            InvalidParameterError: If the store has no collection, or ``limit``/``top_k`` are out of range.
+            InvalidParameterError: If the store has no collection, ``limit``/``top_k`` are out of range, or
+                ``reranker``/``limit``/``top_k`` contradict a spec.
+            PipelineSpecError: The spec cannot be read.
         """
         embeddings = vectorstore.embeddings  # public property of langchain_chroma.Chroma
         embedder: BaseEmbedder
@@ -264,8 +292,8 @@ class TwoStageRetriever(BaseRetriever):
         else:
             embedder = Embedder()
         recall = ChromaRecall(_store_collection(vectorstore), client=client, embedding_model=embedder)
-        pipeline = TwoStagePipeline(recall, as_reranker(reranker), limit=limit, top_k=top_k)
-        return cls(pipeline=pipeline, **kwargs)
+        pipe = pipeline_for(recall, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset)
+        return cls(pipeline=pipe, **kwargs)
 
     def _search_kwargs(
         self,
@@ -293,7 +321,10 @@ class TwoStageRetriever(BaseRetriever):
 
     def _documents(self, hits: Sequence[Hit]) -> list[Document]:
         recall_kind, rerank_kind = pipeline_score_kinds(self.pipeline)
-        return [hit_to_document(h, hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind)) for h in hits]
+        spec = None if self.pipeline.spec is None else str(self.pipeline.spec)
+        return [
+            hit_to_document(h, hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind), spec) for h in hits
+        ]
 
     def _get_relevant_documents(
         self,
@@ -361,7 +392,9 @@ def _documents_to_hits(documents: Sequence[Document]) -> list[Hit]:
     return hits
 
 
-def _reranked_documents(documents: Sequence[Document], hits: Sequence[Hit], rerank_kind: str) -> list[Document]:
+def _reranked_documents(
+    documents: Sequence[Document], hits: Sequence[Hit], rerank_kind: str, pipeline: str | None = None
+) -> list[Document]:
     # Copies: the caller's documents (and their metadata dicts) are never touched; Document.id is kept.
     out = []
     for hit in hits:
@@ -371,6 +404,7 @@ def _reranked_documents(documents: Sequence[Document], hits: Sequence[Hit], rera
             "score_kind": hit_score_kind(hit, recall_kind="input", rerank_kind=rerank_kind),
             "rerank_score": hit.rerank_score,
             "rerank_rank": hit.rerank_rank,
+            **({"pipeline": pipeline} if pipeline is not None else {}),
         }
         out.append(doc.model_copy(update={"metadata": {**doc.metadata, **scores}}))
     return out
@@ -386,15 +420,25 @@ class TwoStageCompressor(BaseDocumentCompressor):
     ``score_kind`` says ``fallback_recall``.
 
     A named model is loaded on the first ``compress_documents`` call, so the compressor is cheap to build, copy
-    and serialise (``model_dump()`` gives ``{"model": ..., "top_n": ...}`` and ``TwoStageCompressor(**that)``
-    rebuilds it).
+    and serialise (``model_dump()`` gives ``{"model": ..., "top_n": ..., "pipeline": ...}`` and
+    ``TwoStageCompressor(**that)`` rebuilds it).
+
+    A pipeline spec (``pipeline=`` or ``preset=``, see docs/pipeline_spec.md) names the stages instead: they
+    are built at once, ``top_n`` defaults to the spec's ``top_k``, the spec's recall is not used (the base
+    retriever recalls), and each document's metadata carries ``"pipeline"``: the spec string.
 
     Args:
         reranker: A core :class:`~twostage_integrations.Reranker`, or a model name (a cross-encoder folder or
             hub id, ``"rerank-v3.5"`` for Cohere). Default: ``TWOSTAGE_RERANK_MODEL``, else the MS MARCO
             MiniLM-L6 cross-encoder.
-        **data: The fields: ``model`` (the same as a name in ``reranker``) and ``top_n`` (documents to keep,
-            default 3; ``None`` keeps all, reordered).
+        preset: A preset name (instead of ``reranker``/``model``).
+        **data: The fields: ``model`` (the same as a name in ``reranker``), ``top_n`` (documents to keep,
+            default 3; ``None`` keeps all, reordered) and ``pipeline`` (a spec string, dict, ``PipelineSpec`` or
+            preset name, instead of ``reranker``/``model``; stored as its canonical string).
+
+    Raises:
+        InvalidParameterError: A ``reranker``, ``model`` or ``top_n`` contradicting the spec.
+        PipelineSpecError: The spec cannot be read, or both ``pipeline`` and ``preset`` are given.
 
     >>> from langchain_classic.retrievers import ContextualCompressionRetriever
     >>> compressor = TwoStageCompressor(model="rerank-v3.5", top_n=5)  # doctest: +SKIP
@@ -409,14 +453,32 @@ class TwoStageCompressor(BaseDocumentCompressor):
     """The reranker's model name (set from ``reranker.name`` when a reranker object is given)."""
     top_n: int | None = 3
     """Documents to keep (LangChain's default is 3); ``None`` keeps all, reordered."""
+    pipeline: str | None = None
+    """The pipeline spec whose stages rerank, as its canonical string (None: ``model`` does)."""
 
     _reranker: Reranker = PrivateAttr()
 
-    def __init__(self, reranker: Reranker | str | os.PathLike[str] | None = None, **data: Any) -> None:
-        reranker = as_reranker(reranker, model=data.get("model"))
+    def __init__(
+        self, reranker: Reranker | str | os.PathLike[str] | None = None, *, preset: str | None = None, **data: Any
+    ) -> None:
+        spec = spec_from(data.get("pipeline"), preset)
+        if spec is None:
+            reranker = as_reranker(reranker, model=data.get("model"))
+        else:
+            reranker = stage2_for(spec, reranker, data.get("model"))
+            refuse_contradictions(spec, top_n=(data.get("top_n"), spec.top_k))
+            data.update(pipeline=str(spec), top_n=spec.top_k)
         data["model"] = reranker.name
         super().__init__(**data)
         self._reranker = reranker
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # A model-built compressor dumps as {"model", "top_n"}, as it always has; a spec-built one adds "pipeline".
+        data = handler(self)
+        if data.get("pipeline") is None:
+            data.pop("pipeline", None)
+        return data
 
     @property
     def reranker(self) -> Reranker:
@@ -443,7 +505,7 @@ class TwoStageCompressor(BaseDocumentCompressor):
             InvalidQueryError: If the query is empty, blank or not a string.
         """
         hits = self._reranker.rerank(query, _documents_to_hits(documents), self.top_n)
-        return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"))
+        return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"), self.pipeline)
 
     async def acompress_documents(
         self,
@@ -462,4 +524,4 @@ class TwoStageCompressor(BaseDocumentCompressor):
             Copies of the best documents, best first, with the scores added to their metadata.
         """
         hits = await self._reranker.arerank(query, _documents_to_hits(documents), self.top_n)
-        return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"))
+        return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"), self.pipeline)

@@ -39,6 +39,9 @@ from .recall.chroma import ChromaRecall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
 from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
+from .spec import spec_from
+from .spec.adapters import pipeline_for
+from .spec.build import SpecLike, refuse_contradictions, stage2_for
 from .validation import check_limit_top_k, check_positive_int
 
 dispatcher = get_dispatcher(__name__)
@@ -53,8 +56,10 @@ __all__ = [
     "hit_to_node",
 ]
 
-# Stage scores the retriever adds to node metadata; kept out of embedding and LLM text.
-SCORE_KEYS = ("recall_score", "recall_rank", "rerank_rank", "score_kind")
+# Stage scores (and the pipeline spec) the retriever adds to node metadata; kept out of embedding and LLM text.
+SCORE_KEYS = ("recall_score", "recall_rank", "rerank_rank", "score_kind", "pipeline")
+_DEFAULT_TOP_N = 5
+_UNSET: Any = object()  # top_n not passed: the default, or a spec's top_k
 
 
 class MissingQueryError(InvalidQueryError):
@@ -86,10 +91,17 @@ class TwoStageRerank(BaseNodePostprocessor):
         metadata_mode: What the reranker reads, as in LlamaIndex's own rerankers (``EMBED``: text plus the
             metadata the node lets embeddings see; ``NONE``: text only).
         callback_manager: LlamaIndex callbacks.
+        pipeline: A pipeline spec (string, dict, ``PipelineSpec``, ``.toml`` file or preset name, see
+            docs/pipeline_spec.md) instead of ``reranker``/``model``: its stages rerank (built now), ``top_n``
+            defaults to its ``top_k``, its recall is not used; nodes' metadata carry ``"pipeline"``, the spec
+            string (stored in the ``pipeline`` field).
+        preset: A preset name (instead of ``pipeline``).
 
     Raises:
-        InvalidParameterError: If ``top_n`` is below 1, or ``reranker`` and ``model`` name different models.
+        InvalidParameterError: If ``top_n`` is below 1, ``reranker`` and ``model`` name different models, or
+            ``reranker``/``model``/``top_n`` contradict a spec.
         ModelNotFoundError: If a path-like model name does not exist.
+        PipelineSpecError: The spec cannot be read, or both ``pipeline`` and ``preset`` are given.
 
     >>> from llama_index.core.schema import NodeWithScore, TextNode
     >>> rerank = TwoStageRerank(model="path/to/cross-encoder", top_n=2)  # doctest: +SKIP
@@ -105,25 +117,36 @@ class TwoStageRerank(BaseNodePostprocessor):
     top_n: int | None = Field(default=5, description="Nodes to return, best first (None: all).")
     keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in metadata.")
     metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node content the reranker reads.")
+    pipeline: str | None = Field(default=None, description="The pipeline spec whose stages rerank (None: model's).")
 
     _reranker: Reranker = PrivateAttr()
 
     def __init__(
         self,
         reranker: Reranker | str | os.PathLike[str] | None = None,
-        top_n: int | None = 5,
+        top_n: int | None = _UNSET,
         *,
         model: str | os.PathLike[str] | None = None,
         keep_retrieval_score: bool = False,
         metadata_mode: MetadataMode = MetadataMode.EMBED,
         callback_manager: CallbackManager | None = None,
+        pipeline: SpecLike = None,
+        preset: str | None = None,
     ) -> None:
-        if top_n is not None:
+        spec = spec_from(pipeline, preset)
+        if top_n is not _UNSET and top_n is not None:
             check_positive_int(top_n, "top_n")
-        reranker = as_reranker(reranker, model=model)
+        if spec is None:
+            reranker = as_reranker(reranker, model=model)
+            top_n = _DEFAULT_TOP_N if top_n is _UNSET else top_n
+        else:
+            reranker = stage2_for(spec, reranker, None if model is None else str(model))
+            refuse_contradictions(spec, top_n=(None if top_n is _UNSET else top_n, spec.top_k))
+            top_n = spec.top_k
         # The fields are declared on this class; mypy checks the call against the base model's signature.
         super().__init__(  # type: ignore[call-arg]
             model=reranker.name,
+            pipeline=None if spec is None else str(spec),
             top_n=top_n,
             keep_retrieval_score=keep_retrieval_score,
             metadata_mode=metadata_mode,
@@ -209,7 +232,9 @@ class TwoStageRerank(BaseNodePostprocessor):
             if self.keep_retrieval_score:
                 node.metadata["retrieval_score"] = original.score
             node.metadata["score_kind"] = hit_score_kind(hit, recall_kind="input", rerank_kind=rerank_kind)
-            _hide_from_text(node, ("score_kind",))
+            if self.pipeline is not None:
+                node.metadata["pipeline"] = self.pipeline
+            _hide_from_text(node, ("score_kind", "pipeline"))
             out.append(NodeWithScore(node=node, score=hit.score))
         return out
 
@@ -286,7 +311,7 @@ def _clause(f: MetadataFilter) -> dict[str, Any]:
     return {f.key: {op: f.value}}
 
 
-def hit_to_node(hit: Hit, score_kind: str | None = None) -> NodeWithScore:
+def hit_to_node(hit: Hit, score_kind: str | None = None, pipeline: str | None = None) -> NodeWithScore:
     """A :class:`Hit` as a LlamaIndex ``NodeWithScore``.
 
     Collections written by LlamaIndex's ``ChromaVectorStore`` keep the whole node in ``_node_content``; that
@@ -295,10 +320,12 @@ def hit_to_node(hit: Hit, score_kind: str | None = None) -> NodeWithScore:
     Args:
         hit: A hit from the pipeline.
         score_kind: The scale of ``hit.score`` (see docs/scores.md); left out of the metadata when ``None``.
+        pipeline: The spec string that built the pipeline, when a spec did (metadata ``"pipeline"``).
 
     Returns:
         The node with score = the last stage's score; its metadata is the hit's plus ``recall_score``,
-        ``recall_rank``, ``rerank_rank`` and ``score_kind``, all hidden from embedding and LLM text.
+        ``recall_rank``, ``rerank_rank``, ``score_kind`` and ``pipeline`` (when set), all hidden from embedding
+        and LLM text.
     """
     if "_node_content" in hit.metadata:
         node = metadata_dict_to_node(hit.metadata, text=hit.text)
@@ -309,6 +336,7 @@ def hit_to_node(hit: Hit, score_kind: str | None = None) -> NodeWithScore:
         "recall_rank": hit.recall_rank,
         "rerank_rank": hit.rerank_rank,
         "score_kind": score_kind,
+        "pipeline": pipeline,
     }
     node.metadata.update({k: v for k, v in stages.items() if v is not None})
     _hide_from_text(node, SCORE_KEYS)
@@ -369,8 +397,10 @@ class TwoStageRetriever(BaseRetriever):
         reranker: Reranker | str | os.PathLike[str] | None = None,
         *,
         embed_model: TwoStageEmbedding | BaseEmbedder | str | os.PathLike[str] | None = None,
-        limit: int = 20,
-        top_k: int = 5,
+        limit: int | None = None,
+        top_k: int | None = None,
+        pipeline: SpecLike = None,
+        preset: str | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
         """Two-stage retrieval over the collection of a LlamaIndex ``ChromaVectorStore``; nothing is re-embedded.
@@ -380,16 +410,21 @@ class TwoStageRetriever(BaseRetriever):
             reranker: A reranker or a model name, loaded on the first query (``None``: the default reranker, as
                 ``--rerank-model``).
             embed_model: The model that wrote the vectors (default all-MiniLM-L6-v2).
-            limit: Candidates recalled by stage 1.
-            top_k: Nodes returned.
+            limit: Candidates recalled by stage 1 (default 20, or the spec's).
+            top_k: Nodes returned (default 5, or the spec's).
+            pipeline: A pipeline spec (string, dict, ``PipelineSpec``, ``.toml`` file or preset name, see
+                docs/pipeline_spec.md) instead of ``reranker``: its recall kind over the store's collection, its
+                stages (built now), limit and top_k; nodes' metadata carry ``"pipeline"``, the spec string.
+            preset: A preset name (instead of ``pipeline``).
             **kwargs: Constructor keywords (``filters``, ``where_document``...).
 
         Returns:
             The retriever.
 
         Raises:
-            InvalidParameterError: If ``vector_store`` is not a ``ChromaVectorStore``, or ``limit``/``top_k``
-                are out of range.
+            InvalidParameterError: If ``vector_store`` is not a ``ChromaVectorStore``, ``limit``/``top_k`` are
+                out of range, or ``reranker``/``limit``/``top_k`` contradict a spec.
+            PipelineSpecError: The spec cannot be read.
         """
         from chromadb.api.models.Collection import Collection
 
@@ -399,17 +434,18 @@ class TwoStageRetriever(BaseRetriever):
                 f"from_vector_store needs a llama_index ChromaVectorStore, got {type(vector_store).__name__}; "
                 f"for other stores build a ChromaRecall/TwoStagePipeline and pass it to TwoStageRetriever"
             )
-        reranker = as_reranker(reranker)  # a name loads on the first query, like --rerank-model
         embedder = embed_model.embedder if isinstance(embed_model, TwoStageEmbedding) else embed_model
         recall = ChromaRecall(collection, embedding_model=embedder)
-        return cls(TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k), **kwargs)
+        # without a spec, a reranker name loads on the first query, like --rerank-model
+        return cls(pipeline_for(recall, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset), **kwargs)
 
     def _kwargs(self) -> dict[str, Any]:
         return {"limit": self.limit, "top_k": self.top_k, "where": self.where, "where_document": self.where_document}
 
     def _nodes(self, hits: Sequence[Hit]) -> list[NodeWithScore]:
         recall_kind, rerank_kind = pipeline_score_kinds(self.pipeline)
-        return [hit_to_node(h, hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind)) for h in hits]
+        spec = None if self.pipeline.spec is None else str(self.pipeline.spec)
+        return [hit_to_node(h, hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind), spec) for h in hits]
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return self._nodes(self.pipeline.run(query_bundle.query_str, **self._kwargs()).hits)

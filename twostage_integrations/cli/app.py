@@ -7,10 +7,10 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from typer import _click as click
@@ -26,6 +26,10 @@ from ..config import (
 )
 from ..errors import TwoStageError
 from ..models import quiet_model_libraries
+from ..spec.core import PRESETS
+
+if TYPE_CHECKING:
+    from ..spec import PipelineSpec
 
 
 def _reflow(text: str) -> str:
@@ -156,6 +160,123 @@ RerankBackendOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+SPEC_RULE = (
+    "A spec or preset is the whole pipeline: the options that describe one (--recall, --limit, --top-k, "
+    "--rerank-model or serve's --model, --rerank-backend, --no-rerank, --stage, --fusion-*...) are refused with it; "
+    "write them in the spec instead (docs/pipeline_spec.md)."
+)
+PipelineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pipeline",
+        help="The whole pipeline as one spec, RECALL > STAGE > ... [> fuse=METHOD:WEIGHT] [> top_k=N], e.g. "
+        "'hybrid:100 > default:30@backend=onnx-int8 > default > top_k=5', or a .toml file holding one. " + SPEC_RULE,
+        show_default=False,
+    ),
+]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--preset",
+        help=f"A named pipeline spec ({', '.join(f'{k}: {v}' for k, v in PRESETS.items())}); instead of --pipeline.",
+        show_default=False,
+    ),
+]
+# The options a spec replaces (Python parameter names, any command): given together with --pipeline/--preset
+# they are refused, naming both flags.
+PIPELINE_PARAMS = (
+    "recall",
+    "recall_kind",
+    "limit",
+    "limits",
+    "top_k",
+    "rerank_model",
+    "model",
+    "rerank_backend",
+    "rerank_max_length",
+    "no_rerank",
+    "stage",
+    "fusion_weight",
+    "fusion_method",
+    "rrf_k",
+    "per_arm",
+)
+
+
+def given_options(names: Sequence[str] = PIPELINE_PARAMS) -> list[str]:
+    """The flags among ``names`` the user typed (or set through their environment variable) in the running
+    command, as typed (``--top-k``); empty outside a command."""
+    ctx = get_current_context(silent=True)
+    if ctx is None:
+        return []
+    flags = command_flags()
+    defaults = (click.core.ParameterSource.DEFAULT, click.core.ParameterSource.DEFAULT_MAP, None)
+    return [flags[name] for name in names if name in flags and ctx.get_parameter_source(name) not in defaults]
+
+
+def pipeline_spec(
+    pipeline: str | None,
+    preset: str | None,
+    *,
+    recall: str = "dense",
+    limit: int = 20,
+    top_k: int = 5,
+    rerank_model: str | None = None,
+    rerank_backend: str | None = None,
+    no_rerank: bool = False,
+    stages: Sequence[str] | None = None,
+    fusion: tuple[str, float] | None = None,
+    rrf_k: float | None = None,
+    per_arm: int | None = None,
+) -> PipelineSpec:
+    """The pipeline a command runs, as one spec: ``--pipeline``/``--preset`` when given (the options that
+    describe a pipeline are then refused, naming both flags), else the command's own options read as a spec.
+
+    Args:
+        pipeline: ``--pipeline``: a spec string or a ``.toml`` file (a preset name works too).
+        preset: ``--preset``: a preset name.
+        recall: ``--recall``: dense, bm25 or hybrid.
+        limit: ``--limit``: candidates recalled.
+        top_k: ``--top-k``: hits kept.
+        rerank_model: ``--rerank-model`` (None: the default).
+        rerank_backend: ``--rerank-backend``: the engine of stages that name none.
+        no_rerank: ``--no-rerank``: no stage 2.
+        stages: ``--stage`` tokens (instead of ``rerank_model``).
+        fusion: ``(--fusion-method, --fusion-weight)`` for the last stage, or None.
+        rrf_k: ``--rrf-k`` (hybrid).
+        per_arm: ``--per-arm`` (hybrid).
+
+    Returns:
+        The spec.
+
+    Raises:
+        typer.Exit: Both --pipeline and --preset, or one of them with a pipeline option (exit 2, one line).
+        PipelineSpecError: A token that cannot be read.
+        InvalidParameterError: ``limit``/``top_k`` out of range.
+    """
+    from ..spec import FusionSpec, PipelineSpec, RecallSpec, StageSpec, spec_from
+    from ..validation import check_limit_top_k
+
+    if pipeline is not None and preset is not None:
+        raise fail("--pipeline and --preset both name the pipeline; pass one")
+    if pipeline is not None or preset is not None:
+        given = given_options()
+        if given:
+            flag = "--pipeline" if pipeline is not None else "--preset"
+            raise fail(f"{given[0]} and {flag} both set the pipeline; pass one (write it in the spec instead)")
+        spec = spec_from(pipeline, preset)
+        assert spec is not None  # one of them was given
+        return spec
+    check_limit_top_k(limit, top_k)  # the options' own messages (--top-k must be <= --limit...)
+    hybrid: dict[str, Any] = {"rrf_k": rrf_k, "per_arm": per_arm} if recall == "hybrid" else {}
+    parsed: list[tuple[str | None, int | None, dict[str, Any]]] = (
+        [parse_stage(s) for s in stages] if stages else [(rerank_model, None, {})]
+    )
+    steps = () if no_rerank else tuple(StageSpec(m, k, **{"backend": rerank_backend, **o}) for m, k, o in parsed)
+    fused = FusionSpec(*fusion) if fusion is not None and steps else None
+    return PipelineSpec(RecallSpec(recall, limit, **hybrid), steps, fused, top_k)
 
 
 def parse_stage(spec: str) -> tuple[str, int | None, dict[str, Any]]:
@@ -294,16 +415,15 @@ def make_recall(
     host: str | None,
     port: int | None,
     embedding_model: str | None,
-    kind: str = "dense",
+    kind: str | PipelineSpec = "dense",
 ):
-    """``kind``: dense (Chroma), bm25 or hybrid (RRF of both) over the same collection."""
+    """``kind``: dense (Chroma), bm25 or hybrid (RRF of both) over the same collection, or a spec naming one
+    (with its hybrid options)."""
     from ..recall.chroma import ChromaRecall
+    from ..spec import PipelineSpec, RecallSpec, recall_over
 
     if db is not None and (host or port):
         raise fail("pass either --db (embedded Chroma) or --host/--port (Chroma server), not both")
     chroma = ChromaRecall(collection, path=db, host=host, port=port, embedding_model=embedding_model)
-    if kind == "dense":
-        return chroma
-    from ..recall.factory import recall_by_kind
-
-    return recall_by_kind(kind, chroma)
+    spec = kind if isinstance(kind, PipelineSpec) else PipelineSpec(RecallSpec(kind), top_k=1)
+    return recall_over(spec, chroma)

@@ -8,12 +8,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .app import EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors, parse_stage
+from .app import (
+    EmbeddingOpt,
+    PipelineOpt,
+    PresetOpt,
+    RerankBackendOpt,
+    RerankModelOpt,
+    app,
+    fail,
+    friendly_errors,
+    parse_stage,
+    pipeline_spec,
+)
 
 if TYPE_CHECKING:
     from rich.table import Table
 
     from ..bench import BenchReport
+    from ..spec import PipelineSpec
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -77,18 +89,31 @@ def bench_command(
     db: DbOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every number as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also save a bar chart (PNG, SVG or PDF) here.")] = None,
+    pipeline: PipelineOpt = None,
+    preset: PresetOpt = None,
 ) -> None:
     """Time the two-stage pipeline next to the same pipeline built natively in LangChain and LlamaIndex
-    (same collection, models and queries, one process), and check they return the same top-k ids."""
+    (same collection, models and queries, one process), and check they return the same top-k ids.
+
+    --pipeline / --preset set every system's dense recall depth, top_k and cross-encoder (one stage: the model
+    the native stacks are built with too); time a cascade with --stage."""
     from rich.console import Console
 
     from ..bench import run_benchmarks
 
-    _check_before_bench(dataset_dir, embedding_model, json_out, plot)
     try:
         chosen = [int(x) for x in limits.split(",") if x.strip()] if limits else [limit]
     except ValueError:
         raise fail(f"--limits must be comma-separated integers, got {limits!r}") from None
+    model: dict[str, Any] = {
+        "rerank_model": rerank_model,
+        "rerank_backend": rerank_backend,
+        "rerank_max_length": rerank_max_length,
+    }
+    if pipeline is not None or preset is not None:
+        spec = pipeline_spec(pipeline, preset)  # refuses --limit, --rerank-model... given with it
+        chosen, top_k, model = [spec.recall.limit], spec.top_k, _bench_stage(spec)
+    _check_before_bench(dataset_dir, embedding_model, json_out, plot)  # the options first, then the files
     console = Console()
     reports = run_benchmarks(
         dataset_dir,
@@ -96,9 +121,7 @@ def bench_command(
         max_queries=max_queries,
         max_docs=max_docs,
         top_k=top_k,
-        rerank_model=rerank_model,
-        rerank_backend=rerank_backend,
-        rerank_max_length=rerank_max_length,
+        **model,
         embedding_model=embedding_model,
         repeat=repeat,
         warmup=warmup,
@@ -108,6 +131,17 @@ def bench_command(
     )
     _print_reports(console, reports)
     _save(console, reports, json_out, plot)
+
+
+def _bench_stage(spec: PipelineSpec) -> dict[str, Any]:
+    """The one cross-encoder a spec gives every bench system; other shapes refused (exit 2, one line)."""
+    if spec.recall.kind != "dense" or len(spec.stages) != 1 or spec.fusion or spec.stages[0].keep is not None:
+        raise fail(
+            f"bench times one cross-encoder over dense recall in every stack; --pipeline {str(spec)!r} is not "
+            "'dense:N > MODEL[@backend=B,max_length=N] > top_k=K' (time a cascade with --stage)"
+        )
+    stage = spec.stages[0]
+    return {"rerank_model": stage.model, "rerank_backend": stage.backend, "rerank_max_length": stage.max_length}
 
 
 def _check_before_bench(

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from .app import DbOpt, RerankBackendOpt, RerankModelOpt, app, friendly_errors
+from .app import (
+    DbOpt,
+    PipelineOpt,
+    PresetOpt,
+    RerankBackendOpt,
+    RerankModelOpt,
+    app,
+    friendly_errors,
+    pipeline_spec,
+)
 from .render import snippet
 
 
@@ -19,41 +28,48 @@ def demo(
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 20,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results shown per query.")] = 5,
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Your own query (repeatable).")] = None,
+    pipeline: PipelineOpt = None,
+    preset: PresetOpt = None,
 ) -> None:
     """Index the bundled sample corpus (Python docs) into embedded Chroma and show, for a few queries,
-    recall order next to reranked order."""
+    recall order next to reranked order (of the pipeline --pipeline / --preset names, if given)."""
     from rich.console import Console
     from rich.table import Table
 
     from ..demo import DEMO_COLLECTION, DEMO_QUERIES, load_sample_corpus, sample_corpus_path
     from ..pipeline import TwoStagePipeline
     from ..recall.chroma import ChromaRecall, default_db_path
-    from ..rerank import make_reranker
-    from ..validation import check_limit_top_k
+    from ..spec import build_reranker, recall_over
 
-    check_limit_top_k(limit, top_k)  # bad numbers fail before any model loads or passage is indexed
+    # bad numbers or specs fail before any model loads or passage is indexed
+    spec = pipeline_spec(
+        pipeline, preset, limit=limit, top_k=top_k, rerank_model=rerank_model, rerank_backend=rerank_backend
+    )
+    limit, top_k = spec.recall.limit, spec.top_k
     console = Console()
     # Load first: a missing model stops before any indexing.
-    reranker = make_reranker(rerank_model, backend=rerank_backend)
-    recall = ChromaRecall(DEMO_COLLECTION, path=db)
+    reranker = build_reranker(spec)
+    chroma = ChromaRecall(DEMO_COLLECTION, path=db)
     rows = load_sample_corpus()
     console.print(
         f"[bold]Indexing[/bold] {len(rows)} passages from {sample_corpus_path().name} into "
         f"collection {DEMO_COLLECTION!r} at {db or default_db_path()}"
     )
-    added = recall.add_texts(
+    added = chroma.add_texts(
         [r["text"] for r in rows],
         metadatas=[{k: v for k, v in r.items() if k not in ("id", "text")} for r in rows],
         ids=[r["id"] for r in rows],
         show_progress=True,
     )
-    console.print(f"{added.added} added, {added.unchanged} already there. Reranker: {reranker.name}\n")
-    pipe = TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k)
+    name = reranker.name if reranker else "none"
+    console.print(f"{added.added} added, {added.unchanged} already there. Reranker: {name}. Pipeline: {spec}\n")
+    pipe = TwoStagePipeline(recall_over(spec, chroma), reranker, limit=limit, top_k=top_k)
+    order = "cosine" if spec.recall.kind == "dense" else f"{spec.recall.kind} recall"
     for q in query or DEMO_QUERIES:
         result = pipe.run(q)
         table = Table(title=f"[bold]{q}[/bold]", title_justify="left")
         table.add_column("#", justify="right")
-        table.add_column(f"stage 1 only: top {top_k} of {limit} by cosine")
+        table.add_column(f"stage 1 only: top {top_k} of {limit} by {order}")
         table.add_column("after rerank (recall rank → rerank rank)")
         for i in range(top_k):
             left = result.candidates[i] if i < len(result.candidates) else None

@@ -8,11 +8,24 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .app import DbOpt, EmbeddingOpt, RerankBackendOpt, RerankModelOpt, app, fail, friendly_errors, parse_stage
+from .app import (
+    DbOpt,
+    EmbeddingOpt,
+    PipelineOpt,
+    PresetOpt,
+    RerankBackendOpt,
+    RerankModelOpt,
+    app,
+    fail,
+    friendly_errors,
+    parse_stage,  # noqa: F401 - eval's --stage parser, read by pipeline_spec (one parser with bench's)
+    pipeline_spec,
+)
 
 if TYPE_CHECKING:
     from ..evaluation import BeirDataset, EvalReport
     from ..rerank.cascade import Cascade
+    from ..spec import PipelineSpec
 
 DEFAULT_PLOT_LIMITS = "10,20,50,100"
 
@@ -75,14 +88,19 @@ def eval_command(
     plot_limits: Annotated[str, typer.Option(help="Comma-separated limits for --plot.")] = DEFAULT_PLOT_LIMITS,
     db: DbOpt = None,
     embedding_model: EmbeddingOpt = None,
+    pipeline: PipelineOpt = None,
+    preset: PresetOpt = None,
 ) -> None:
     """Measure recall and reranking on a BEIR-format dataset: nDCG@k, Recall@k, Recall@limit, MRR@k, MAP@100
     and time per stage. The corpus is indexed once into a cached Chroma collection (keyed by dataset and
-    embedding model); re-runs reuse it."""
+    embedding model); re-runs reuse it.
+
+    The pipeline is --pipeline / --preset (its top_k is the metrics' cut-off), or the options: --stage and
+    --fusion-weight are shorthands of a spec's stages and fuse= (the --json file names the spec that ran)."""
     from ..evaluation import evaluate, load_beir
     from ..extras import check_eval_extras
+    from ..spec import build_reranker
 
-    check_before_eval(dataset_dir, split, embedding_model, [json_out, plot])
     if no_rerank and (rerank_model or rerank_backend or stage or fusion_weight is not None):
         raise fail("--no-rerank contradicts --rerank-model/--rerank-backend/--stage/--fusion-weight; pass one")
     if rerank_model and stage:
@@ -91,13 +109,26 @@ def eval_command(
         limits = sorted({int(x) for x in plot_limits.split(",") if x.strip()}) if plot else []
     except ValueError:
         raise fail(f"--plot-limits must be comma-separated integers, got {plot_limits!r}") from None
-    check_eval_extras(recall, plot=plot is not None)  # a missing extra fails before any model or index work
+    fusion = (fusion_method, fusion_weight) if fusion_weight is not None else None
+    models: dict[str, Any] = {
+        "rerank_model": rerank_model,
+        "rerank_backend": rerank_backend,
+        "stages": stage,
+        "fusion": fusion,
+    }
+    hybrid: dict[str, Any] = {"rrf_k": rrf_k, "per_arm": per_arm}
+    spec = pipeline_spec(
+        pipeline, preset, recall=recall, limit=limit, top_k=top_k, no_rerank=no_rerank, **models, **hybrid
+    )
+    check_before_eval(dataset_dir, split, embedding_model, [json_out, plot])  # the options first, then the files
+    check_eval_extras(spec.recall.kind, plot=plot is not None)  # a missing extra fails before any model or index work
     data = load_beir(dataset_dir, split, max_queries=max_queries)  # fail on a bad folder before loading models
-    cascade = None if no_rerank else _cascade(stage, rerank_model, rerank_backend, fusion_weight, fusion_method)
-    options: dict[str, Any] = dict(recall=recall, top_k=top_k, reranker=cascade, db=db, embedding_model=embedding_model)
-    options.update(rrf_k=rrf_k, candidates_per_arm=per_arm)
-    report = evaluate(data, limit=limit, **options)
-    _write_results(report, data, cascade, options, limits, plot=plot, json_out=json_out)
+    cascade = build_reranker(spec)
+    options: dict[str, Any] = dict(recall=spec.recall.kind, top_k=spec.top_k, reranker=cascade, db=db)
+    rrf = 60.0 if spec.recall.rrf_k is None else spec.recall.rrf_k  # evaluate's (and the spec's) default
+    options.update(embedding_model=embedding_model, rrf_k=rrf, candidates_per_arm=spec.recall.per_arm)
+    report = evaluate(data, limit=spec.recall.limit, **options)
+    _write_results(report, data, cascade, options, limits, spec, plot=plot, json_out=json_out)
 
 
 def check_outputs(paths: list[Path | None]) -> None:
@@ -137,40 +168,19 @@ def check_before_eval(dataset_dir: Path, split: str, embedding_model: str | None
     check_outputs(outputs)
 
 
-def _cascade(
-    stage: list[str] | None,
-    rerank_model: str | None,
-    rerank_backend: str | None,
-    fusion_weight: float | None,
-    fusion_method: str,
-) -> Cascade:
-    """The rerank stages of ``--stage`` (or the one of ``--rerank-model``), the last fused when asked."""
-    from ..rerank import make_reranker
-    from ..rerank.cascade import as_cascade
-
-    specs: list[tuple[str | None, int | None, dict[str, Any]]] = (
-        [parse_stage(s) for s in stage] if stage else [(rerank_model, None, {})]
-    )
-    stages = [(make_reranker(model, **{"backend": rerank_backend, **options}), keep) for model, keep, options in specs]
-    if fusion_weight is not None:
-        from ..rerank.fusion import FusedReranker
-
-        last, keep = stages[-1]
-        stages[-1] = (FusedReranker(last, weight=fusion_weight, method=fusion_method), keep)
-    return as_cascade(stages)
-
-
 def _write_results(
     report: EvalReport,
     data: BeirDataset,
     cascade: Cascade | None,
     options: dict[str, Any],
     limits: list[int],
+    spec: PipelineSpec,
     *,
     plot: Path | None,
     json_out: Path | None,
 ) -> None:
-    """Print the table and the engines' lines; run and plot every limit for --plot; write --json."""
+    """Print the table and the engines' lines; run and plot every limit for --plot; write --json (with the
+    ``pipeline`` spec string)."""
     from rich.console import Console
 
     from ..evaluation import evaluate_limits
@@ -180,7 +190,7 @@ def _write_results(
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(report.table())
-    payload = report.to_dict()
+    payload = {"pipeline": str(spec), **report.to_dict()}
     if cascade:
         payload["rerank_engines"] = _engine_lines(console, [r for r, _ in cascade.stages])
     if plot:

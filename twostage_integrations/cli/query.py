@@ -13,13 +13,16 @@ from .app import (
     DbOpt,
     EmbeddingOpt,
     HostOpt,
+    PipelineOpt,
     PortOpt,
+    PresetOpt,
     RerankBackendOpt,
     RerankModelOpt,
     app,
     fail,
     friendly_errors,
     make_recall,
+    pipeline_spec,
 )
 from .render import hits_table
 
@@ -75,8 +78,11 @@ def query(
     host: HostOpt = None,
     port: PortOpt = None,
     embedding_model: EmbeddingOpt = None,
+    pipeline: PipelineOpt = None,
+    preset: PresetOpt = None,
 ) -> None:
-    """Search a collection: recall --limit candidates, rerank them, print the best --top-k.
+    """Search a collection: recall --limit candidates, rerank them, print the best --top-k (or run the pipeline
+    --pipeline / --preset names; --json says which spec ran).
 
     The table shows each hit's source (file and passage, or JSONL line); the id joins it on wide terminals.
     When nothing matches (a --filter no passage passes, an empty collection) one line says so instead of a
@@ -85,17 +91,17 @@ def query(
     test `--json` "hits" for [].
     """
     from ..pipeline import TwoStagePipeline
-    from ..rerank import make_reranker
 
     where = _parse_filter(filter)
     if no_rerank and (rerank_model or rerank_backend):
         raise fail("--no-rerank contradicts --rerank-model/--rerank-backend; pass one")
-    if num_candidates is not None and recall_kind == "bm25":
+    options: dict[str, Any] = {"recall": recall_kind, "rerank_model": rerank_model, "rerank_backend": rerank_backend}
+    spec = pipeline_spec(pipeline, preset, limit=limit, top_k=top_k, no_rerank=no_rerank, **options)
+    if num_candidates is not None and spec.recall.kind == "bm25":
         raise fail("--num-candidates tunes dense (HNSW) search; it does not apply to --recall bm25")
-    recall = make_recall(collection, db, host, port, embedding_model, recall_kind)
+    recall = make_recall(collection, db, host, port, embedding_model, spec)
     recall.collection  # noqa: B018 - fail on a missing collection before loading the reranker
-    reranker = None if no_rerank else make_reranker(rerank_model, backend=rerank_backend)
-    pipe = TwoStagePipeline(recall, reranker, limit=limit, top_k=top_k)
+    pipe = TwoStagePipeline.from_spec(spec, recall)
     extra: dict[str, Any] = {"num_candidates": num_candidates} if num_candidates is not None else {}
     # Warm stage 1 (embedding model load, BM25 index load) so the timings printed are per-query costs.
     recall.search(text, 1, where=where)
@@ -133,6 +139,7 @@ def _json_payload(text: str, collection: str, pipe: TwoStagePipeline, result: Se
     return {
         "query": text,
         "collection": collection,
+        "pipeline": str(pipe.spec) if pipe.spec is not None else None,
         "limit": pipe.limit,
         "top_k": pipe.top_k,
         "rerank_model": pipe.reranker.name if pipe.reranker else None,

@@ -12,17 +12,41 @@ import typer
 
 from ..config import TWOSTAGE_SERVE_API_KEY
 from ..errors import TwoStageError
-from .app import RerankBackendOpt, app, fail, friendly_errors
+from .app import PipelineOpt, PresetOpt, RerankBackendOpt, app, fail, friendly_errors, pipeline_spec
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from ..rerank.base import Reranker
+    from ..spec import PipelineSpec, StageSpec
 
 
-# The request limits and CORS, named so serve's signature stays readable (defaults in docs/cohere_and_serve.md).
+# Long options named, so serve's signature stays readable (defaults in docs/cohere_and_serve.md).
 MaxBodyBytesOpt = Annotated[int, typer.Option(help="Largest request body in bytes, counted as it arrives (413 above).")]
 MaxQueryCharsOpt = Annotated[int, typer.Option(help="Longest query in characters (400 above).")]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Cross-encoder folder or hub id (default: $TWOSTAGE_RERANK_MODEL, else ms-marco-MiniLM-L-6-v2).",
+    ),
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        envvar=TWOSTAGE_SERVE_API_KEY.name,
+        help="Require 'Authorization: Bearer KEY' (clients pass it as their Cohere API key).",
+        show_default=False,
+    ),
+]
+MaxBatchOpt = Annotated[
+    int,
+    typer.Option(
+        help="Dynamic batching: most (query, document) pairs merged from concurrent requests into one "
+        "model call; 0 turns merging off."
+    ),
+]
 CorsOriginOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -36,25 +60,12 @@ CorsOriginOpt = Annotated[
 @app.command()
 @friendly_errors
 def serve(
-    model: Annotated[
-        str | None,
-        typer.Option(
-            "--model",
-            "-m",
-            help="Cross-encoder folder or hub id (default: $TWOSTAGE_RERANK_MODEL, else ms-marco-MiniLM-L-6-v2).",
-        ),
-    ] = None,
+    model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Interface to bind; the default keeps the server on this machine.")] = (
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
-    max_batch: Annotated[
-        int,
-        typer.Option(
-            help="Dynamic batching: most (query, document) pairs merged from concurrent requests into one "
-            "model call; 0 turns merging off."
-        ),
-    ] = 256,
+    max_batch: MaxBatchOpt = 256,
     batch_wait_ms: Annotated[
         float, typer.Option(help="Dynamic batching: how long to wait for more requests once the queue is empty.")
     ] = 5.0,
@@ -83,15 +94,10 @@ def serve(
         bool,
         typer.Option(help="One stderr line per request: method, path, status, documents, latency (never text)."),
     ] = True,
-    api_key: Annotated[
-        str | None,
-        typer.Option(
-            envvar=TWOSTAGE_SERVE_API_KEY.name,
-            help="Require 'Authorization: Bearer KEY' (clients pass it as their Cohere API key).",
-            show_default=False,
-        ),
-    ] = None,
+    api_key: ApiKeyOpt = None,
     cors_origin: CorsOriginOpt = None,
+    pipeline: PipelineOpt = None,
+    preset: PresetOpt = None,
 ) -> None:
     """Serve a local cross-encoder behind the common rerank APIs: POST /v2/rerank (Cohere), POST /rerank (TEI),
     POST /v1/rerank (Cohere v1, Jina, Voyage, Infinity), GET /health, GET /ready.
@@ -100,16 +106,17 @@ def serve(
     cohere.ClientV2(api_key=..., base_url="http://127.0.0.1:8080") or voyageai.Client(base_url=".../v1").
     The model loads in the background (/health answers at once, /ready once it is loaded and warmed);
     SIGTERM or Ctrl+C finishes the requests in progress, then exits 0.
+    --pipeline / --preset: serve hosts the spec's one local cross-encoder stage (with its backend, max_length;
+    no keep, fuse= or none); its recall and top_k are unused, as clients send documents and top_n.
     """
-    name = _local_model_name(model)
+    name, stage = _served(pipeline, preset, model, rerank_backend)
     limits = {"max_documents": max_documents, "max_body_bytes": max_body_bytes, "max_query_chars": max_query_chars}
     _check_limits(
         max_queue, limits, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
     )
-    # Listen before the model starts loading and before "serving ... at": a taken port is one error line at once.
-    sockets, port = _listen(host, port)  # port: the real one for --port 0
+    sockets, port = _listen(host, port)  # before loading and "serving ... at" (port: the real one for --port 0)
     _route_server_logs(log_requests)
-    load = _loader(name, batch_size, rerank_backend, cache_size)
+    load = _loader(name, batch_size, stage, cache_size)
     server_app = _build_app(
         load, api_key, limits, cors_origin or [], batching, max_batch, batch_wait_ms, max_queue, request_timeout
     )
@@ -152,13 +159,42 @@ def _check_limits(
         raise fail("--max-batch, --cache-size, --batch-wait-ms and the timeouts must be >= 0")
 
 
-def _loader(name: str, batch_size: int | None, backend: Any, cache_size: int) -> Callable[[], Reranker]:
-    """Loads the cross-encoder (behind a score cache when ``cache_size``) on the server's worker thread."""
+def _served(pipeline: str | None, preset: str | None, model: str | None, backend: str | None) -> tuple[str, StageSpec]:
+    """The cross-encoder to serve, resolved, and its stage: from --pipeline/--preset, else --model/--rerank-backend."""
+    spec = pipeline_spec(pipeline, preset, rerank_model=model, rerank_backend=backend)
+    stage = served_stage(spec, note=pipeline is not None or preset is not None)
+    return _local_model_name(stage.model), stage
+
+
+def served_stage(spec: PipelineSpec, *, note: bool = False) -> StageSpec:
+    """The one rerank stage of ``spec`` that serve hosts (exit 2, one line, for any other shape).
+
+    Args:
+        spec: The pipeline (from --pipeline/--preset, or --model/--rerank-backend).
+        note: Say on stderr that the spec's recall and top_k are not used (when the user gave a spec).
+
+    Returns:
+        Its stage.
+    """
+    if len(spec.stages) != 1 or spec.fusion is not None or spec.stages[0].keep is not None:
+        raise fail(
+            f"serve hosts one cross-encoder; the pipeline {str(spec)!r} is not 'RECALL > MODEL[@backend=B,"
+            "max_length=N]' (no keep, no fuse=, not none)"
+        )
+    if note:
+        typer.echo("note: serve hosts the spec's rerank stage only; clients send the documents and top_n", err=True)
+    return spec.stages[0]
+
+
+def _loader(name: str, batch_size: int | None, stage: StageSpec, cache_size: int) -> Callable[[], Reranker]:
+    """Loads the cross-encoder of ``stage`` (``name``: its model, resolved; behind a score cache when
+    ``cache_size``) on the server's worker thread."""
 
     def load() -> Reranker:
-        from ..rerank.cross_encoder import CrossEncoderReranker
+        from ..spec import build
 
-        reranker = CrossEncoderReranker(name, batch_size=batch_size, backend=backend)
+        options: dict[str, Any] = {"batch_size": batch_size, **stage.options}
+        reranker: Any = build.make_reranker(name, **{"backend": None, **options})
         if cache_size:
             from ..rerank.cache import ScoreCache
 

@@ -38,7 +38,7 @@ True
 'dense:20 > default > top_k=5'
 """
 
-from .build import build_recall, build_reranker
+from .build import build_recall, build_reranker, recall_over, spec_from
 from .core import (
     PRESETS,
     FusionSpec,
@@ -62,5 +62,7 @@ __all__ = [
     "load_toml",
     "parse_spec",
     "parse_stage_token",
+    "recall_over",
     "resolve",
+    "spec_from",
 ]
