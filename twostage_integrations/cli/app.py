@@ -151,6 +151,15 @@ RerankModelOpt = Annotated[
         f"(default: {TWOSTAGE_RERANK_MODEL.or_default()}).",
     ),
 ]
+RerankMaxLengthOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--rerank-max-length",
+        help="Token limit per (query, passage) pair for the cross-encoder; longer pairs are cut and their ends are "
+        "not scored (default: the model's own limit).",
+        show_default=False,
+    ),
+]
 RerankBackendOpt = Annotated[
     str | None,
     typer.Option(
@@ -225,6 +234,7 @@ def pipeline_spec(
     top_k: int = 5,
     rerank_model: str | None = None,
     rerank_backend: str | None = None,
+    rerank_max_length: int | None = None,
     no_rerank: bool = False,
     stages: Sequence[str] | None = None,
     fusion: tuple[str, float] | None = None,
@@ -242,6 +252,7 @@ def pipeline_spec(
         top_k: ``--top-k``: hits kept.
         rerank_model: ``--rerank-model`` (None: the default).
         rerank_backend: ``--rerank-backend``: the engine of stages that name none.
+        rerank_max_length: ``--rerank-max-length``: the token limit of stages that name none.
         no_rerank: ``--no-rerank``: no stage 2.
         stages: ``--stage`` tokens (instead of ``rerank_model``).
         fusion: ``(--fusion-method, --fusion-weight)`` for the last stage, or None.
@@ -274,7 +285,8 @@ def pipeline_spec(
     parsed: list[tuple[str | None, int | None, dict[str, Any]]] = (
         [parse_stage(s) for s in stages] if stages else [(rerank_model, None, {})]
     )
-    steps = () if no_rerank else tuple(StageSpec(m, k, **{"backend": rerank_backend, **o}) for m, k, o in parsed)
+    engine = {"backend": rerank_backend, "max_length": rerank_max_length}
+    steps = () if no_rerank else tuple(StageSpec(m, k, **{**engine, **o}) for m, k, o in parsed)
     fused = FusionSpec(*fusion) if fusion is not None and steps else None
     return PipelineSpec(RecallSpec(recall, limit, **hybrid), steps, fused, top_k)
 

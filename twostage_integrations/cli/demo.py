@@ -11,6 +11,7 @@ from .app import (
     PipelineOpt,
     PresetOpt,
     RerankBackendOpt,
+    RerankMaxLengthOpt,
     RerankModelOpt,
     app,
     friendly_errors,
@@ -25,6 +26,7 @@ def demo(
     db: DbOpt = None,
     rerank_model: RerankModelOpt = None,
     rerank_backend: RerankBackendOpt = None,
+    rerank_max_length: RerankMaxLengthOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 20,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results shown per query.")] = 5,
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Your own query (repeatable).")] = None,
@@ -43,7 +45,13 @@ def demo(
 
     # bad numbers or specs fail before any model loads or passage is indexed
     spec = pipeline_spec(
-        pipeline, preset, limit=limit, top_k=top_k, rerank_model=rerank_model, rerank_backend=rerank_backend
+        pipeline,
+        preset,
+        limit=limit,
+        top_k=top_k,
+        rerank_model=rerank_model,
+        rerank_backend=rerank_backend,
+        rerank_max_length=rerank_max_length,
     )
     limit, top_k = spec.recall.limit, spec.top_k
     console = Console()

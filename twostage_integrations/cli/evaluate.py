@@ -14,6 +14,7 @@ from .app import (
     PipelineOpt,
     PresetOpt,
     RerankBackendOpt,
+    RerankMaxLengthOpt,
     RerankModelOpt,
     app,
     fail,
@@ -59,6 +60,7 @@ def eval_command(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Cut-off of nDCG@k, Recall@k and MRR@k.")] = 10,
     rerank_model: RerankModelOpt = None,
     rerank_backend: RerankBackendOpt = None,
+    rerank_max_length: RerankMaxLengthOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Measure recall only.")] = False,
     stage: Annotated[
         list[str] | None,
@@ -113,6 +115,7 @@ def eval_command(
     models: dict[str, Any] = {
         "rerank_model": rerank_model,
         "rerank_backend": rerank_backend,
+        "rerank_max_length": rerank_max_length,
         "stages": stage,
         "fusion": fusion,
     }

@@ -17,6 +17,7 @@ from .app import (
     PortOpt,
     PresetOpt,
     RerankBackendOpt,
+    RerankMaxLengthOpt,
     RerankModelOpt,
     app,
     fail,
@@ -58,6 +59,7 @@ def query(
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results kept after reranking.")] = 5,
     rerank_model: RerankModelOpt = None,
     rerank_backend: RerankBackendOpt = None,
+    rerank_max_length: RerankMaxLengthOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip stage 2: recall order, cut to --top-k.")] = False,
     recall_kind: Annotated[
         str, typer.Option("--recall", help="Stage 1: dense, bm25 (keywords) or hybrid (RRF of both).")
@@ -96,6 +98,7 @@ def query(
     if no_rerank and (rerank_model or rerank_backend):
         raise fail("--no-rerank contradicts --rerank-model/--rerank-backend; pass one")
     options: dict[str, Any] = {"recall": recall_kind, "rerank_model": rerank_model, "rerank_backend": rerank_backend}
+    options["rerank_max_length"] = rerank_max_length
     spec = pipeline_spec(pipeline, preset, limit=limit, top_k=top_k, no_rerank=no_rerank, **options)
     if num_candidates is not None and spec.recall.kind == "bm25":
         raise fail("--num-candidates tunes dense (HNSW) search; it does not apply to --recall bm25")

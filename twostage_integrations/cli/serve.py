@@ -12,7 +12,7 @@ import typer
 
 from ..config import TWOSTAGE_SERVE_API_KEY
 from ..errors import TwoStageError
-from .app import PipelineOpt, PresetOpt, RerankBackendOpt, app, fail, friendly_errors, pipeline_spec
+from .app import PipelineOpt, PresetOpt, RerankBackendOpt, RerankMaxLengthOpt, app, fail, friendly_errors, pipeline_spec
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -73,6 +73,7 @@ def serve(
         bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests into one model call.")
     ] = True,
     rerank_backend: RerankBackendOpt = None,
+    rerank_max_length: RerankMaxLengthOpt = None,
     batch_size: Annotated[
         int | None,
         typer.Option(help="(query, document) pairs per forward pass inside a model call (default: the engine's)."),
@@ -109,7 +110,7 @@ def serve(
     --pipeline / --preset: serve hosts the spec's one local cross-encoder stage (with its backend, max_length;
     no keep, fuse= or none); its recall and top_k are unused, as clients send documents and top_n.
     """
-    name, stage = _served(pipeline, preset, model, rerank_backend)
+    name, stage = _served(pipeline, preset, model, rerank_backend, rerank_max_length)
     limits = {"max_documents": max_documents, "max_body_bytes": max_body_bytes, "max_query_chars": max_query_chars}
     _check_limits(
         max_queue, limits, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
@@ -159,9 +160,12 @@ def _check_limits(
         raise fail("--max-batch, --cache-size, --batch-wait-ms and the timeouts must be >= 0")
 
 
-def _served(pipeline: str | None, preset: str | None, model: str | None, backend: str | None) -> tuple[str, StageSpec]:
-    """The cross-encoder to serve, resolved, and its stage: from --pipeline/--preset, else --model/--rerank-backend."""
-    spec = pipeline_spec(pipeline, preset, rerank_model=model, rerank_backend=backend)
+def _served(
+    pipeline: str | None, preset: str | None, model: str | None, backend: str | None, max_length: int | None
+) -> tuple[str, StageSpec]:
+    """The cross-encoder to serve, resolved, and its stage: from --pipeline/--preset, else --model,
+    --rerank-backend and --rerank-max-length."""
+    spec = pipeline_spec(pipeline, preset, rerank_model=model, rerank_backend=backend, rerank_max_length=max_length)
     stage = served_stage(spec, note=pipeline is not None or preset is not None)
     return _local_model_name(stage.model), stage
 

@@ -17,6 +17,11 @@ from .onnx import resolve_backend
 
 logger = logging.getLogger(__name__)
 
+# What the truncation warning tells a user to change: the Python argument and the CLI option that set it
+# (query, demo, eval and serve have --rerank-max-length; a spec stage takes @max_length=N).
+TRUNCATION_HINT = (
+    "change the limit with max_length=N (CLI: --rerank-max-length N, or MODEL@max_length=N in a --pipeline)"
+)
 NO_MODEL_HINT = ", pass --rerank-model PATH, or skip stage 2 with --no-rerank"
 # Pairs per forward pass when not given: sentence-transformers' default for torch; for ONNX Runtime the best
 # of 8/16/32 on 2 cores with length-sorted pairs (docs/bench.md).
@@ -195,7 +200,7 @@ class CrossEncoderReranker(BaseReranker):
             _WARNED.add(key)
         (logger.warning if first else logger.debug)(
             "%s: %d of %d (query, text) pairs were longer than max_length=%d tokens and were cut (their ends are "
-            "not scored); pass max_length=... to change the limit",
+            "not scored); " + TRUNCATION_HINT,
             self.name,
             stats.truncated,
             stats.pairs,
