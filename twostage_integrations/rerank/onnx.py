@@ -36,6 +36,7 @@ from .onnx_export import (  # noqa: F401 - re-exported: this module's public nam
     export_onnx,
     onnx_model_path,
     quantize_int8,
+    reject_cached,
     snapshot,
 )
 
@@ -155,8 +156,8 @@ class OnnxCrossEncoder(BatchedEngine):
 
     Raises:
         InvalidParameterError: ``activation`` is not one of the names above.
-        ModelLoadError: The folder has no ``tokenizer.json``, nothing to export, or an activation this engine
-            does not implement.
+        ModelLoadError: The folder has no ``tokenizer.json``, nothing to export, an activation this engine
+            does not implement, or a graph ONNX Runtime cannot load (a cached export is made again once first).
     """
 
     def __init__(
@@ -186,7 +187,6 @@ class OnnxCrossEncoder(BatchedEngine):
             )
         side = _read_json(self.model_dir / "tokenizer_config.json").get("truncation_side", "right")
         tokenizer = pair_tokenizer(Tokenizer.from_file(str(tokenizer_file)), limit, side=side)
-        self.path = onnx_model_path(self.model_dir, int8=int8)
         options = ort.SessionOptions()
         # One forward at a time uses every core; concurrent callers queue on the lock below instead of
         # oversubscribing the CPU with several thread pools.
@@ -195,10 +195,30 @@ class OnnxCrossEncoder(BatchedEngine):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        self.path, self.session = self._load(ort, options)
         self._lock = threading.Lock()
         names = [i.name for i in self.session.get_inputs()]
         super().__init__(tokenizer, max_length=limit, batch_size=batch_size, input_names=names)
+
+    def _load(self, ort: Any, options: Any) -> tuple[Path, Any]:
+        """The graph's path and session. A cached export that passed its hash check but that ONNX Runtime still
+        refuses (a corrupt file with a matching manifest, e.g. a copied cache) is exported again, once."""
+
+        def session(path: Path) -> Any:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        path = onnx_model_path(self.model_dir, int8=self.int8)
+        try:
+            return path, session(path)
+        # ORT raises its own pybind classes (InvalidProtobuf, Fail, ...), all plain Exception subclasses.
+        except Exception as exc:
+            if not reject_cached(path, f"{type(exc).__name__}: {exc}"):
+                raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+        path = onnx_model_path(self.model_dir, int8=self.int8)  # exports again (one WARNING line says why)
+        try:
+            return path, session(path)
+        except Exception as exc:
+            raise ModelLoadError(f"ONNX Runtime cannot load {path} even after exporting it again: {exc}") from exc
 
     def _forward(self, feed: dict[str, np.ndarray]) -> np.ndarray:
         with self._lock:

@@ -8,10 +8,16 @@ Where the files go: ``$TWOSTAGE_CACHE_DIR/onnx``, else the user cache dir (``~/.
 Linux), one file per (model content, settings) key, written to a temporary name and renamed, so a
 concurrent process never reads half a file. A model folder that ships ``onnx/model.onnx`` (hub cross-encoders
 do) is used as is.
+
+The cache is checked, not trusted (docs/reliability.md, "The ONNX cache"): each file's size and sha256 go into
+its ``.json`` manifest at write time and are compared before use; a file that fails (or that ONNX Runtime
+cannot load) is exported again once. Exports hold a ``<file>.lock`` file lock, so several processes starting
+together export once. A cache dir that cannot be written falls back to a per-user temporary folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,7 +26,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,11 @@ from typing import Any
 from ..config import TWOSTAGE_CACHE_DIR, XDG_CACHE_HOME
 from ..errors import MissingDependencyError, ModelLoadError
 from ..extras import install_line
+
+try:  # POSIX; elsewhere exports are serialised within a process only (unique temp names keep readers safe)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +65,11 @@ _HUB_FILES = [
 # Every export this process made (a test reads it to prove the second load reused the cache).
 EXPORTS: list[Path] = []
 _export_lock = threading.Lock()
+# Files whose hash matched their manifest in this process, by (path, size, mtime, inode): hashed once each.
+_VERIFIED: set[tuple[str, int, int, int]] = set()
+# Files ONNX Runtime refused in this process (same key), with why: checked like a failed hash.
+_REJECTED: dict[tuple[str, int, int, int], str] = {}
+_FALLBACK_WARNED: set[str] = set()
 
 
 # -- files and cache ------------------------------------------------------------------------------------------
@@ -107,7 +123,18 @@ def _pkg(name: str) -> str | None:
 
 def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
     """The fp32 (``int8=False``) or int8 ``.onnx`` for ``model_dir``: the folder's own ``onnx/model.onnx`` if it
-    ships one, else a cached export (made now if missing); int8 is always a cached quantisation of the fp32 file.
+    ships one, else a cached export (made now if missing or failing its size/sha256 check); int8 is always a cached
+    quantisation of the fp32 file.
+
+    Args:
+        model_dir: A cross-encoder folder (see :func:`snapshot`).
+        int8: Return the int8-quantised graph.
+
+    Returns:
+        The ``.onnx`` path: shipped, cached, or in the temporary fallback folder when the cache is read-only.
+
+    Raises:
+        ModelLoadError: The folder has neither ``onnx/model.onnx`` nor torch weights.
     """
     shipped = model_dir / "onnx" / "model.onnx"
     if shipped.is_file():
@@ -124,9 +151,12 @@ def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
         # export made earlier. EXPORT_VERSION is bumped when our export recipe changes.
         settings: dict[str, Any] = {"opset": OPSET, "export": EXPORT_VERSION}
         fp32_key = _hash_files([model_dir / "config.json", *weights], settings)
-        fp32 = cache_dir() / f"{fp32_key}.onnx"
-        if not fp32.is_file():
-            _build(fp32, lambda tmp: export_onnx(model_dir, tmp), f"exporting {model_dir} to ONNX", settings)
+        fp32 = _build(
+            cache_dir() / f"{fp32_key}.onnx",
+            lambda tmp: export_onnx(model_dir, tmp),
+            f"exporting {model_dir} to ONNX",
+            settings,
+        )
     if not int8:
         return fp32
     # Quantisation output depends on onnxruntime's quantiser, so its version is part of this key.
@@ -137,36 +167,180 @@ def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
         "v": EXPORT_VERSION,
     }
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
-    out = cache_dir() / f"{key}-int8.onnx"
-    if not out.is_file():
-        _build(out, lambda tmp: quantize_int8(fp32, tmp), f"quantising {fp32.name} to int8", settings)
-    return out
+    return _build(
+        cache_dir() / f"{key}-int8.onnx",
+        lambda tmp: quantize_int8(fp32, tmp),
+        f"quantising {fp32.name} to int8",
+        settings,
+    )
 
 
-def _build(target: Path, make: Callable[[Path], Path], what: str, settings: dict[str, Any]) -> None:
-    """Run ``make(tmp_path)`` and rename the result to ``target`` (atomic on one filesystem)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _export_lock:  # threads of one process export once; other processes at worst export in parallel
-        if target.is_file():
-            return
+def _build(target: Path, make: Callable[[Path], Path], what: str, settings: dict[str, Any]) -> Path:
+    """The checked cache file ``target``: returned as is when its size and sha256 match its manifest, else made
+    by ``make(tmp_path)`` under a file lock and renamed into place (atomic on one filesystem).
+
+    A file that fails its check is made again with one WARNING line saying why. When ``target``'s folder cannot
+    be written, the file is looked up and made in a per-user temporary folder instead (one WARNING).
+
+    Returns:
+        The usable file: ``target``, or the same name in the fallback folder.
+    """
+    problem = _check(target)
+    if problem is None:
+        return target
+    unwritable = _unwritable(target.parent)
+    if unwritable:
+        target = _fallback_dir(target.parent, unwritable) / target.name
+        problem = _check(target)
+        if problem is None:
+            return target
+    with _locked(target):  # threads and processes: the first exports, the others then find its file
+        problem = _check(target)
+        if problem is None:
+            return target
         # WARNING, not INFO: an export takes a while and the CLI shows only warnings (through logging's
         # last-resort handler) unless --verbose; this keeps the one line users saw when this was a print.
-        logger.warning("twostage: %s (once; cached at %s)", what, target)
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
-        os.close(fd)
-        tmp = Path(tmp_name)
+        if problem == _MISSING:
+            logger.warning("twostage: %s (once; cached at %s)", what, target)
+        else:
+            logger.warning("twostage: %s again: the cached %s %s", what, target, problem)
+        _write(target, make, settings)
+    return target
+
+
+_MISSING = "is missing"
+
+
+def _key(path: Path, st: os.stat_result) -> tuple[str, int, int, int]:
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check(target: Path) -> str | None:
+    """None when ``target`` matches the size and sha256 its manifest records, else what is wrong (a phrase)."""
+    try:
+        st = target.stat()
+    except (FileNotFoundError, NotADirectoryError):  # the latter: the cache dir is under a regular file
+        return _MISSING
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    key = _key(target, st)
+    if key in _REJECTED:
+        return _REJECTED[key]
+    if key in _VERIFIED:
+        return None
+    try:
+        manifest = json.loads(target.with_suffix(".json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "has no manifest (an older version's cache, or an interrupted export)"
+    except (OSError, ValueError) as exc:
+        return f"has an unreadable manifest ({exc})"
+    size, sha = (manifest.get("size"), manifest.get("sha256")) if isinstance(manifest, dict) else (None, None)
+    if not isinstance(size, int) or not isinstance(sha, str):
+        return "has a manifest without size and sha256 (an older version's cache)"
+    if st.st_size != size:
+        return f"is {st.st_size} bytes, its manifest records {size} (truncated or replaced)"
+    try:
+        actual = _sha256(target)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if actual != sha:
+        return "does not match the sha256 its manifest records (corrupted or replaced)"
+    _VERIFIED.add(key)
+    return None
+
+
+def reject_cached(path: Path, reason: str) -> bool:
+    """Mark a cached file that passed its check but failed to load, so the next lookup exports it again.
+
+    Args:
+        path: The file :func:`onnx_model_path` returned.
+        reason: Why it failed to load (goes into the re-export line).
+
+    Returns:
+        False when ``path`` is not a checked cache file (a model's shipped ``onnx/model.onnx``) or was already
+        rejected in this process: exporting again would not help.
+    """
+    try:
+        key = _key(path, path.stat())
+    except OSError:
+        return False
+    if key not in _VERIFIED:
+        return False
+    _VERIFIED.discard(key)
+    _REJECTED[key] = f"could not be loaded by ONNX Runtime ({reason})"
+    return True
+
+
+def _unwritable(folder: Path) -> str | None:
+    """None when files can be created in ``folder`` (made if missing), else why not. Tried, not os.access:
+    root passes access checks on read-only mounts, and a path under a regular file fails only when used."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return f"{type(exc).__name__}: {exc.strerror or exc}"
+    return None
+
+
+def _fallback_dir(folder: Path, why: str) -> Path:
+    """``<tmp>/twostage-onnx-<uid>``, private to this user (a folder someone else made there is not used)."""
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    fallback = Path(tempfile.gettempdir()) / f"twostage-onnx-{uid}"
+    fallback.mkdir(mode=0o700, exist_ok=True)
+    if hasattr(os, "getuid") and fallback.stat().st_uid != uid:
+        fallback = Path(tempfile.mkdtemp(prefix="twostage-onnx-"))
+    if str(folder) not in _FALLBACK_WARNED:
+        _FALLBACK_WARNED.add(str(folder))
+        logger.warning("twostage: cannot write the ONNX cache %s (%s); using %s instead", folder, why, fallback)
+    return fallback
+
+
+@contextlib.contextmanager
+def _locked(target: Path) -> Iterator[None]:
+    """Hold the thread lock and, where fcntl exists, an exclusive lock on ``<target>.lock`` (left in place:
+    deleting a lock file races with a process about to lock it)."""
+    with _export_lock:
+        if fcntl is None:  # pragma: no cover - Windows
+            yield
+            return
+        fd = os.open(target.with_name(target.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            t0 = time.perf_counter()
-            make(tmp)
-            manifest = {**settings, "seconds": round(time.perf_counter() - t0, 1)}
-            for pkg in ("torch", "transformers", "onnx", "onnxruntime"):
-                manifest[pkg] = _pkg(pkg)
-            target.with_suffix(".json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as readable as any downloaded model
-            os.replace(tmp, target)
-            EXPORTS.append(target)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd closes, also when the process dies
+            yield
         finally:
-            tmp.unlink(missing_ok=True)
+            os.close(fd)
+
+
+def _write(target: Path, make: Callable[[Path], Path], settings: dict[str, Any]) -> None:
+    """Make the file under a unique temp name, rename it over ``target``, then write its manifest (size and
+    sha256) the same way: a crash in between leaves a file whose check fails, never a half file that passes."""
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=target.stem + ".", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        t0 = time.perf_counter()
+        make(tmp)
+        manifest = {**settings, "seconds": round(time.perf_counter() - t0, 1)}
+        for pkg in ("torch", "transformers", "onnx", "onnxruntime"):
+            manifest[pkg] = _pkg(pkg)
+        manifest.update(size=tmp.stat().st_size, sha256=_sha256(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is as readable as any downloaded model
+        os.replace(tmp, target)
+        tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+        os.replace(tmp, target.with_suffix(".json"))
+        _VERIFIED.add(_key(target, target.stat()))
+        EXPORTS.append(target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int = OPSET) -> Path:
