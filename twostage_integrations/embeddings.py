@@ -127,6 +127,24 @@ class Embedder(BaseEmbedder):
         return np.vstack(chunks).astype(np.float32, copy=False)
 
 
-def as_embedder(model: str | os.PathLike[str] | BaseEmbedder | None = None) -> BaseEmbedder:
-    """``model`` itself when it is already an embedder (shares the loaded model), else a new :class:`Embedder`."""
-    return model if isinstance(model, BaseEmbedder) else Embedder(model)
+def as_embedder(model: str | os.PathLike[str] | BaseEmbedder | None = None, backend: str | None = None) -> BaseEmbedder:
+    """``model`` itself when it is already an embedder (shares the loaded model), else a new embedder for it.
+
+    Args:
+        model: An embedder, or a hub id or folder (None: ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2).
+        backend: ``"onnx"`` (:class:`~twostage_integrations.embeddings_onnx.OnnxEmbedder`) or ``"torch"``
+            (:class:`Embedder`); default ``TWOSTAGE_EMBEDDING_BACKEND``, else onnx when the ``onnx`` extra is
+            installed and the model suits it, else torch. Same vectors and recorded name either way.
+
+    Returns:
+        The embedder.
+
+    Raises:
+        InvalidParameterError: An unknown backend.
+        MissingDependencyError: ``backend="onnx"`` without onnxruntime and tokenizers.
+    """
+    if isinstance(model, BaseEmbedder):
+        return model
+    from .embeddings_onnx import OnnxEmbedder, resolve_embedding_backend
+
+    return OnnxEmbedder(model) if resolve_embedding_backend(backend, model) == "onnx" else Embedder(model)
