@@ -1,4 +1,5 @@
-"""Sentence-transformers embeddings on ONNX Runtime: :class:`OnnxEmbedder`, and how ``as_embedder`` picks a backend.
+"""Sentence-transformers embeddings on ONNX Runtime: the engine (:class:`OnnxEncoder`) behind
+:class:`~twostage_integrations.embeddings.OnnxEmbedder`, and how ``as_embedder`` picks a backend.
 
 Inference needs only ``onnxruntime``, ``tokenizers`` and numpy, so a query embeds without importing torch or
 transformers. The model's transformer is exported to ONNX once (torch, cached like the cross-encoder's, see
@@ -6,7 +7,7 @@ transformers. The model's transformer is exported to ONNX once (torch, cached li
 the model folder describes it (``modules.json``: Transformer, then mean or CLS Pooling, then Normalize): the same
 text cleaning, truncation at ``max_seq_length``, pooling over the attention mask and L2 normalisation.
 
-The embedder records the same ``name`` as the torch :class:`~twostage_integrations.embeddings.Embedder` for the
+``OnnxEmbedder`` records the same ``name`` as the torch :class:`~twostage_integrations.embeddings.Embedder` for the
 same model, so a collection ingested with one backend is queried with the other.
 """
 
@@ -19,7 +20,6 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .config import TWOSTAGE_EMBEDDING_BACKEND
-from .embeddings import BaseEmbedder
 from .errors import InvalidParameterError, MissingDependencyError, ModelLoadError
-from .models import EMBEDDING_MODEL_ENV, load_model, looks_like_path, resolve_embedding_model
+from .models import looks_like_path, resolve_embedding_model
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +47,7 @@ _POOLING_FLAGS = {
 }
 POOLING_MODES = ("mean", "cls")
 # Files a hub snapshot needs besides the transformer's (the Pooling and Normalize module folders).
-_HUB_EXTRA = ["1_Pooling/*", "2_Normalize/*"]
+HUB_EXTRA = ("1_Pooling/*", "2_Normalize/*")
 
 
 def _read_json(path: Path) -> Any:
@@ -158,88 +157,56 @@ def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     return (vectors / np.clip(norms, 1e-12, None)).astype(np.float32, copy=False)
 
 
-class OnnxEmbedder(BaseEmbedder):
-    """Unit-length sentence-transformers embeddings computed with ONNX Runtime (no torch at inference).
-
-    Vectors match :class:`~twostage_integrations.embeddings.Embedder`'s for the same model within float rounding,
-    and ``name`` is the same, so either backend queries a collection the other ingested. The model loads (and on
-    first use ever, exports to ONNX) on first use.
+class OnnxEncoder:
+    """The ONNX Runtime engine behind :class:`~twostage_integrations.embeddings.OnnxEmbedder`: tokenises texts as
+    sentence-transformers does, runs the transformer graph in batches of similar length, pools and normalises.
 
     Args:
-        model: Hub id or folder; ``None`` means ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2.
-        batch_size: Texts per forward pass.
+        model_dir: A sentence-transformers (or plain transformers) folder; see :func:`read_layout`.
         threads: ONNX Runtime intra-op threads; default: physical cores.
 
-    >>> emb = OnnxEmbedder()
-    >>> emb.embed(["aspirin and stroke"]).shape
-    (1, 384)
+    Raises:
+        ModelLoadError: The folder is not one this engine runs (see :func:`read_layout`), or its graph takes
+            inputs other than input_ids, attention_mask and token_type_ids.
+        MissingDependencyError: An export is needed and torch, transformers or onnx is missing.
     """
 
-    def __init__(
-        self,
-        model: str | os.PathLike[str] | None = None,
-        *,
-        batch_size: int = 64,
-        threads: int | None = None,
-    ) -> None:
-        self.load_from, name = resolve_embedding_model(model)
-        super().__init__(name, batch_size=batch_size)
-        self.threads = threads
-        self._lock = threading.Lock()
-
-    @cached_property
-    def layout(self) -> EmbeddingLayout:
-        """The model folder's layout (fetching a hub snapshot if needed)."""
-        from .rerank.onnx_export import snapshot
-
-        folder = load_model(
-            self.load_from,
-            lambda name, local_only: snapshot(name, local_only, extra=_HUB_EXTRA),
-            kind="embedding",
-            env_var=EMBEDDING_MODEL_ENV,
-        )
-        return read_layout(folder)
-
-    @cached_property
-    def _runtime(self) -> tuple[Any, Any, list[str], str]:
-        """(session, tokenizer, input names, output name), made on first use."""
+    def __init__(self, model_dir: str | os.PathLike[str], *, threads: int | None = None) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         from .rerank.onnx import physical_cores
         from .rerank.onnx_export import embedding_onnx_path
 
-        layout = self.layout
-        tokenizer = Tokenizer.from_file(str(layout.transformer_dir / "tokenizer.json"))
+        self.layout = layout = read_layout(model_dir)
+        self.tokenizer = Tokenizer.from_file(str(layout.transformer_dir / "tokenizer.json"))
         side = _read_json(layout.transformer_dir / "tokenizer_config.json").get("truncation_side", "right")
-        tokenizer.enable_truncation(layout.max_length, direction=side)
-        tokenizer.no_padding()
+        self.tokenizer.enable_truncation(layout.max_length, direction=side)
+        self.tokenizer.no_padding()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = self.threads or physical_cores()
+        options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        path = embedding_onnx_path(layout.transformer_dir)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        outputs = [o.name for o in session.get_outputs()]
-        output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
-        inputs = [i.name for i in session.get_inputs()]
-        unknown = [n for n in inputs if n not in ("input_ids", "attention_mask", "token_type_ids")]
+        self.path = embedding_onnx_path(layout.transformer_dir)
+        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.output = "last_hidden_state" if "last_hidden_state" in outputs else outputs[0]
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        unknown = [n for n in self.inputs if n not in ("input_ids", "attention_mask", "token_type_ids")]
         if unknown:
             raise ModelLoadError(
-                f"{path} takes inputs {unknown} the ONNX embedder does not supply; use backend='torch'"
+                f"{self.path} takes inputs {unknown} the ONNX embedder does not supply; use backend='torch'"
             )
-        return session, tokenizer, inputs, output
+        self._lock = threading.Lock()
 
-    @property
-    def dimension(self) -> int:
-        """Length of one vector."""
-        return self.layout.dimension or int(self.embed(["x"]).shape[1])
-
-    def embed(self, texts: Sequence[str], *, progress: bool = False, desc: str = "embedding") -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False, desc: str = "embedding"
+    ) -> np.ndarray:
         """Embed ``texts`` in batches of similar length.
 
         Args:
             texts: The texts.
+            batch_size: Texts per forward pass.
             progress: Show a tqdm bar over texts.
             desc: The bar's label.
 
@@ -247,30 +214,27 @@ class OnnxEmbedder(BaseEmbedder):
             float32 unit-length vectors, one row per text, in input order.
         """
         texts = [str(t).strip() for t in texts]  # what sentence-transformers' Transformer.tokenize does
-        if not texts:
-            return np.zeros((0, self.dimension), dtype=np.float32)
         if self.layout.lower_case:
             texts = [t.lower() for t in texts]
-        session, tokenizer, inputs, output = self._runtime
-        encodings = tokenizer.encode_batch(texts)
+        encodings = self.tokenizer.encode_batch(texts)
         lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
         order = np.argsort(-lengths, kind="stable")  # similar lengths share a batch: less padding
-        out = np.empty((len(texts), 0), dtype=np.float32)
+        out = np.zeros((len(texts), self.layout.dimension), dtype=np.float32)
         with tqdm(total=len(texts), desc=desc, unit="text", disable=not progress) as bar:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
-                feed = _feed([encodings[i] for i in idx], int(lengths[idx].max()), inputs)
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                feed = _feed([encodings[i] for i in idx], int(lengths[idx].max()), self.inputs)
                 with self._lock:  # one forward at a time already uses every core
-                    hidden = session.run([output], feed)[0]
+                    hidden = self.session.run([self.output], feed)[0]
                 vectors = pool(hidden, feed["attention_mask"], self.layout.pooling)
-                if out.shape[1] == 0:
-                    out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+                if vectors.shape[1] != out.shape[1]:
+                    out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
                 out[idx] = vectors
                 bar.update(len(idx))
         return out
 
     def __repr__(self) -> str:
-        return f"OnnxEmbedder({self.load_from!r})"
+        return f"OnnxEncoder({str(self.layout.transformer_dir)!r}, pooling={self.layout.pooling!r})"
 
 
 def _feed(encodings: Sequence[Any], width: int, inputs: Sequence[str]) -> dict[str, np.ndarray]:

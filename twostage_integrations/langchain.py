@@ -262,7 +262,7 @@ class TwoStageRetriever(BaseRetriever):
         elif embeddings is not None:
             embedder = _LangChainEmbedder(embeddings)
         else:
-            embedder = Embedder()
+            embedder = as_embedder()
         recall = ChromaRecall(_store_collection(vectorstore), client=client, embedding_model=embedder)
         pipeline = TwoStagePipeline(recall, as_reranker(reranker), limit=limit, top_k=top_k)
         return cls(pipeline=pipeline, **kwargs)
