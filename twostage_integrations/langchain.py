@@ -27,7 +27,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, PrivateAttr
 
-from .embeddings import BaseEmbedder, Embedder, as_embedder
+from .embeddings import BaseEmbedder, as_embedder
 from .errors import InvalidParameterError
 from .hit import Hit
 from .pipeline import TwoStagePipeline
