@@ -51,6 +51,10 @@ _HUB_FILES = [
     "vocab.txt",
 ]
 
+# Cache keys of files already hashed, by path, size and mtime (see _hash_files).
+HASH_MEMO = "hashes.json"
+_MEMO_SIZE = 256
+
 # Every export this process made (a test reads it to prove the second load reused the cache).
 EXPORTS: list[Path] = []
 _export_lock = threading.Lock()
@@ -93,13 +97,43 @@ def snapshot(name: str, local_only: bool, *, extra: Sequence[str] = ()) -> Path:
 
 
 def _hash_files(paths: Sequence[Path], extra: dict[str, Any]) -> str:
+    """The cache key of ``paths`` (their names and bytes) and ``extra``.
+
+    Hashing a model's weights takes a good part of a second, on every start; the key is memoised in the cache dir
+    by each file's path, size and modification time, so a process that finds its export cached reads no weights.
+    """
+    stamps = [[str(p.resolve()), (st := p.stat()).st_size, st.st_mtime_ns] for p in paths]
+    memo_key = hashlib.sha256(json.dumps([stamps, extra], sort_keys=True).encode()).hexdigest()
+    memo_file = cache_dir() / HASH_MEMO
+    memo = _read_memo(memo_file)
+    if isinstance(memo.get(memo_key), str):
+        return str(memo[memo_key])
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
     for p in paths:
         digest.update(p.name.encode() + b"\0")
         with open(p, "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-    return digest.hexdigest()[:20]
+    key = digest.hexdigest()[:20]
+    memo = dict(list(memo.items())[-(_MEMO_SIZE - 1) :])  # the newest entries; one per model and settings
+    memo[memo_key] = key
+    try:
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=memo_file.parent, prefix=HASH_MEMO, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(memo, f)
+        os.replace(tmp, memo_file)  # atomic: a concurrent reader sees the old memo or the new one
+    except OSError as exc:  # a read-only cache still works, it just hashes again next time
+        logger.debug("could not save the hash memo %s: %s", memo_file, exc)
+    return key
+
+
+def _read_memo(path: Path) -> dict[str, Any]:
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def _pkg(name: str) -> str | None:
