@@ -184,7 +184,7 @@ def as_embedder(model: str | os.PathLike[str] | BaseEmbedder | None = None, back
 
     Args:
         model: An embedder, or a hub id or folder (None: ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2).
-        backend: ``"onnx"`` (:class:`~twostage_integrations.embeddings_onnx.OnnxEmbedder`) or ``"torch"``
+        backend: ``"onnx"`` (:class:`OnnxEmbedder`) or ``"torch"``
             (:class:`Embedder`); default ``TWOSTAGE_EMBEDDING_BACKEND``, else onnx when the ``onnx`` extra is
             installed and the model suits it, else torch. Same vectors and recorded name either way.
 
