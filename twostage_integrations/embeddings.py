@@ -7,11 +7,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .models import EMBEDDING_MODEL_ENV, load_model, resolve_embedding_model
+
+if TYPE_CHECKING:
+    from .embeddings_onnx import OnnxEncoder
 
 
 class BaseEmbedder(ABC):
@@ -186,13 +190,72 @@ class Embedder(BaseEmbedder):
         return np.vstack(chunks).astype(np.float32, copy=False)
 
 
-def as_embedder(model: str | os.PathLike[str] | BaseEmbedder | None = None) -> BaseEmbedder:
-    """An embedder for ``model``.
+class OnnxEmbedder(BaseEmbedder):
+    """:class:`Embedder`'s vectors computed with ONNX Runtime: no torch or transformers import at inference.
+
+    Vectors match :class:`Embedder`'s for the same model within float rounding and ``name`` is the same, so either
+    backend queries a collection the other ingested. The model loads on first use; the first use ever exports its
+    transformer to ONNX (needs torch; cached, see :mod:`twostage_integrations.rerank.onnx_export`). Models with
+    modules other than Transformer, mean/CLS Pooling and Normalize need :class:`Embedder`.
 
     Args:
-        model: An embedder (returned as is, so its loaded model is shared), or what :class:`Embedder` takes.
+        model: Hub id or folder; ``None`` means ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2.
+        batch_size: Texts per forward pass.
+        threads: ONNX Runtime intra-op threads; default: physical cores.
+
+    >>> emb = OnnxEmbedder()
+    >>> emb.embed(["aspirin and stroke"]).shape
+    (1, 384)
+    """
+
+    def __init__(
+        self, model: str | os.PathLike[str] | None = None, *, batch_size: int = 64, threads: int | None = None
+    ) -> None:
+        self.load_from, name = resolve_embedding_model(model)
+        super().__init__(name, batch_size=batch_size)
+        self.threads = threads
+
+    @cached_property
+    def model(self) -> OnnxEncoder:
+        """The ONNX Runtime engine (made on first use; a hub id is fetched as a snapshot)."""
+        from .embeddings_onnx import HUB_EXTRA, OnnxEncoder
+        from .rerank.onnx_export import snapshot
+
+        return load_model(
+            self.load_from,
+            lambda name, local_only: OnnxEncoder(snapshot(name, local_only, extra=HUB_EXTRA), threads=self.threads),
+            kind="embedding",
+            env_var=EMBEDDING_MODEL_ENV,
+        )
+
+    @property
+    def dimension(self) -> int:
+        """Length of one vector."""
+        return self.model.layout.dimension or int(self.embed(["x"]).shape[1])
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False, desc: str = "embedding") -> np.ndarray:
+        """Embed ``texts`` in batches of similar length; ``progress=True`` shows a tqdm bar over texts."""
+        return self.model.encode(texts, batch_size=self.batch_size, progress=progress, desc=desc)
+
+
+def as_embedder(model: str | os.PathLike[str] | BaseEmbedder | None = None, backend: str | None = None) -> BaseEmbedder:
+    """``model`` itself when it is already an embedder (shares the loaded model), else a new embedder for it.
+
+    Args:
+        model: An embedder, or a hub id or folder (None: ``TWOSTAGE_EMBEDDING_MODEL``, else all-MiniLM-L6-v2).
+        backend: ``"onnx"`` (:class:`OnnxEmbedder`) or ``"torch"``
+            (:class:`Embedder`); default ``TWOSTAGE_EMBEDDING_BACKEND``, else onnx when the ``onnx`` extra is
+            installed and the model suits it, else torch. Same vectors and recorded name either way.
 
     Returns:
-        ``model`` itself, or a new :class:`Embedder` (its model not loaded yet).
+        The embedder.
+
+    Raises:
+        InvalidParameterError: An unknown backend.
+        MissingDependencyError: ``backend="onnx"`` without onnxruntime and tokenizers.
     """
-    return model if isinstance(model, BaseEmbedder) else Embedder(model)
+    if isinstance(model, BaseEmbedder):
+        return model
+    from .embeddings_onnx import resolve_embedding_backend
+
+    return OnnxEmbedder(model) if resolve_embedding_backend(backend, model) == "onnx" else Embedder(model)

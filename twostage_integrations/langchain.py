@@ -27,7 +27,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, PrivateAttr, SerializerFunctionWrapHandler, model_serializer
 
-from .embeddings import BaseEmbedder, Embedder, as_embedder
+from .embeddings import BaseEmbedder, as_embedder
 from .errors import InvalidParameterError
 from .hit import Hit
 from .pipeline import TwoStagePipeline
@@ -290,7 +290,7 @@ class TwoStageRetriever(BaseRetriever):
         elif embeddings is not None:
             embedder = _LangChainEmbedder(embeddings)
         else:
-            embedder = Embedder()
+            embedder = as_embedder()
         recall = ChromaRecall(_store_collection(vectorstore), client=client, embedding_model=embedder)
         pipe = pipeline_for(recall, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset)
         return cls(pipeline=pipe, **kwargs)

@@ -21,24 +21,37 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TWOSTAGE_RERANK_BACKEND
+from ..config import TWOSTAGE_CACHE_DIR, TWOSTAGE_RERANK_BACKEND
 from ..errors import InvalidParameterError, MissingDependencyError, ModelLoadError
+from ..extras import install_line
 from .engine import ACTIVATIONS, BatchedEngine, RerankStats, pair_tokenizer, token_limit  # noqa: F401 - RerankStats lived here
-from .onnx_export import (  # noqa: F401 - re-exported: this module's public names before the split
-    CACHE_ENV,
-    EXPORT_VERSION,
-    EXPORTS,
-    INSTALL_HINT,
-    INT8_RECIPE,
-    OPSET,
-    WEIGHT_FILES,
-    cache_dir,
-    export_onnx,
-    onnx_model_path,
-    quantize_int8,
-    reject_cached,
-    snapshot,
+
+CACHE_ENV = TWOSTAGE_CACHE_DIR.name  # the same values as onnx_export's, without importing it
+INSTALL_HINT = install_line("onnx")
+
+# Re-exported lazily (this module's public names before the split): importing the engine reads no export code.
+_EXPORT_NAMES = (
+    "EXPORT_VERSION",
+    "EXPORTS",
+    "INT8_RECIPE",
+    "OPSET",
+    "WEIGHT_FILES",
+    "cache_dir",
+    "export_onnx",
+    "onnx_model_path",
+    "quantize_int8",
+    "reject_cached",
+    "snapshot",
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORT_NAMES:
+        from . import onnx_export
+
+        return getattr(onnx_export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 BACKENDS = ("torch", "onnx", "onnx-int8")
 BACKEND_ENV = TWOSTAGE_RERANK_BACKEND.name
@@ -203,6 +216,8 @@ class OnnxCrossEncoder(BatchedEngine):
     def _load(self, ort: Any, options: Any) -> tuple[Path, Any]:
         """The graph's path and session. A cached export that passed its hash check but that ONNX Runtime still
         refuses (a corrupt file with a matching manifest, e.g. a copied cache) is exported again, once."""
+
+        from .onnx_export import onnx_model_path, reject_cached
 
         def session(path: Path) -> Any:
             return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

@@ -62,6 +62,10 @@ _HUB_FILES = [
     "vocab.txt",
 ]
 
+# Cache keys of files already hashed, by path, size and mtime (see _hash_files).
+HASH_MEMO = "hashes.json"
+_MEMO_SIZE = 256
+
 # Every export this process made (a test reads it to prove the second load reused the cache).
 EXPORTS: list[Path] = []
 _export_lock = threading.Lock()
@@ -86,7 +90,7 @@ def cache_dir() -> Path:
         return Path(XDG_CACHE_HOME.value() or Path.home() / ".cache") / "twostage" / "onnx"
 
 
-def snapshot(name: str, local_only: bool) -> Path:
+def snapshot(name: str, local_only: bool, *, extra: Sequence[str] = ()) -> Path:
     """The model folder: ``name`` itself if it is a folder, else a hub snapshot (config, tokenizer, and
     ``onnx/model.onnx`` or the torch weights). Raises OSError/ValueError like transformers would, so
     :func:`~twostage_integrations.models.load_model` turns them into one clear error."""
@@ -98,20 +102,54 @@ def snapshot(name: str, local_only: bool) -> Path:
     from huggingface_hub import snapshot_download
 
     # Configs, tokenizer and the shipped ONNX graph if there is one; the torch weights only when there is not.
-    folder = Path(snapshot_download(name, local_files_only=local_only, allow_patterns=[*_HUB_FILES, "onnx/model.onnx"]))
+    folder = Path(
+        snapshot_download(name, local_files_only=local_only, allow_patterns=[*_HUB_FILES, *extra, "onnx/model.onnx"])
+    )
     if not (folder / "onnx" / "model.onnx").is_file():
-        folder = Path(snapshot_download(name, local_files_only=local_only, allow_patterns=[*_HUB_FILES, *WEIGHT_FILES]))
+        folder = Path(
+            snapshot_download(name, local_files_only=local_only, allow_patterns=[*_HUB_FILES, *extra, *WEIGHT_FILES])
+        )
     return folder
 
 
 def _hash_files(paths: Sequence[Path], extra: dict[str, Any]) -> str:
+    """The cache key of ``paths`` (their names and bytes) and ``extra``.
+
+    Hashing a model's weights takes a good part of a second, on every start; the key is memoised in the cache dir
+    by each file's path, size and modification time, so a process that finds its export cached reads no weights.
+    """
+    stamps = [[str(p.resolve()), (st := p.stat()).st_size, st.st_mtime_ns] for p in paths]
+    memo_key = hashlib.sha256(json.dumps([stamps, extra], sort_keys=True).encode()).hexdigest()
+    memo_file = cache_dir() / HASH_MEMO
+    memo = _read_memo(memo_file)
+    if isinstance(memo.get(memo_key), str):
+        return str(memo[memo_key])
     digest = hashlib.sha256(json.dumps(extra, sort_keys=True).encode())
     for p in paths:
         digest.update(p.name.encode() + b"\0")
         with open(p, "rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
-    return digest.hexdigest()[:20]
+    key = digest.hexdigest()[:20]
+    memo = dict(list(memo.items())[-(_MEMO_SIZE - 1) :])  # the newest entries; one per model and settings
+    memo[memo_key] = key
+    try:
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=memo_file.parent, prefix=HASH_MEMO, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(memo, f)
+        os.replace(tmp, memo_file)  # atomic: a concurrent reader sees the old memo or the new one
+    except OSError as exc:  # a read-only cache still works, it just hashes again next time
+        logger.debug("could not save the hash memo %s: %s", memo_file, exc)
+    return key
+
+
+def _read_memo(path: Path) -> dict[str, Any]:
+    try:
+        memo = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return memo if isinstance(memo, dict) else {}
 
 
 def _pkg(name: str) -> str | None:
@@ -136,27 +174,7 @@ def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
     Raises:
         ModelLoadError: The folder has neither ``onnx/model.onnx`` nor torch weights.
     """
-    shipped = model_dir / "onnx" / "model.onnx"
-    if shipped.is_file():
-        fp32, fp32_key = shipped, _hash_files([shipped], {"shipped": True})
-    else:
-        weights = [model_dir / f for f in WEIGHT_FILES if (model_dir / f).is_file()]
-        if not weights:
-            raise ModelLoadError(
-                f"{model_dir} has neither onnx/model.onnx nor torch weights ({', '.join(WEIGHT_FILES)}); "
-                f"point the model argument at a full cross-encoder folder"
-            )
-        # The exporter's torch/transformers versions are recorded in the manifest, not the key: the graph means
-        # the same across versions (tests check scores against torch), and a torch-free install can then use an
-        # export made earlier. EXPORT_VERSION is bumped when our export recipe changes.
-        settings: dict[str, Any] = {"opset": OPSET, "export": EXPORT_VERSION}
-        fp32_key = _hash_files([model_dir / "config.json", *weights], settings)
-        fp32 = _build(
-            cache_dir() / f"{fp32_key}.onnx",
-            lambda tmp: export_onnx(model_dir, tmp),
-            f"exporting {model_dir} to ONNX",
-            settings,
-        )
+    fp32, fp32_key = _fp32_graph(model_dir, {}, export_onnx, "cross-encoder")
     if not int8:
         return fp32
     # Quantisation output depends on onnxruntime's quantiser, so its version is part of this key.
@@ -173,6 +191,51 @@ def onnx_model_path(model_dir: Path, *, int8: bool) -> Path:
         f"quantising {fp32.name} to int8",
         settings,
     )
+
+
+def _fp32_graph(
+    model_dir: Path, task: dict[str, Any], export: Callable[[Path, Path], Path], kind: str
+) -> tuple[Path, str]:
+    """The folder's shipped ``onnx/model.onnx``, else a cached ``export(model_dir, tmp)`` (made now if missing or
+    failing its size/sha256 check).
+
+    ``task`` joins the cache key ({} for cross-encoders, so their keys stay as they were).
+    """
+    shipped = model_dir / "onnx" / "model.onnx"
+    if shipped.is_file():
+        return shipped, _hash_files([shipped], {"shipped": True})
+    weights = [model_dir / f for f in WEIGHT_FILES if (model_dir / f).is_file()]
+    if not weights:
+        raise ModelLoadError(
+            f"{model_dir} has neither onnx/model.onnx nor torch weights ({', '.join(WEIGHT_FILES)}); "
+            f"point the model argument at a full {kind} folder"
+        )
+    # The exporter's torch/transformers versions are recorded in the manifest, not the key: the graph means
+    # the same across versions (tests check scores against torch), and a torch-free install can then use an
+    # export made earlier. EXPORT_VERSION is bumped when our export recipe changes.
+    settings: dict[str, Any] = {"opset": OPSET, "export": EXPORT_VERSION, **task}
+    key = _hash_files([model_dir / "config.json", *weights], settings)
+    fp32 = _build(
+        cache_dir() / f"{key}.onnx", lambda tmp: export(model_dir, tmp), f"exporting {model_dir} to ONNX", settings
+    )
+    return fp32, key
+
+
+def embedding_onnx_path(model_dir: str | os.PathLike[str]) -> Path:
+    """The fp32 ``.onnx`` of a transformer encoder (its ``last_hidden_state``), for the ONNX embedder: the folder's
+    own ``onnx/model.onnx`` if it ships one, else a cached :func:`export_encoder_onnx` (made now if missing).
+
+    Args:
+        model_dir: The folder of the embedding model's transformer (``config.json`` and weights).
+
+    Returns:
+        The path of the graph.
+
+    Raises:
+        ModelLoadError: The folder has neither an ONNX graph nor torch weights.
+        MissingDependencyError: An export is needed and torch, transformers or onnx is missing.
+    """
+    return _fp32_graph(Path(model_dir), {"task": "last_hidden_state"}, export_encoder_onnx, "embedding model")[0]
 
 
 def _build(target: Path, make: Callable[[Path], Path], what: str, settings: dict[str, Any]) -> Path:
@@ -393,6 +456,66 @@ def export_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], 
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,  # the TorchScript exporter: no onnxscript dependency, proven on BERT-style encoders
+        )
+    return Path(out)
+
+
+def export_encoder_onnx(model_dir: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int = OPSET) -> Path:
+    """Export a transformer encoder (``AutoModel``) to ONNX with one output, ``last_hidden_state`` (fp32, dynamic
+    batch and sequence axes): what the ONNX embedder pools.
+
+    Args:
+        model_dir: The transformer's folder.
+        out: Where to write the graph.
+        opset: ONNX opset.
+
+    Returns:
+        ``out`` as a path.
+
+    Raises:
+        MissingDependencyError: torch, transformers or onnx is missing.
+    """
+    try:
+        import onnx  # noqa: F401 - torch's exporter needs it; fail here with the install line instead
+        import torch
+        from transformers import AutoConfig, AutoModel
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"exporting an embedding model to ONNX needs torch, transformers and onnx ({exc.name} is missing): "
+            f"{INSTALL_HINT}, or use backend='torch'"
+        ) from exc
+    from ..models import hidden_progress_bars
+
+    config = AutoConfig.from_pretrained(model_dir)
+    with hidden_progress_bars():
+        model = AutoModel.from_pretrained(model_dir, attn_implementation="eager").eval()
+    names = ["input_ids", "attention_mask"]
+    if getattr(config, "type_vocab_size", 0) > 1:
+        names.append("token_type_ids")
+
+    class Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, *inputs):
+            return self.inner(**dict(zip(names, inputs, strict=True))).last_hidden_state
+
+    dummy = tuple(torch.ones(2, 8, dtype=torch.long) if n != "token_type_ids" else torch.zeros(2, 8, dtype=torch.long)
+                  for n in names)  # fmt: skip
+    axes = {n: {0: "batch", 1: "sequence"} for n in [*names, "last_hidden_state"]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            Hidden().eval(),
+            dummy,
+            str(out),
+            input_names=names,
+            output_names=["last_hidden_state"],
+            dynamic_axes=axes,
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
         )
     return Path(out)
 
