@@ -110,11 +110,11 @@ def serve(
     --pipeline / --preset: serve hosts the spec's one local cross-encoder stage (with its backend, max_length;
     no keep, fuse= or none); its recall and top_k are unused, as clients send documents and top_n.
     """
-    name, stage = _served(pipeline, preset, model, rerank_backend, rerank_max_length)
     limits = {"max_documents": max_documents, "max_body_bytes": max_body_bytes, "max_query_chars": max_query_chars}
-    _check_limits(
+    _check_limits(  # the options first, then the model folder, then the port
         max_queue, limits, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
     )
+    name, stage = _served(pipeline, preset, model, rerank_backend, rerank_max_length)
     sockets, port = _listen(host, port)  # before loading and "serving ... at" (port: the real one for --port 0)
     _route_server_logs(log_requests)
     load = _loader(name, batch_size, stage, cache_size)
