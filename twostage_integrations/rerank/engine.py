@@ -124,7 +124,34 @@ def encode_pairs(tokenizer: Tokenizer, pairs: Sequence[tuple[str, str]]) -> tupl
     return encodings, lengths, sum(1 for e in encodings if e.overflowing)
 
 
-class BatchedEngine:
+class CountedEngine:
+    """What every engine keeps beside its scores: the token limit, the batch size, and the stats of its last call
+    and of all calls (``last_stats`` / ``total_stats``), recorded by :meth:`_record`.
+
+    Args:
+        max_length: The limit pairs are cut at.
+        batch_size: Pairs per forward pass.
+    """
+
+    def __init__(self, *, max_length: int, batch_size: int) -> None:
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.last_stats = RerankStats()
+        self.total_stats = RerankStats()
+
+    @property
+    def max_seq_length(self) -> int:
+        """``max_length`` under sentence-transformers' name for it."""
+        return self.max_length
+
+    def _record(self, stats: RerankStats, started: float) -> None:
+        """Close one ``predict`` call's stats (its time since ``started``) and add them to the totals."""
+        stats.seconds = time.perf_counter() - started
+        self.last_stats = stats
+        self.total_stats.add(stats)
+
+
+class BatchedEngine(CountedEngine):
     """The ``predict`` loop both engines share; subclasses implement :meth:`_forward`.
 
     ``predict`` tokenises every pair once, sorts the pairs by token length, runs batches of ``batch_size`` padded
@@ -138,17 +165,9 @@ class BatchedEngine:
     """
 
     def __init__(self, tokenizer: Tokenizer, *, max_length: int, batch_size: int, input_names: Sequence[str]) -> None:
+        super().__init__(max_length=max_length, batch_size=batch_size)
         self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.batch_size = batch_size
         self.input_names = [n for n in INPUT_NAMES if n in input_names]
-        self.last_stats = RerankStats()
-        self.total_stats = RerankStats()
-
-    @property
-    def max_seq_length(self) -> int:
-        """``max_length`` under sentence-transformers' name for it."""
-        return self.max_length
 
     def predict(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Score ``pairs``.
@@ -173,9 +192,7 @@ class BatchedEngine:
             out[idx] = scores
             stats.batches += 1
             stats.padded_tokens += len(idx) * width
-        stats.seconds = time.perf_counter() - t0
-        self.last_stats = stats
-        self.total_stats.add(stats)
+        self._record(stats, t0)
         return out if out is not None else np.empty((0, 1), dtype=np.float32)
 
     def _feed(self, encodings: Sequence[Encoding], width: int) -> dict[str, np.ndarray]:

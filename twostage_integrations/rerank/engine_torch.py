@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelLoadError
-from .engine import BatchedEngine, RerankStats, encode_pairs, pair_tokenizer, token_limit
+from .engine import BatchedEngine, CountedEngine, RerankStats, encode_pairs, pair_tokenizer, token_limit
 
 # The sentence-transformers module settings :class:`TorchCrossEncoder` reproduces.
 _PLAIN_TEXT = {"method": "forward", "method_output_name": "logits"}
@@ -110,7 +110,7 @@ class TorchCrossEncoder(BatchedEngine):
         return scores.float().cpu().numpy()
 
 
-class SentenceTransformersEngine:
+class SentenceTransformersEngine(CountedEngine):
     """``CrossEncoder.predict`` itself, for models :class:`TorchCrossEncoder` cannot run (see :func:`feeds_itself`).
 
     Implements :class:`~twostage_integrations.rerank.engine.CrossEncoderEngine`. sentence-transformers formats and
@@ -124,19 +124,11 @@ class SentenceTransformersEngine:
     """
 
     def __init__(self, model: Any, *, batch_size: int = 32) -> None:
+        super().__init__(max_length=_limit(model), batch_size=batch_size)
         self.model = model
-        self.batch_size = batch_size
-        self.max_length = _limit(model)
         hf_tokenizer = model.tokenizer
         fast = hasattr(hf_tokenizer, "backend_tokenizer")
         self.tokenizer = _copy_fast_tokenizer(hf_tokenizer, self.max_length) if fast else None
-        self.last_stats = RerankStats()
-        self.total_stats = RerankStats()
-
-    @property
-    def max_seq_length(self) -> int:
-        """``max_length`` under sentence-transformers' name for it."""
-        return self.max_length
 
     def predict(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
         """Score ``pairs`` with ``CrossEncoder.predict``.
@@ -155,9 +147,7 @@ class SentenceTransformersEngine:
         scores = self.model.predict(
             [tuple(p) for p in pairs], batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True
         )
-        stats.seconds = time.perf_counter() - t0
-        self.last_stats = stats
-        self.total_stats.add(stats)
+        self._record(stats, t0)
         return np.asarray(scores, dtype=np.float32).reshape(len(pairs), -1)
 
 
