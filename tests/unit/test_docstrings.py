@@ -29,6 +29,7 @@ MODULES: dict[str, str | None] = {
     f"{PACKAGE}.llama_index": "llama_index.core",
     f"{PACKAGE}.recall.hybrid": None,
     f"{PACKAGE}.rerank.factory": None,
+    f"{PACKAGE}.spec.presets": None,
     f"{PACKAGE}.spec.core": None,  # spec/build.py (build_recall, build_reranker) is not in the pass yet
     f"{PACKAGE}.testing": None,
 }
@@ -136,8 +137,8 @@ def test_the_check_covers_the_package_exports() -> None:
 def test_the_spec_is_exported_and_checked() -> None:
     from twostage_integrations.spec import FusionSpec, PipelineSpec, RecallSpec, StageSpec
 
-    spec_core = _module(f"{PACKAGE}.spec.core")
-    checked = [obj for module in (twostage_integrations, spec_core) for _, obj in _exports(module)]
+    spec_modules = [_module(f"{PACKAGE}.spec.{name}") for name in ("core", "presets")]
+    checked = [obj for module in (twostage_integrations, *spec_modules) for _, obj in _exports(module)]
     assert all(part in checked for part in (PipelineSpec, RecallSpec, StageSpec, FusionSpec))
     assert twostage_integrations.PipelineSpec is PipelineSpec
 

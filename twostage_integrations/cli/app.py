@@ -26,7 +26,7 @@ from ..config import (
 )
 from ..errors import TwoStageError
 from ..models import quiet_model_libraries
-from ..spec.core import PRESETS
+from ..spec.presets import PRESETS
 
 if TYPE_CHECKING:
     from ..spec import PipelineSpec

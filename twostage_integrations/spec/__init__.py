@@ -39,17 +39,8 @@ True
 """
 
 from .build import build_recall, build_reranker, recall_over, spec_from
-from .core import (
-    PRESETS,
-    FusionSpec,
-    PipelineSpec,
-    RecallSpec,
-    StageSpec,
-    load_toml,
-    parse_spec,
-    parse_stage_token,
-    resolve,
-)
+from .core import FusionSpec, PipelineSpec, RecallSpec, StageSpec, parse_stage_token
+from .presets import PRESETS, load_toml, parse_spec, resolve
 
 __all__ = [
     "PRESETS",

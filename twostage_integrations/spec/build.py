@@ -6,7 +6,8 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParameterError, PipelineSpecError
-from .core import PRESETS, PipelineSpec, resolve
+from .core import PipelineSpec
+from .presets import PRESETS, resolve
 
 if TYPE_CHECKING:
     from ..recall.base import Recall

@@ -1,16 +1,15 @@
-"""The pipeline spec itself: its parts, the string / dict / TOML forms, presets (grammar: :mod:`..spec`)."""
+"""The pipeline spec itself: its parts and the string / dict / TOML forms (grammar: :mod:`..spec`; named
+specs and reading any spelling of one: :mod:`.presets`)."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import math
-import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -21,15 +20,11 @@ from ..rerank.fusion import METHODS as FUSION_METHODS
 from ..rerank.onnx import BACKENDS
 
 __all__ = [
-    "PRESETS",
     "FusionSpec",
     "PipelineSpec",
     "RecallSpec",
     "StageSpec",
-    "load_toml",
-    "parse_spec",
     "parse_stage_token",
-    "resolve",
 ]
 
 DEFAULT_LIMIT = 20  # TwoStagePipeline's and `twostage query`'s defaults
@@ -49,17 +44,9 @@ EXAMPLE_NO_RERANK = "dense:20 > none > top_k=5"
 EXAMPLE_DICT = '{"recall": {"kind": "dense", "limit": 20}, "stages": [{"model": "default", "keep": 10}], "top_k": 5}'
 EXAMPLE_TOML = 'recall = {kind = "dense", limit = 20} / stages = [{model = "default"}] / top_k = 5, one per line'
 
-# Named specs. A preset is added here with its measured numbers in docs/ (docs/pipeline_spec.md lists them).
-PRESETS: dict[str, str] = {
-    # Today's default pipeline: dense recall of 20, the default cross-encoder on the default engine (fp32: ONNX
-    # with the onnx extra, else torch, unless $TWOSTAGE_RERANK_BACKEND says otherwise), top 5.
-    "exact": "dense:20 > default > top_k=5",
-}
-
 _INT = re.compile(r"[0-9]+")
 _FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _SETTING = re.compile(r"([A-Za-z_][\w-]*)\s*=\s*(.*)")  # `top_k=5`; also catches typos such as `topk=5`
-_PRESET_NAME = re.compile(r"[A-Za-z][\w-]*")
 _WHAT = {"max_length": "a number of tokens >= 1"}  # how each whole-number token is described in errors
 
 
@@ -546,55 +533,3 @@ def parse_stage_token(token: str, label: str = "stage") -> tuple[str, int | None
             f"{where}: a stage starts with its model ('{DEFAULT_MODEL}' for the default)", model, EXAMPLE_STAGE
         )
     return model, count, options
-
-
-def parse_spec(text: str) -> PipelineSpec:
-    """:meth:`PipelineSpec.parse` (the same errors).
-
-    Args:
-        text: A spec string, e.g. ``"dense:20 > default > top_k=5"``.
-    """
-    return PipelineSpec.parse(text)
-
-
-def load_toml(path: str | os.PathLike[str]) -> PipelineSpec:
-    """Read a TOML file holding a spec's dict form.
-
-    Args:
-        path: The file (``~`` is expanded).
-
-    Raises:
-        PipelineSpecError: no such file, or its contents are not a spec.
-    """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise PipelineSpecError("no such pipeline TOML file", str(path), "pipeline.toml (see docs/pipeline_spec.md)")
-    with _context(f"{file}"):
-        return PipelineSpec.from_toml(file.read_text(encoding="utf-8"))
-
-
-def resolve(spec: PipelineSpec | Mapping[str, Any] | str | os.PathLike[str]) -> PipelineSpec:
-    """Any spelling of a spec as a :class:`PipelineSpec`.
-
-    Args:
-        spec: A spec, its dict form, a preset name (:data:`PRESETS`), a ``.toml`` file, or a spec string.
-
-    Raises:
-        PipelineSpecError: an unknown preset, or a spec that cannot be read.
-    """
-    if isinstance(spec, PipelineSpec):
-        return spec
-    if isinstance(spec, Mapping):
-        return PipelineSpec.from_dict(spec)
-    if isinstance(spec, os.PathLike) or (isinstance(spec, str) and spec.strip().endswith(".toml")):
-        return load_toml(spec)
-    if not isinstance(spec, str):
-        raise PipelineSpecError(
-            "a pipeline spec is a string, dict, TOML file or preset name", type(spec).__name__, EXAMPLE
-        )
-    name = spec.strip()
-    if name in PRESETS:
-        return PipelineSpec.parse(PRESETS[name])
-    if _PRESET_NAME.fullmatch(name) and name not in RECALL_KINDS:
-        raise PipelineSpecError(f"unknown pipeline preset (presets: {', '.join(PRESETS)})", name, next(iter(PRESETS)))
-    return PipelineSpec.parse(spec)
