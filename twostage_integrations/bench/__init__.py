@@ -10,14 +10,14 @@ rerank server (:mod:`.serve`), so the evaluation package (quality metrics) never
 """
 
 from .built import BuiltSystem
-from .peers import PEERS, peer_unavailable
-from .preset_run import PRESET_SYSTEMS, check_preset_systems, run_preset_benchmark
 from .data import BenchData, build_collection, load_bench_data
 from .machine import PACKAGES, flops, machine_info, matmul_peak_gflops, model_shape
+from .peers import PEERS, peer_unavailable
+from .preset_run import PRESET_SYSTEMS, check_preset_systems, run_preset_benchmark
 from .report import BenchReport, SystemResult, plot_report, write_json
 from .run import run_benchmark, run_benchmarks
-from .specs import REFERENCE_PRESET, SpecRow, default_spec, engine_label, spec_label, spec_rows
 from .serve import ServeBenchReport, ServeModeResult, run_serve_benchmark
+from .specs import REFERENCE_PRESET, SpecRow, default_spec, engine_label, spec_label, spec_rows
 from .systems import (
     CASCADE,
     ENGINE_SYSTEMS,

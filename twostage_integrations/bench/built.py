@@ -35,7 +35,6 @@ class BuiltSystem:
     engine: str | None = None  # what runs its rerank, read from what was built (the preset table's "engine")
     counted: list[CrossEncoderReranker] | None = None  # a spec row: its stages' cross-encoders count
 
-
     def engines(self) -> list[CrossEncoderReranker]:
         """Our cross-encoders this system runs, each once (a cascade may use one model in two stages)."""
         if self.counted is not None:

@@ -134,7 +134,8 @@ def machine_info() -> dict[str, Any]:
     """CPU, threads, load, matmul peak and library versions, to print next to the numbers.
 
     Returns:
-        ``cpu_model`` and ``cores`` (see :func:`cpu_model_and_cores`), ``platform``, ``processor``, ``cpu_count``, ``torch_threads``, ``cuda``, ``python``, ``load_avg_start``,
+        ``cpu_model`` and ``cores`` (see :func:`cpu_model_and_cores`), ``platform``, ``processor``,
+        ``cpu_count``, ``torch_threads``, ``cuda``, ``python``, ``load_avg_start``,
         ``matmul_peak_gflops`` and ``versions`` (of :data:`PACKAGES`, None when not installed).
     """
     import torch

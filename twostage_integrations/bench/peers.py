@@ -51,7 +51,11 @@ PEER_BACKENDS: dict[str, tuple[str, bool]] = {
 REQUIREMENTS: dict[str, list[tuple[str, str]]] = {
     "onnx": [("optimum.onnxruntime", "optimum[onnxruntime]")],
     "openvino": [("optimum.intel.openvino", "optimum-intel[openvino]")],
-    "openvino-int8": [("optimum.intel.openvino", "optimum-intel[openvino]"), ("nncf", "nncf"), ("datasets", "datasets")],
+    "openvino-int8": [
+        ("optimum.intel.openvino", "optimum-intel[openvino]"),
+        ("nncf", "nncf"),
+        ("datasets", "datasets"),
+    ],
 }
 ONNX_INT8_CONFIGS = ("avx512_vnni", "avx512", "avx2")  # ST's dynamic int8 configs for x86, fastest first
 OPENVINO_INT8_FILE = "openvino/openvino_model_qint8_quantized.xml"  # ST's default file_suffix "qint8_quantized"
@@ -78,7 +82,9 @@ def peer_unavailable(name: str) -> str | None:
         except Exception as exc:  # noqa: BLE001 - an installed but broken package: the row reports it
             return f"not usable: {requirement} fails to import ({type(exc).__name__}: {exc})"
     if backend == "onnx" and int8 and onnx_int8_config() is None:
-        return f"no int8 config: sentence-transformers has dynamic int8 recipes for {', '.join(ONNX_INT8_CONFIGS)}, arm64"
+        return (
+            f"no int8 config: sentence-transformers has dynamic int8 recipes for {', '.join(ONNX_INT8_CONFIGS)}, arm64"
+        )
     return None
 
 
@@ -246,6 +252,10 @@ def peer_systems(
             out[name] = f"failed: {type(exc).__name__}: {exc}"
             continue
         out[name] = BuiltSystem(
-            _peer_search(recall, model, limit, top_k), None, max_length_of(model), description=PEERS[name], engine=engine
+            _peer_search(recall, model, limit, top_k),
+            None,
+            max_length_of(model),
+            description=PEERS[name],
+            engine=engine,
         )
     return out

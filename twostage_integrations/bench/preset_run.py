@@ -7,7 +7,8 @@ token limit and top_k), and every row's top-k set is compared with ``exact``'s (
 one at a time with the order of the rows rotated per query, as in :func:`~.run.run_benchmarks`.
 
 >>> from twostage_integrations.bench import run_preset_benchmark
->>> report = run_preset_benchmark(pipelines=["exact", "dense:20 > default@backend=onnx-int8 > top_k=5"])  # doctest: +SKIP
+>>> specs = ["exact", "dense:20 > default@backend=onnx-int8 > top_k=5"]
+>>> report = run_preset_benchmark(pipelines=specs)  # doctest: +SKIP
 >>> [(s.name, s.engine, s.same_set) for s in report.systems]  # doctest: +SKIP
 """
 
@@ -16,7 +17,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +137,10 @@ def run_preset_benchmark(
     return report
 
 
+def _search(pipe: TwoStagePipeline) -> Callable[[str], list[str]]:
+    return lambda q: [h.id for h in pipe.search(q)]
+
+
 Timed = dict[str, tuple[BuiltSystem | None, SystemResult]]  # None: a peer that did not run
 
 
@@ -146,7 +151,7 @@ def _row_systems(built: _Rows) -> Timed:
         pipe = built.pipelines[row.name]
         ces = cross_encoders(pipe.reranker)
         system = BuiltSystem(
-            lambda q, p=pipe: [h.id for h in p.search(q)],
+            _search(pipe),
             pipe,
             max_length_of(ces[-1].model) if ces else None,
             engine=engine_label(pipe.reranker),
@@ -189,13 +194,16 @@ def _time_rows(
         if isinstance(value, str):  # not installed, or its export failed: a row that says why
             pairs[name] = (None, SystemResult(name, PEERS.get(name, name), unavailable=value))
         else:
-            result = SystemResult(name, value.description or SYSTEMS[name], value.rerank_max_length, engine=value.engine)
+            description = value.description or SYSTEMS.get(name) or PEERS[name]
+            result = SystemResult(name, description, value.rerank_max_length, engine=value.engine)
             pairs[name] = (value, result)
     systems = {n: s for n, (s, _) in pairs.items() if s is not None}
     results = {n: r for n, (_, r) in pairs.items()}
     machine = machine_info()
     timed = {n: results[n] for n in systems}
-    _time_queries(data, systems, timed, repeat=repeat, warmup=warmup, progress=progress, limit=min(limit, len(data.ids)))
+    _time_queries(
+        data, systems, timed, repeat=repeat, warmup=warmup, progress=progress, limit=min(limit, len(data.ids))
+    )
     machine["load_avg_end"] = load_average()
     _agreement(data, results, reference=built.reference.name)
     return BenchReport(
