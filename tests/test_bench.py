@@ -269,3 +269,40 @@ def test_cli_json_smoke(tmp_path, rerank_model_path):
     assert rows["llamaindex"]["rerank_max_length"] == 512
     assert rows["twostage"]["rerank_max_length"] == rows["langchain"]["rerank_max_length"] == 192
     assert all(len(r["latencies_ms"]) == 2 and len(r["top_ids"][0]) == 2 for r in rows.values())
+
+
+INT8_ROW = "dense:10 > default@backend=onnx-int8 > top_k=5"
+
+
+def test_preset_rows_next_to_the_natives_and_peers(embedder, rerank_model_path, monkeypatch):
+    """Two specs, two rows (the default pipeline first), next to native LangChain and one ST peer."""
+    from rich.console import Console
+
+    from twostage_integrations.bench import run_preset_benchmark
+    from twostage_integrations.bench.specs import ENGINE_LABELS
+    from twostage_integrations.cli.bench import preset_table
+
+    monkeypatch.setenv("TWOSTAGE_RERANK_MODEL", rerank_model_path)
+    report = run_preset_benchmark(
+        pipelines=["exact", INT8_ROW], systems=["langchain", "st-onnx"], max_queries=2, max_docs=40,
+        embedding_model=embedder, warmup=0, progress=False,
+    )  # fmt: skip
+    assert [s.name for s in report.systems] == ["exact (default)", INT8_ROW, "langchain", "st-onnx"]
+    rows = {s.name: s for s in report.systems}
+    exact, int8, native, peer = (rows[n] for n in ("exact (default)", INT8_ROW, "langchain", "st-onnx"))
+    assert exact.engine == ENGINE_LABELS[exact.backend] and int8.engine == "ONNX Runtime int8"
+    assert native.engine == "ST torch fp32"
+    assert (exact.pairs, int8.pairs, native.pairs) == (2 * 20, 2 * 10, 2 * 20)  # each row's own recall depth
+    assert exact.same_set == 1.0 and native.same_set == 1.0  # the native stack rebuilds exact: same weights
+    assert 0.0 <= int8.same_set <= 1.0 and [len(ids) for ids in int8.top_ids] == [5, 5]
+    if peer.ran:  # optimum installed: ST's own ONNX export of the same weights
+        assert peer.engine == "ST ONNX Runtime fp32" and peer.same_set == 1.0
+    else:
+        assert peer.unavailable.split(":")[0] in ("not installed", "not usable", "failed")
+    by_name = {s["name"]: s for s in report.to_dict()["systems"]}
+    assert by_name[INT8_ROW]["ratio_vs"]["langchain"] == pytest.approx(int8.median_ms / native.median_ms)
+    assert by_name[INT8_ROW]["spec"] == INT8_ROW and report.machine["cpu_model"]
+    console = Console(width=300, record=True)
+    console.print(preset_table(report))
+    text = console.export_text()
+    assert "same top-5 as exact (default)" in text and report.machine["cpu_model"] in text

@@ -203,10 +203,18 @@ def test_a_spec_and_a_pipeline_option_are_refused_together(command, option, made
     assert made == []
 
 
-@pytest.mark.parametrize("command", ["serve", "bench"])
+@pytest.mark.parametrize("command", ["serve"])
 def test_serve_and_bench_refuse_a_spec_they_cannot_run(command, made, tmp_path):
     result = runner.invoke(app, [*COMMANDS[command], str(tmp_path / "db"), "--pipeline", MANY])
     _one_error_line(result, "one cross-encoder", str(PipelineSpec.parse(MANY)))
+
+
+def test_bench_times_any_spec_as_a_row(made, tmp_path):
+    # issue 22: bench runs every --pipeline as a row (a cascade, hybrid recall...); MANY keeps top_k=2, and rows
+    # are compared on one top_k, so it is refused on that before anything is built
+    result = runner.invoke(app, [*COMMANDS["bench"], str(tmp_path / "db"), "--pipeline", MANY])
+    _one_error_line(result, "same top_k", "keeps 2")
+    assert made == []
 
 
 # -- adapters: arguments that contradict the spec, and the spec in the metadata --------------------------------

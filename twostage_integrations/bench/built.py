@@ -32,9 +32,13 @@ class BuiltSystem:
     reranker: CrossEncoderReranker | None = None  # ours: where pair, truncation and token counts come from
     cascade: TimedCascade | None = None  # twostage-cascade: its stages' rerankers count instead of ``reranker``
     description: str | None = None  # None: SYSTEMS' line
+    engine: str | None = None  # what runs its rerank, read from what was built (the preset table's "engine")
+    counted: list[CrossEncoderReranker] | None = None  # a spec row: its stages' cross-encoders count
 
     def engines(self) -> list[CrossEncoderReranker]:
         """Our cross-encoders this system runs, each once (a cascade may use one model in two stages)."""
+        if self.counted is not None:
+            return list(self.counted)
         if self.cascade is not None:
             unique = {id(r): r for r, _ in self.cascade.stages if isinstance(r, CrossEncoderReranker)}
             return list(unique.values())
@@ -44,3 +48,25 @@ class BuiltSystem:
 def max_length_of(model: Any) -> int | None:
     """The token limit of a loaded cross-encoder (sentence-transformers or our ONNX engine), None if unknown."""
     return getattr(model, "max_seq_length", None) or getattr(model, "max_length", None)
+
+
+def st_engine_label(model: Any) -> str:
+    """What runs a sentence-transformers ``CrossEncoder`` (the native stacks' model), read from it: its backend,
+    and for torch the dtype of its weights, e.g. ``ST torch fp32``.
+
+    Args:
+        model: A loaded ``sentence_transformers.CrossEncoder``.
+
+    Returns:
+        The label.
+    """
+    backend = getattr(model, "backend", "torch")
+    if backend != "torch":
+        return f"ST {backend}"
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    dtype = str(getattr(first, "dtype", "")).removeprefix("torch.")
+    return f"ST torch {DTYPES.get(dtype, dtype)}".rstrip()
+
+
+DTYPES = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}

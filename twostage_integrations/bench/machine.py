@@ -25,6 +25,11 @@ PACKAGES = (
     "langchain-community",
     "llama-index-core",
     "llama-index-vector-stores-chroma",
+    "optimum",  # the sentence-transformers peers' backends (see bench/peers.py)
+    "optimum-onnx",
+    "optimum-intel",
+    "openvino",
+    "nncf",
 )
 
 
@@ -89,6 +94,37 @@ def flops(shape: dict[str, int], tokens: int, pairs: int) -> float:
     return 2.0 * dense * tokens + 4.0 * layers * h * n * n * pairs
 
 
+def cpu_model_and_cores(lscpu: str | None = None) -> tuple[str | None, int | None]:
+    """The CPU model name and physical core count, as ``lscpu`` prints them.
+
+    Args:
+        lscpu: ``lscpu``'s output (default: run it; where there is no lscpu, ``/proc/cpuinfo`` and
+            :func:`platform.processor` stand in).
+
+    Returns:
+        ``(model name, cores)``; either None when unknown.
+    """
+    if lscpu is None:
+        import subprocess
+
+        try:
+            lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=True).stdout
+        except (OSError, subprocess.SubprocessError):
+            lscpu = ""
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lscpu.splitlines()) if v}
+    model = fields.get("Model name")
+    if model is None:  # no lscpu: /proc/cpuinfo (Linux), else whatever platform knows
+        cpuinfo = Path("/proc/cpuinfo")
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace") if cpuinfo.is_file() else ""
+        names = [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")]
+        model = names[0] if names else (platform.processor() or None)
+    try:
+        cores = int(fields["Core(s) per socket"]) * int(fields.get("Socket(s)", "1"))
+    except (KeyError, ValueError):
+        cores = None
+    return model, cores
+
+
 def load_average() -> list[float] | None:
     """The 1/5/15-minute load average, None where the platform has none (Windows)."""
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
@@ -98,7 +134,8 @@ def machine_info() -> dict[str, Any]:
     """CPU, threads, load, matmul peak and library versions, to print next to the numbers.
 
     Returns:
-        ``platform``, ``processor``, ``cpu_count``, ``torch_threads``, ``cuda``, ``python``, ``load_avg_start``,
+        ``cpu_model`` and ``cores`` (see :func:`cpu_model_and_cores`), ``platform``, ``processor``,
+        ``cpu_count``, ``torch_threads``, ``cuda``, ``python``, ``load_avg_start``,
         ``matmul_peak_gflops`` and ``versions`` (of :data:`PACKAGES`, None when not installed).
     """
     import torch
@@ -109,7 +146,10 @@ def machine_info() -> dict[str, Any]:
             versions[pkg] = version(pkg)
         except PackageNotFoundError:
             versions[pkg] = None
+    cpu_model, cores = cpu_model_and_cores()
     return {
+        "cpu_model": cpu_model,
+        "cores": cores,
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),

@@ -13,7 +13,7 @@ from typing import Any
 
 from ..embeddings import BaseEmbedder
 from ..rerank.cross_encoder import CrossEncoderReranker
-from .built import BuiltSystem, max_length_of
+from .built import BuiltSystem, max_length_of, st_engine_label
 
 
 def _doc_ids(documents: Sequence[Any]) -> list[str]:
@@ -69,7 +69,9 @@ def langchain_systems(
         native = ContextualCompressionRetriever(
             base_compressor=NativeReranker(model=hf, top_n=top_k), base_retriever=base
         )
-        out["langchain"] = BuiltSystem(lambda q: _doc_ids(native.invoke(q)), None, max_length_of(hf.client))
+        out["langchain"] = BuiltSystem(
+            lambda q: _doc_ids(native.invoke(q)), None, max_length_of(hf.client), engine=st_engine_label(hf.client)
+        )
     if "langchain+twostage-compressor" in names:
         ours = ContextualCompressionRetriever(
             base_compressor=TwoStageCompressor(reranker=reranker, top_n=top_k), base_retriever=base
@@ -133,7 +135,8 @@ def llamaindex_systems(
         native = SentenceTransformerRerank(model=reranker.name, top_n=top_k)
         if rerank_max_length:
             native._model.max_seq_length = rerank_max_length  # noqa: SLF001 - no constructor argument for it
-        out["llamaindex"] = BuiltSystem(chain(native), None, max_length_of(native._model))  # noqa: SLF001
+        model = native._model  # noqa: SLF001 - the loaded CrossEncoder: its token limit and engine
+        out["llamaindex"] = BuiltSystem(chain(native), None, max_length_of(model), engine=st_engine_label(model))
     if "llamaindex+twostage-rerank" in names:
         out["llamaindex+twostage-rerank"] = BuiltSystem(
             chain(TwoStageRerank(reranker, top_n=top_k)), None, max_length_of(reranker.model), reranker

@@ -37,6 +37,17 @@ class SystemResult:
     cascade: list[dict[str, Any]] = field(default_factory=list)
     cascade_ms: list[list[float]] = field(default_factory=list)
     model_shape: dict[str, int] | None = None  # None: the report's (the reference cross-encoder's)
+    # The preset table (run_preset_benchmark): what ran the rerank, the row's spec, why a peer did not run
+    # (then nothing was timed), and the share of queries whose top-k SET equals the reference row's.
+    engine: str | None = None
+    spec: str | None = None
+    unavailable: str | None = None
+    same_set: float | None = None
+
+    @property
+    def ran(self) -> bool:
+        """Whether the system was timed (a peer that is not installed was not)."""
+        return self.unavailable is None and bool(self.latencies_ms)
 
     @property
     def pairs_per_s(self) -> float:
@@ -98,6 +109,7 @@ class BenchReport:
     # Serve throughput (8 concurrent clients, batching on/off) from bench/serve.py's
     # run_serve_benchmark(...), attached by whoever runs it; printed under the table when set.
     serve: dict[str, Any] | None = None
+    reference: str = REFERENCE  # the system whose top-k the others are compared with (``exact`` in a preset table)
 
     def gflops(self, s: SystemResult) -> float | None:
         """Achieved GFLOP/s of ``s``'s cross-encoder: useful FLOPs (unpadded tokens) over engine seconds.
@@ -132,7 +144,7 @@ class BenchReport:
 
     def ratio(self, name: str, baseline: str) -> float | None:
         """``name``'s median latency over ``baseline``'s (below 1: faster); None if either was not run."""
-        names = {s.name for s in self.systems}
+        names = {s.name for s in self.systems if s.ran}
         if name not in names or baseline not in names:
             return None
         return self.system(name).median_ms / self.system(baseline).median_ms
@@ -144,6 +156,8 @@ class BenchReport:
         return out
 
     def _system_dict(self, s: SystemResult) -> dict[str, Any]:
+        if not s.ran:  # not installed (a peer): no numbers, the reason instead
+            return {"name": s.name, "description": s.description, "engine": s.engine, "unavailable": s.unavailable}
         return {
             "name": s.name,
             "description": s.description,
@@ -153,8 +167,11 @@ class BenchReport:
             "queries_per_s": s.queries_per_s,
             "stage_median_ms": s.stage_medians_ms(),
             "cascade": s.cascade or None,
-            "ratio_vs": {b: self.ratio(s.name, b) for b in (REFERENCE, *NATIVE)},
+            "ratio_vs": {b: self.ratio(s.name, b) for b in dict.fromkeys((self.reference, *NATIVE))},
             "agreement": s.agreement,
+            "same_set": s.same_set,
+            "engine": s.engine,
+            "spec": s.spec,
             "mismatches": s.mismatches,
             "backend": s.backend,
             "pairs": s.pairs,
@@ -200,9 +217,10 @@ def plot_report(report: BenchReport, path: str | os.PathLike[str]) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [s.name for s in report.systems]
+    timed = [s for s in report.systems if s.ran]  # a peer that is not installed has no bar
+    names = [s.name for s in timed]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(names) + 1.6))
-    for y, s in enumerate(report.systems):
+    for y, s in enumerate(timed):
         stages = s.stage_medians_ms()
         if stages:  # recall and rerank medians stacked; the rest of the median is adapter/framework overhead
             ax.barh(y, stages["recall"], color="tab:blue", label="recall" if y == 0 else None)

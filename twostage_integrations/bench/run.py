@@ -334,13 +334,21 @@ def _time_one(system: BuiltSystem, result: SystemResult, query: str, limit: int)
     return ids
 
 
-def _agreement(data: BenchData, results: dict[str, SystemResult], examples: int = 3) -> None:
-    reference = results[REFERENCE].top_ids
+def _agreement(
+    data: BenchData, results: dict[str, SystemResult], examples: int = 3, reference: str = REFERENCE
+) -> None:
+    """Per system: the share of queries whose top-k list (``agreement``) and top-k set (``same_set``) equal
+    ``reference``'s, and the first differing queries (``mismatches``)."""
+    ours = results[reference].top_ids
     for result in results.values():
-        same = [ours == theirs for ours, theirs in zip(reference, result.top_ids, strict=True)]
+        if not result.ran:
+            continue
+        same = [a == b for a, b in zip(ours, result.top_ids, strict=True)]
         result.agreement = sum(same) / len(same)
+        sets = [set(a) == set(b) for a, b in zip(ours, result.top_ids, strict=True)]
+        result.same_set = sum(sets) / len(sets)
         seen: set[str] = set()  # the demo queries repeat: show each differing query once
-        for (qid, query), ours, theirs, ok in zip(data.queries, reference, result.top_ids, same, strict=True):
+        for (qid, query), mine, theirs, ok in zip(data.queries, ours, result.top_ids, same, strict=True):
             if not ok and qid not in seen and len(seen) < examples:
                 seen.add(qid)
-                result.mismatches.append({"query_id": qid, "query": query, "twostage": ours, result.name: theirs})
+                result.mismatches.append({"query_id": qid, "query": query, reference: mine, result.name: theirs})

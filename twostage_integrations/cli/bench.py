@@ -9,9 +9,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from .app import (
+    SPEC_RULE,
     EmbeddingOpt,
-    PipelineOpt,
-    PresetOpt,
     RerankBackendOpt,
     RerankModelOpt,
     app,
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
     from rich.table import Table
 
     from ..bench import BenchReport
-    from ..spec import PipelineSpec
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -64,6 +62,25 @@ StageOpt = Annotated[
         "--top-k and --limit.",
     ),
 ]
+BenchPipelineOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pipeline",
+        help="Time this pipeline spec as one row (repeatable; a preset name works too), e.g. "
+        "--pipeline exact --pipeline 'dense:20 > default@backend=onnx-int8 > top_k=5', next to native LangChain, "
+        "LlamaIndex and sentence-transformers' ONNX/OpenVINO backends. " + SPEC_RULE,
+        show_default=False,
+    ),
+]
+BenchPresetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--preset",
+        help="Time these presets, one row each, comma-separated or repeated (e.g. --preset exact,fast,fastest); "
+        "the default pipeline leads and every row's top-k is compared with exact's. Instead of --pipeline.",
+        show_default=False,
+    ),
+]
 DbOpt = Annotated[
     Path | None, typer.Option("--db", help="Keep the embedded collection here for re-runs. Default: a temp dir.")
 ]
@@ -89,17 +106,26 @@ def bench_command(
     db: DbOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every number as JSON here.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Also save a bar chart (PNG, SVG or PDF) here.")] = None,
-    pipeline: PipelineOpt = None,
-    preset: PresetOpt = None,
+    pipeline: BenchPipelineOpt = None,
+    preset: BenchPresetOpt = None,
 ) -> None:
     """Time the two-stage pipeline next to the same pipeline built natively in LangChain and LlamaIndex
     (same collection, models and queries, one process), and check they return the same top-k ids.
 
-    --pipeline / --preset set every system's dense recall depth, top_k and cross-encoder (one stage: the model
-    the native stacks are built with too); time a cascade with --stage."""
+    --preset A,B / --pipeline SPEC (repeatable): one row per pipeline, the default pipeline first, next to the
+    native stacks and sentence-transformers' ONNX/OpenVINO backends (which rebuild the exact preset); each row's
+    top-k set is compared with exact's. Without them: the systems of --systems; time a cascade with --stage."""
     from rich.console import Console
 
     from ..bench import run_benchmarks
+
+    if pipeline or preset:
+        rows = _row_specs(pipeline, preset)  # refuses --limit, --rerank-model... given with them
+        _check_before_bench(dataset_dir, embedding_model, json_out, plot)
+        _bench_rows(
+            rows, dataset_dir, max_queries, max_docs, embedding_model, repeat, warmup, systems, db, json_out, plot
+        )
+        return
 
     try:
         chosen = [int(x) for x in limits.split(",") if x.strip()] if limits else [limit]
@@ -110,9 +136,6 @@ def bench_command(
         "rerank_backend": rerank_backend,
         "rerank_max_length": rerank_max_length,
     }
-    if pipeline is not None or preset is not None:
-        spec = pipeline_spec(pipeline, preset)  # refuses --limit, --rerank-model... given with it
-        chosen, top_k, model = [spec.recall.limit], spec.top_k, _bench_stage(spec)
     _check_before_bench(dataset_dir, embedding_model, json_out, plot)  # the options first, then the files
     console = Console()
     reports = run_benchmarks(
@@ -133,15 +156,51 @@ def bench_command(
     _save(console, reports, json_out, plot)
 
 
-def _bench_stage(spec: PipelineSpec) -> dict[str, Any]:
-    """The one cross-encoder a spec gives every bench system; other shapes refused (exit 2, one line)."""
-    if spec.recall.kind != "dense" or len(spec.stages) != 1 or spec.fusion or spec.stages[0].keep is not None:
-        raise fail(
-            f"bench times one cross-encoder over dense recall in every stack; --pipeline {str(spec)!r} is not "
-            "'dense:N > MODEL[@backend=B,max_length=N] > top_k=K' (time a cascade with --stage)"
-        )
-    stage = spec.stages[0]
-    return {"rerank_model": stage.model, "rerank_backend": stage.backend, "rerank_max_length": stage.max_length}
+def _row_specs(pipelines: list[str] | None, presets: list[str] | None) -> list[str]:
+    """The ``--pipeline`` values or the ``--preset`` names, each read once here so a bad one or a pipeline option
+    given with them fails before any work (exit 2, one line)."""
+    if pipelines and presets:
+        raise fail("--pipeline and --preset both name the pipeline; pass one (--pipeline takes preset names too)")
+    values = pipelines or _split(presets) or []
+    for value in values:
+        pipeline_spec(value, None) if pipelines else pipeline_spec(None, value)
+    return values
+
+
+def _bench_rows(
+    rows: list[str],
+    dataset_dir: Path | None,
+    max_queries: int,
+    max_docs: int | None,
+    embedding_model: str | None,
+    repeat: int,
+    warmup: int,
+    systems: list[str] | None,
+    db: Path | None,
+    json_out: Path | None,
+    plot: Path | None,
+) -> None:
+    """``bench --preset/--pipeline``: time the rows next to the native stacks and the peers, print, save."""
+    from rich.console import Console
+
+    from ..bench import run_preset_benchmark
+
+    console = Console()
+    report = run_preset_benchmark(
+        dataset_dir,
+        pipelines=rows,
+        default=pipeline_spec(None, None),  # what `twostage query` runs with no flags
+        systems=_split(systems),
+        max_queries=max_queries,
+        max_docs=max_docs,
+        embedding_model=embedding_model,
+        repeat=repeat,
+        warmup=warmup,
+        db=db,
+    )
+    console.print(preset_table(report))
+    _print_mismatches(console, report)
+    _save(console, [report], json_out, plot)
 
 
 def _check_before_bench(
@@ -167,12 +226,18 @@ def _print_reports(console: Any, reports: list[BenchReport]) -> None:
         for s in report.systems:
             if s.cascade:
                 console.print(f"{s.name}: {s.description}")
-        for s in report.systems:
-            expected = " (a cascade: expected to differ somewhat)" if s.cascade else ""
-            for m in s.mismatches:
-                console.print(
-                    f"[yellow]{s.name} differs on {m['query_id']!r}[/yellow]{expected}: {m[s.name]} vs {m['twostage']}"
-                )
+        _print_mismatches(console, report)
+
+
+def _print_mismatches(console: Any, report: BenchReport) -> None:
+    """The first queries where a system's top-k differs from the reference's."""
+    for s in report.systems:
+        expected = " (a cascade: expected to differ somewhat)" if s.cascade else ""
+        for m in s.mismatches:
+            console.print(
+                f"[yellow]{s.name} differs on {m['query_id']!r}[/yellow]{expected}: "
+                f"{m[s.name]} vs {m[report.reference]}"
+            )
 
 
 def _save(console: Any, reports: list[BenchReport], json_out: Path | None, plot: Path | None) -> None:
@@ -218,7 +283,7 @@ def report_table(report: BenchReport) -> Table:
         title=(
             f"{report.dataset}: {report.n_queries} queries × {report.repeat}, {report.n_docs} docs, "
             f"limit {report.limit}, top_k {report.top_k}; twostage engine: {report.rerank_backend}\n"
-            f"{m.get('cpu_count')} CPUs, torch {m['versions'].get('torch')} ({m.get('torch_threads')} threads), "
+            f"{_cpu(m)}, torch {m['versions'].get('torch')} ({m.get('torch_threads')} threads), "
             f"onnxruntime {m['versions'].get('onnxruntime')}, matmul peak "
             + (f"{peak:.0f} GFLOP/s" if peak else "?")
             + f", load {load} (start/end)"
@@ -265,4 +330,55 @@ def report_table(report: BenchReport) -> Table:
         )
     if report.serve:  # filled from bench/serve.py's run_serve_benchmark(...)
         table.caption = f"serve: {report.serve}"
+    return table
+
+
+def _cpu(machine: dict[str, Any]) -> str:
+    """``Intel(R) Xeon(R) ..., 2 cores (2 CPUs)``: lscpu's model name and core count, then the logical CPUs."""
+    cores = machine.get("cores")
+    model = machine.get("cpu_model") or "?"
+    return f"{model}, {cores if cores is not None else '?'} cores ({machine.get('cpu_count')} CPUs)"
+
+
+def preset_table(report: BenchReport) -> Table:
+    """The table ``twostage bench --preset/--pipeline`` prints: per row its engine, ms/query, speed × the native
+    stacks and the share of queries whose top-k set equals the ``exact`` row's.
+
+    Args:
+        report: From :func:`~twostage_integrations.bench.run_preset_benchmark`.
+
+    Returns:
+        The table; a peer that did not run shows why in place of its numbers.
+    """
+    from rich.markup import escape  # reasons name pip extras: "optimum[onnxruntime]" is not markup
+    from rich.table import Table
+
+    m = report.machine
+    load = "/".join(f"{x:.1f}" for x in (m.get("load_avg_start") or [])[:1] + (m.get("load_avg_end") or [])[:1])
+    table = Table(
+        title=(
+            f"{report.dataset}: {report.n_queries} queries × {report.repeat}, {report.n_docs} docs, top_k "
+            f"{report.top_k}; native stacks and ST peers rebuild {report.reference} (limit {report.limit})\n"
+            f"CPU: {_cpu(m)}, load {load} (start/end)"
+        ),
+        title_justify="left",
+    )
+    columns = ("row", "engine", "ms/query", "p95 ms", "speed × LangChain", "speed × LlamaIndex")
+    for col in (*columns, f"same top-{report.top_k} as {report.reference}", "spec"):
+        table.add_column(col, justify="left" if col in ("row", "engine", "spec") else "right")
+    for s in report.systems:
+        if not s.ran:
+            table.add_row(escape(s.name), escape(s.unavailable or "not run"), *["-"] * 5, "")
+            continue
+        # speed × LangChain: native LangChain's median over this row's (2.00 = twice as fast)
+        speed = [report.ratio(s.name, b) for b in ("langchain", "llamaindex")]
+        table.add_row(
+            escape(s.name),
+            escape(s.engine or s.backend or "-"),
+            f"{s.median_ms:.1f}",
+            f"{s.p95_ms:.1f}",
+            *(f"{1.0 / r:.2f}" if r else "-" for r in speed),
+            f"{s.same_set:.0%}" if s.same_set is not None else "-",
+            escape(s.spec or ""),
+        )
     return table
