@@ -164,8 +164,9 @@ RerankBackendOpt = Annotated[
     str | None,
     typer.Option(
         "--rerank-backend",
-        help="Cross-encoder engine: onnx (ONNX Runtime fp32: torch's scores, faster on CPU), onnx-int8 (faster "
-        f"again, rankings close to fp32) or torch (default: {TWOSTAGE_RERANK_BACKEND.or_default()}).",
+        help="Cross-encoder engine: auto (the faster of onnx and torch on this machine, timed once per model and "
+        "cached; see twostage doctor), onnx (ONNX Runtime fp32: torch's scores), onnx-int8 (faster, rankings close "
+        f"to fp32; never picked by auto) or torch (default: {TWOSTAGE_RERANK_BACKEND.or_default()}).",
         show_default=False,
     ),
 ]
