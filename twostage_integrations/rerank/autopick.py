@@ -6,8 +6,8 @@ is never picked by ``auto``: int8 weights rank close to fp32 but not identically
 trading it for speed is a choice a spec, a preset or ``backend="onnx-int8"`` makes explicitly.
 
 How it chooses (:func:`pick_engine`): the candidate engines are loaded with the stage's settings, then score the
-same :data:`TIMING_PAIRS` real (query, passage) pairs from the bundled sample corpus, interleaved, for
-:data:`ROUNDS` rounds; each engine's median pairs/s decides (:func:`decide`). In a process that has not imported
+same :data:`TIMING_PAIRS` real (query, passage) pairs from the bundled sample corpus, in :data:`ROUNDS` interleaved
+rounds; each engine's median pairs/s decides (:func:`decide`). In a process that has not imported
 torch, an engine without torch that is within :data:`MARGIN` of torch wins: staying torch-free saves seconds of
 import and hundreds of MiB.
 
@@ -54,8 +54,10 @@ logger = logging.getLogger(__name__)
 
 PICKS_FILE = "engine-picks.json"
 PICKS_VERSION = 1
-TIMING_PAIRS = 256  # a few hundred real pairs: enough batches for a stable median, a few seconds per engine
-ROUNDS = 3
+# A few hundred real pairs, each scored once per engine in ROUNDS interleaved slices: seconds per engine on an idle
+# 2-core machine (the pick is made once per machine and model), enough batches per slice for a stable median.
+TIMING_PAIRS = 256
+ROUNDS = 4
 MARGIN = 0.05  # a torch-free engine within 5% of torch wins in a process that has not imported torch
 VERSIONED = ("onnxruntime", "torch", "transformers")  # an upgrade of any of these may change the winner
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
@@ -134,7 +136,8 @@ def model_hash(folder: Path) -> str:
         return export._hash_files([shipped], {"shipped": True})
     weights = [folder / f for f in export.WEIGHT_FILES if (folder / f).is_file()]
     # The same files and settings as the fp32 export's key: one memo entry serves both.
-    return export._hash_files([folder / "config.json", *weights], {"opset": export.OPSET, "export": export.EXPORT_VERSION})
+    settings = {"opset": export.OPSET, "export": export.EXPORT_VERSION}
+    return export._hash_files([folder / "config.json", *weights], settings)
 
 
 def pick_key(
@@ -198,12 +201,13 @@ def time_engines(
     rounds: int = ROUNDS,
     timer: Callable[[], float] = time.perf_counter,
 ) -> dict[str, float]:
-    """Median pairs/s of each engine on ``pairs``: one warm-up batch each, then ``rounds`` rounds in which every
-    engine scores all pairs, interleaved (the order alternates), so a burst of load on a busy machine hits all.
+    """Median pairs/s of each engine: one warm-up batch each, then ``rounds`` rounds; round ``r`` gives every engine
+    the same slice ``pairs[r::rounds]`` (a mix of lengths like the whole), interleaved with the order alternating,
+    so a burst of load on a busy machine hits every engine. Each engine scores every pair once.
 
     Args:
         engines: Engines (``predict(pairs)``) by name.
-        pairs: (query, passage) pairs.
+        pairs: (query, passage) pairs, at least ``rounds`` of them.
         rounds: Timed runs per engine.
         timer: Seconds clock.
 
@@ -215,10 +219,11 @@ def time_engines(
     samples: dict[str, list[float]] = {name: [] for name in engines}
     names = list(engines)
     for r in range(rounds):
+        part = pairs[r::rounds]
         for name in names if r % 2 == 0 else names[::-1]:
             start = timer()
-            engines[name].predict(pairs)
-            samples[name].append(len(pairs) / max(timer() - start, 1e-9))
+            engines[name].predict(part)
+            samples[name].append(len(part) / max(timer() - start, 1e-9))
     return {name: float(statistics.median(values)) for name, values in samples.items()}
 
 
@@ -234,7 +239,8 @@ def decide(pairs_per_s: Mapping[str, float], *, torch_loaded: bool, margin: floa
     Returns:
         An engine name of ``pairs_per_s``.
 
-    >>> decide({"torch": 100.0, "onnx": 96.0}, torch_loaded=False), decide({"torch": 100.0, "onnx": 96.0}, torch_loaded=True)
+    >>> speeds = {"torch": 100.0, "onnx": 96.0}
+    >>> decide(speeds, torch_loaded=False), decide(speeds, torch_loaded=True)
     ('onnx', 'torch')
     """
     best = max(pairs_per_s, key=lambda name: pairs_per_s[name])
@@ -416,3 +422,73 @@ def _load_all(loaders: Mapping[str, Callable[[], E]], label: str) -> dict[str, E
     if not engines:
         raise failures[0]
     return engines
+
+
+# -- what `twostage doctor` shows -----------------------------------------------------------------------------
+PACKAGES = ("onnxruntime", "onnx", "tokenizers", "torch", "transformers", "sentence-transformers", "openvino")
+
+
+def machine_info() -> dict[str, Any]:
+    """This machine as the engines see it: CPU model, cores (logical, usable by this process, physical) and the
+    speed-relevant CPU flags (AVX-512 VNNI and AMX make int8 and bf16 matrix products much faster).
+
+    Returns:
+        A JSON-ready dict.
+    """
+    from .onnx import physical_cores
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {
+        "cpu": cpu_model(),
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable,
+        "physical_cores": physical_cores(),
+        "flags": cpu_flags(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the engine packages of :data:`PACKAGES` (None: not installed), without importing
+    them."""
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def describe_picks(path: Path | None = None) -> list[dict[str, Any]]:
+    """The cached picks, oldest first, each with what ``auto`` runs from it in a process without torch
+    (``pick``) and in one that imported torch already (``pick_torch_loaded``), and whether it still holds here
+    (``current``: same CPU, cores and engine versions; otherwise the next use times again).
+
+    Args:
+        path: The picks file (default: :func:`picks_file`).
+
+    Returns:
+        JSON-ready dicts.
+    """
+    from .onnx import physical_cores
+
+    here = {"cpu": cpu_model(), "threads": physical_cores(), "versions": engine_versions()}
+    described = []
+    for entry in read_picks(path).values():
+        key, speeds = entry["key"], {k: float(v) for k, v in entry["pairs_per_s"].items()}
+        described.append(
+            {
+                "model": entry.get("model"),
+                "max_length": key.get("max_length"),
+                "batch_size": key.get("batch_size"),
+                "pairs_per_s": speeds,
+                "pick": decide(speeds, torch_loaded=False),
+                "pick_torch_loaded": decide(speeds, torch_loaded=True),
+                "timed_at": entry.get("timed_at"),
+                "current": all(key.get(k) == v for k, v in here.items()),
+                "key": key,
+            }
+        )
+    return described

@@ -11,8 +11,8 @@ from typing import Any
 from ..models import RERANK_MODEL_ENV, load_model, resolve_rerank_model
 from ..scores import cross_encoder_score_kind
 from ..validation import check_positive_int
-from .base import BaseReranker
 from .autopick import EnginePick
+from .base import BaseReranker
 from .engine import ACTIVATIONS, CrossEncoderEngine, RerankStats
 from .onnx import AUTO, EXACT_BACKENDS, resolve_backend
 
