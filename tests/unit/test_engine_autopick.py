@@ -320,7 +320,8 @@ def test_doctor_and_help_import_no_engine():
         "from twostage_integrations.cli import app\n"
         "sys.argv = ['twostage', '--help']\n"
         "try:\n    app()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'onnxruntime', 'sentence_transformers') if m in sys.modules))\n"
+        "heavy = ('torch', 'transformers', 'onnxruntime', 'sentence_transformers')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     import subprocess
     import sys
