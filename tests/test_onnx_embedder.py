@@ -90,9 +90,15 @@ def test_collection_ingested_with_torch_is_queried_with_onnx(tmp_path, onnx_embe
 
 
 # -- the torch-free query path, in fresh interpreters ---------------------------------------------------------------
+# The reranker's default, backend auto, runs whichever exact engine is faster on the machine (timed); these tests
+# are about the ONNX path, so they name it (tests/test_engine_auto.py: a cached ONNX pick imports no torch either).
+RERANK_ONNX = {"TWOSTAGE_RERANK_BACKEND": "onnx"}
+
+
 def _run(code: str, tmp_path: Path) -> list[str]:
-    """Run ``code`` in a fresh interpreter with the default backends; its last line lists the heavy modules."""
-    env = {k: v for k, v in os.environ.items() if k not in ("TWOSTAGE_EMBEDDING_BACKEND", "TWOSTAGE_RERANK_BACKEND")}
+    """Run ``code`` in a fresh interpreter with the default embedding backend and the ONNX reranker; its last line
+    lists the heavy modules."""
+    env = {k: v for k, v in os.environ.items() if k != "TWOSTAGE_EMBEDDING_BACKEND"} | RERANK_ONNX
     tail = f"\nprint('MODULES', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     proc = subprocess.run(
         [sys.executable, "-c", "import sys\n" + code + tail],
@@ -121,6 +127,7 @@ def db(tmp_path_factory, rerank_model_path) -> Path:
             capture_output=True,
             text=True,
             timeout=900,
+            env=os.environ | RERANK_ONNX,
         )
         assert proc.returncode == 0, proc.stderr[-3000:]
     return db

@@ -84,13 +84,14 @@ TWOSTAGE_RERANK_MODEL = Setting(
 )
 TWOSTAGE_RERANK_BACKEND = Setting(
     "TWOSTAGE_RERANK_BACKEND",
-    "onnx when the onnx extra is installed, else torch",
-    "Cross-encoder engine: onnx, onnx-int8 or torch (backend= and --rerank-backend win; hosted rerankers ignore it).",
+    "auto",
+    "Cross-encoder engine: auto (the faster of onnx and torch on this machine, timed once per model and cached; "
+    "never int8), onnx, onnx-int8 or torch (backend= and --rerank-backend win; hosted rerankers ignore it).",
 )
 TWOSTAGE_CACHE_DIR = Setting(
     "TWOSTAGE_CACHE_DIR",
     "the user cache dir (~/.cache/twostage on Linux)",
-    "Cache folder: exported ONNX models go to its onnx/ folder.",
+    "Cache folder: exported ONNX models and the engine picks of backend auto go to its onnx/ folder.",
 )
 TWOSTAGE_COHERE_BASE_URL = Setting(
     "TWOSTAGE_COHERE_BASE_URL",

@@ -44,9 +44,12 @@ def test_default_needs_the_exporter_too(monkeypatch):
 
 
 def test_default_and_env(monkeypatch):
+    # The default is "auto" (timed per machine, rerank/autopick.py); with one exact engine installed, that one.
     monkeypatch.delenv("TWOSTAGE_RERANK_BACKEND", raising=False)
-    expected = "onnx" if onnx_engine.onnx_available() and onnx_engine.importlib.util.find_spec("onnx") else "torch"
+    installed = onnx_engine.exact_engines()
+    expected = "auto" if len(installed) > 1 else (installed or ["torch"])[0]
     assert onnx_engine.resolve_backend(None) == expected
+    assert onnx_engine.resolve_backend("AUTO") == expected
     monkeypatch.setenv("TWOSTAGE_RERANK_BACKEND", "Torch")
     assert onnx_engine.resolve_backend(None) == "torch"
     assert onnx_engine.resolve_backend("torch") == "torch"

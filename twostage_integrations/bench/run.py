@@ -28,7 +28,7 @@ from typing import Any
 from ..embeddings import BaseEmbedder, as_embedder
 from ..errors import InvalidParameterError
 from ..rerank.cross_encoder import CrossEncoderReranker
-from ..rerank.onnx import resolve_backend
+from ..rerank.onnx import AUTO, resolve_backend
 from ..validation import check_limit_top_k, check_positive_int
 from .built import BuiltSystem, max_length_of
 from .data import BenchData, build_collection, load_bench_data
@@ -191,6 +191,8 @@ def _load_rerankers(
     ]
     # a missing model or engine stops here, before any indexing
     reranker = CrossEncoderReranker(model_name, backend=rerank_backend, max_length=rerank_max_length)
+    # Stages left on `auto` run the reference's pick: a bench compares one engine across its stages.
+    keys = [(model, reranker.backend if backend == AUTO else backend, limit) for model, backend, limit in keys]
     loaded = {(model_name, reranker.backend, rerank_max_length): reranker}  # each once, however many stages use it
     for key in keys:
         if key not in loaded:

@@ -3,7 +3,7 @@
 Systems (:data:`SYSTEMS`):
 
 - ``twostage``: :meth:`TwoStagePipeline.search` (the reference for agreement), with the cross-encoder engine
-  ``rerank_backend`` picks (default: ONNX Runtime fp32 when the onnx extra is installed, else torch).
+  ``rerank_backend`` picks (default: auto, the faster of ONNX Runtime fp32 and torch on this machine).
 - ``twostage-torch`` / ``twostage-onnx`` / ``twostage-onnx-int8``: the same pipeline with that engine forced.
 - ``twostage-langchain`` / ``twostage-llamaindex``: our pipeline through our LangChain / LlamaIndex retrievers.
 - ``langchain``: ``langchain_chroma.Chroma(...).as_retriever(search_kwargs={"k": limit})`` inside a

@@ -164,8 +164,9 @@ RerankBackendOpt = Annotated[
     str | None,
     typer.Option(
         "--rerank-backend",
-        help="Cross-encoder engine: onnx (ONNX Runtime fp32: torch's scores, faster on CPU), onnx-int8 (faster "
-        f"again, rankings close to fp32) or torch (default: {TWOSTAGE_RERANK_BACKEND.or_default()}).",
+        help="Cross-encoder engine: auto (the faster of onnx and torch on this machine, timed once per model and "
+        "cached; see twostage doctor), onnx (ONNX Runtime fp32: torch's scores), onnx-int8 (faster, rankings close "
+        f"to fp32; never picked by auto) or torch (default: {TWOSTAGE_RERANK_BACKEND.or_default()}).",
         show_default=False,
     ),
 ]
@@ -296,7 +297,7 @@ def parse_stage(spec: str) -> tuple[str, int | None, dict[str, Any]]:
 
     A ``:`` suffix that is not a number belongs to the model name (``rerankers:/path:cross-encoder``), so the
     whole spec is the model and it keeps all it gets. After ``@``, options of that stage's cross-encoder:
-    ``backend`` (onnx, onnx-int8, torch) and ``max_length`` (tokens per pair), e.g. a cheap first stage
+    ``backend`` (auto, onnx, onnx-int8, torch) and ``max_length`` (tokens per pair), e.g. a cheap first stage
     ``ce:30@backend=onnx-int8,max_length=64``; stages without them use ``--rerank-backend`` and the model's
     own limit. Raises :class:`~twostage_integrations.errors.PipelineSpecError` (an ``InvalidParameterError``)
     naming the bad token.

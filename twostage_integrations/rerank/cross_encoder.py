@@ -11,9 +11,10 @@ from typing import Any
 from ..models import RERANK_MODEL_ENV, load_model, resolve_rerank_model
 from ..scores import cross_encoder_score_kind
 from ..validation import check_positive_int
+from .autopick import EnginePick
 from .base import BaseReranker
 from .engine import ACTIVATIONS, CrossEncoderEngine, RerankStats
-from .onnx import resolve_backend
+from .onnx import AUTO, EXACT_BACKENDS, resolve_backend
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,50 @@ def _load_torch(
     return torch_engine(model, batch_size=batch_size)
 
 
+def _load_onnx(
+    folder: Any, *, int8: bool, batch_size: int, max_length: int | None, threads: int | None, activation: str | None
+) -> CrossEncoderEngine:
+    from .onnx import OnnxCrossEncoder
+
+    return OnnxCrossEncoder(
+        folder, int8=int8, max_length=max_length, batch_size=batch_size, threads=threads, activation=activation
+    )
+
+
+def _auto_engine(
+    name: str,
+    *,
+    batch_size: int | None,
+    max_length: int | None,
+    device: str | None,
+    threads: int | None,
+    activation: str | None,
+) -> tuple[EnginePick, CrossEncoderEngine]:
+    """``backend="auto"``: the fastest exact engine for this model and settings on this machine (cached pick, else
+    timed now; see :mod:`.autopick`). A GPU ``device`` leaves torch only."""
+    from .autopick import model_hash, pick_engine, pick_key
+    from .onnx import physical_cores, read_max_length, snapshot
+
+    sizes = {b: DEFAULT_BATCH_SIZE[b] if batch_size is None else batch_size for b in EXACT_BACKENDS}
+    torch_kwargs: dict[str, Any] = {"max_length": max_length, "device": device, "activation": activation}
+    if device not in (None, "cpu"):
+        return EnginePick("torch", "only"), _load_torch(name, batch_size=sizes["torch"], **torch_kwargs)
+    folder = load_model(name, snapshot, kind="rerank", env_var=RERANK_MODEL_ENV, hint=NO_MODEL_HINT)
+    key = pick_key(
+        model_hash=model_hash(folder),
+        max_length=max_length if max_length is not None else read_max_length(folder),
+        batch_sizes=sizes,
+        threads=threads or physical_cores(),
+    )
+    loaders = {
+        "onnx": lambda: _load_onnx(
+            folder, int8=False, batch_size=sizes["onnx"], max_length=max_length, threads=threads, activation=activation
+        ),
+        "torch": lambda: _load_torch(name, batch_size=sizes["torch"], **torch_kwargs),
+    }
+    return pick_engine(loaders, key=key, label=name)
+
+
 class CrossEncoderReranker(BaseReranker):
     """Score every (query, passage) pair with a cross-encoder and keep the best.
 
@@ -76,8 +121,11 @@ class CrossEncoderReranker(BaseReranker):
               identical.
             - ``"torch"``: sentence-transformers' ``CrossEncoder`` model (GPU via ``device``); same scores as its
               ``predict``.
-            - ``None``: ``$TWOSTAGE_RERANK_BACKEND``, else ``"onnx"`` when the ``onnx`` extra is installed, else
-              ``"torch"``.
+            - ``"auto"``: the faster of ``"onnx"`` and ``"torch"`` (the engines with torch's scores) for this
+              model and settings on this machine, timed on first use and cached beside the ONNX exports, so
+              later processes only read the pick (``engine_pick`` says which and why; ``twostage doctor`` lists
+              the picks). Never ``"onnx-int8"``: that is a quality choice, made explicitly.
+            - ``None``: ``$TWOSTAGE_RERANK_BACKEND``, else ``"auto"``.
         batch_size: Pairs per forward pass (default 32 for torch, 16 for ONNX).
         max_length: Token limit per pair (default: the model's).
         device: torch device; torch only.
@@ -113,35 +161,47 @@ class CrossEncoderReranker(BaseReranker):
     ) -> None:
         from ..errors import InvalidParameterError
 
-        self.backend = resolve_backend(backend)
+        requested = resolve_backend(backend)
         self.name = resolve_rerank_model(model)
-        self.batch_size = DEFAULT_BATCH_SIZE[self.backend] if batch_size is None else batch_size
-        check_positive_int(self.batch_size, "batch_size")
+        if batch_size is not None:
+            check_positive_int(batch_size, "batch_size")
         if max_length is not None:
             check_positive_int(max_length, "max_length")
         if threads is not None:
             check_positive_int(threads, "threads")
         if activation is not None and activation not in ACTIVATIONS:
             raise InvalidParameterError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
+        if requested != "torch" and requested != AUTO and device not in (None, "cpu"):
+            raise InvalidParameterError(f"device={device!r} needs backend='torch'; the ONNX engine runs on the CPU")
         self.engine: CrossEncoderEngine
-        if self.backend == "torch":
+        #: How ``backend="auto"`` chose (None when an engine was named).
+        self.engine_pick: EnginePick | None = None
+        if requested == AUTO:
+            self.engine_pick, self.engine = _auto_engine(
+                self.name, batch_size=batch_size, max_length=max_length, device=device, threads=threads,
+                activation=activation,
+            )  # fmt: skip
+            requested = self.engine_pick.backend
+        elif requested == "torch":
+            size = DEFAULT_BATCH_SIZE["torch"] if batch_size is None else batch_size
             self.engine = _load_torch(
-                self.name, batch_size=self.batch_size, max_length=max_length, device=device, activation=activation
+                self.name, batch_size=size, max_length=max_length, device=device, activation=activation
             )
         else:
-            if device not in (None, "cpu"):
-                raise InvalidParameterError(f"device={device!r} needs backend='torch'; the ONNX engine runs on the CPU")
-            from .onnx import OnnxCrossEncoder, snapshot
+            from .onnx import snapshot
 
             folder = load_model(self.name, snapshot, kind="rerank", env_var=RERANK_MODEL_ENV, hint=NO_MODEL_HINT)
-            self.engine = OnnxCrossEncoder(
+            self.engine = _load_onnx(
                 folder,
-                int8=self.backend == "onnx-int8",
+                int8=requested == "onnx-int8",
+                batch_size=DEFAULT_BATCH_SIZE[requested] if batch_size is None else batch_size,
                 max_length=max_length,
-                batch_size=self.batch_size,
                 threads=threads,
                 activation=activation,
             )
+        #: The engine running the model: ``"onnx"``, ``"onnx-int8"`` or ``"torch"`` (``auto``'s pick, resolved).
+        self.backend = requested
+        self.batch_size = int(getattr(self.engine, "batch_size", batch_size or DEFAULT_BATCH_SIZE[requested]))
         self.max_length = self.engine.max_length
 
     @property

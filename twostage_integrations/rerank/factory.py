@@ -31,8 +31,8 @@ def make_reranker(model: str | os.PathLike[str] | None = None, *, backend: str |
 
     Args:
         model: A model name or folder, read as above.
-        backend: The cross-encoder engine, ``"onnx"``, ``"onnx-int8"`` or ``"torch"``; ``None``:
-            ``$TWOSTAGE_RERANK_BACKEND``, else ONNX when the onnx extra is installed (see
+        backend: The cross-encoder engine, ``"auto"``, ``"onnx"``, ``"onnx-int8"`` or ``"torch"``; ``None``:
+            ``$TWOSTAGE_RERANK_BACKEND``, else ``"auto"``, the faster exact engine on this machine (see
             :class:`~twostage_integrations.CrossEncoderReranker`). An error for other kinds of model.
         **kwargs: The reranker's constructor arguments.
 

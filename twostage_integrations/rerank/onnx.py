@@ -8,6 +8,8 @@ sentence-transformers. Exporting the model to ONNX (once per model, cached) and 
   same truncation, same activation).
 - ``onnx-int8``: the fp32 graph with dynamically quantised int8 weights (per-channel, classifier kept in fp32);
   faster, rankings close to fp32 but not identical. Opt-in.
+- ``auto`` (the default): the faster of torch and ``onnx`` on this machine, timed once per model and cached
+  (:mod:`twostage_integrations.rerank.autopick`).
 """
 
 from __future__ import annotations
@@ -53,7 +55,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-BACKENDS = ("torch", "onnx", "onnx-int8")
+AUTO = "auto"
+# "auto" last: error messages list the engines first. What each name runs: docs/stage2.md, "Engines".
+BACKENDS = ("torch", "onnx", "onnx-int8", AUTO)
+# The engines `auto` chooses among: the exact ones (scores equal sentence-transformers' within float rounding).
+# onnx-int8 is left out on purpose: int8 weights are a different quality level (rankings close to fp32, not equal),
+# so only a spec, a preset or backend="onnx-int8" picks it. See rerank/autopick.py.
+EXACT_BACKENDS = ("torch", "onnx")
+TORCH_FREE = ("onnx",)  # exact engines that run without importing torch
 BACKEND_ENV = TWOSTAGE_RERANK_BACKEND.name
 
 
@@ -63,19 +72,41 @@ def onnx_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "tokenizers"))
 
 
-def resolve_backend(backend: str | None) -> str:
-    """``backend``, else ``$TWOSTAGE_RERANK_BACKEND``, else ``"onnx"`` when the ``onnx`` extra is installed (same
-    rankings as torch and faster, see docs/bench.md), else ``"torch"``.
+def exact_engines() -> list[str]:
+    """The exact engines installed, checked without importing them: ``torch`` (torch and sentence-transformers)
+    and ``onnx`` (onnxruntime and tokenizers, plus the ``onnx`` exporter: chromadb installs onnxruntime for
+    everyone, and an engine that then fails to export would break plain installs).
 
-    The default asks for ``onnx`` (the exporter's dependency) too, not just onnxruntime: chromadb installs
-    onnxruntime for everyone, and a default that then fails to export would break plain installs.
+    Returns:
+        A sub-list of :data:`EXACT_BACKENDS`.
+    """
+    found = []
+    if all(importlib.util.find_spec(m) is not None for m in ("torch", "sentence_transformers")):
+        found.append("torch")
+    if onnx_available() and importlib.util.find_spec("onnx") is not None:
+        found.append("onnx")
+    return found
+
+
+def resolve_backend(backend: str | None) -> str:
+    """``backend``, else ``$TWOSTAGE_RERANK_BACKEND``, else ``"auto"``; ``"auto"`` stays ``"auto"`` when several
+    exact engines are installed (the reranker then times them, see :mod:`.autopick`), else becomes the one
+    installed (``"torch"`` when none is: its loader names what is missing).
+
+    Args:
+        backend: ``"auto"``, ``"onnx"``, ``"onnx-int8"``, ``"torch"`` (any case), or None for the default.
+
+    Returns:
+        One of :data:`BACKENDS`.
+
+    Raises:
+        InvalidParameterError: An unknown name.
+        MissingDependencyError: An ONNX backend asked for without onnxruntime/tokenizers.
 
     >>> resolve_backend("torch")
     'torch'
     """
-    chosen = backend if backend is not None else (TWOSTAGE_RERANK_BACKEND.value() or None)
-    if chosen is None:
-        return "onnx" if onnx_available() and importlib.util.find_spec("onnx") is not None else "torch"
+    chosen = backend if backend is not None else (TWOSTAGE_RERANK_BACKEND.value() or AUTO)
     if not isinstance(chosen, str) or chosen.strip().lower() not in BACKENDS:
         where = f" (from ${BACKEND_ENV})" if backend is None else ""
         raise InvalidParameterError(
@@ -83,6 +114,9 @@ def resolve_backend(backend: str | None) -> str:
             f"(onnx and onnx-int8 need {INSTALL_HINT})"
         )
     chosen = chosen.strip().lower()
+    if chosen == AUTO:
+        installed = exact_engines()
+        return AUTO if len(installed) > 1 else (installed[0] if installed else "torch")
     if chosen != "torch" and not onnx_available():
         raise MissingDependencyError(
             f"rerank backend {chosen!r} needs onnxruntime and tokenizers: {INSTALL_HINT} "

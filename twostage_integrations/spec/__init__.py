@@ -17,8 +17,9 @@ The string grammar (steps joined by ``>``, spaces around it optional)::
   ``default`` (``$TWOSTAGE_RERANK_MODEL``, else the MiniLM-L6 cross-encoder). As in ``eval --stage``, a ``:``
   suffix that is not a number belongs to the model (``rerankers:/p:cross-encoder`` keeps all), and an ``@``
   not followed by ``key=value`` options belongs to a path. ``KEEP``: hits the stage passes on (default all).
-  ``backend``: onnx, onnx-int8 or torch (default ``$TWOSTAGE_RERANK_BACKEND``, else ONNX fp32 when the onnx
-  extra is installed, else torch); ``max_length``: tokens per (query, passage) pair (default the model's).
+  ``backend``: auto, onnx, onnx-int8 or torch (default ``$TWOSTAGE_RERANK_BACKEND``, else auto: the faster
+  of ONNX fp32 and torch on this machine, never int8); ``max_length``: tokens per (query, passage) pair
+  (default the model's).
 - ``none``: no rerank stage (recall order, cut to ``top_k``); it is then the only stage.
 - ``fuse=rrf:0.9``: fuse the last stage's order with its input order (``rrf`` of ranks or ``minmax`` of
   scores; weight 1 = the reranker's order, 0 = the input order; default weight 0.9).

@@ -192,7 +192,7 @@ class StageSpec:
     Attributes:
         model: What ``make_reranker`` takes (a folder, hub id, ``cohere:NAME``...); None or ``"default"``: the default.
         keep: How many of the best hits the stage passes on (None = all).
-        backend: A cross-encoder's engine, ``onnx``, ``onnx-int8`` or ``torch`` (None = the default).
+        backend: A cross-encoder's engine, ``auto``, ``onnx``, ``onnx-int8`` or ``torch`` (None = the default).
         max_length: A cross-encoder's tokens per (query, passage) pair (None = the model's).
 
     Raises:
