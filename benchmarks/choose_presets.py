@@ -1,0 +1,186 @@
+"""Choose the pipeline presets by measurement: nDCG@10 of candidate stage-2 configurations over hybrid recall.
+
+For each dataset and each recall limit (20, 50, 100) the hybrid candidates of every query are recalled once;
+each engine configuration (ONNX fp32 / int8, full or shorter ``max_length``) scores every distinct (query,
+candidate) pair once; every candidate preset (one stage, or a prefilter keeping K then a second stage) is then
+replayed from those scores, exactly as :class:`~twostage_integrations.rerank.cascade.Cascade` would order them
+(stable sort by score). Reported per preset and limit: nDCG@10, the share of queries whose top 5 equals
+``exact``'s, pairs scored per query by each engine, and an estimated stage-2 cost from the engines' measured
+pairs/s in this run (ms/query here are estimates on a possibly busy machine; ``twostage bench`` times the
+chosen presets end to end).
+
+Datasets: SciFact test (labelled; all 300 queries) and a label-free second domain built from the bundled
+Python docs corpus: each docstring's one-line summary is the query, its own passage with that summary cut out
+is the one relevant document (a domain the cross-encoder never saw).
+
+Usage::
+
+    TWOSTAGE_RERANK_MODEL=/path/to/cross-encoder HF_HUB_OFFLINE=1 \\
+    python benchmarks/choose_presets.py --scifact /path/to/beir/scifact --out benchmarks/results/presets.json
+
+Scores are kept in ``--scores`` (a JSON file) so an interrupted run resumes without re-scoring.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from twostage_integrations import CrossEncoderReranker
+from twostage_integrations.evaluation.beir import BeirDataset, index_corpus, load_beir
+from twostage_integrations.evaluation.metrics import compute_metrics
+from twostage_integrations.recall.factory import recall_by_kind
+
+LIMITS = (20, 50, 100)
+# name -> CrossEncoderReranker options
+ENGINES: dict[str, dict[str, Any]] = {  # cheapest first: a run cut short still has the cheap presets
+    "int8@128": {"backend": "onnx-int8", "max_length": 128},
+    "int8": {"backend": "onnx-int8"},
+    "fp32": {"backend": "onnx"},
+}
+# name -> stages [(engine, keep)], keep None = all it gets
+PRESET_CANDIDATES: dict[str, list[tuple[str, int | None]]] = {
+    "exact": [("fp32", None)],
+    "int8": [("int8", None)],
+    "int8@128": [("int8@128", None)],
+    **{f"int8:{k} > fp32": [("int8", k), ("fp32", None)] for k in (10, 12, 20)},
+    **{f"int8@128:{k} > fp32": [("int8@128", k), ("fp32", None)] for k in (10, 12, 20)},
+    **{f"int8@128:{k} > int8": [("int8@128", k), ("int8", None)] for k in (12, 20)},
+}
+
+
+def python_docs_domain(folder: Path) -> Path:
+    """Write the label-free Python-docs dataset (BEIR layout) into ``folder`` and return it."""
+    from twostage_integrations.demo import sample_corpus_path
+
+    rows = [json.loads(line) for line in Path(sample_corpus_path()).read_text(encoding="utf-8").splitlines()]
+    corpus, queries, qrels = [], [], []
+    for row in rows:
+        title, text = row["title"], row["text"]
+        head, _, rest = text.partition("\n\n")
+        summary = re.sub(r"\*+", "", head.split(":", 1)[1] if ":" in head else head).strip()
+        if len(summary.split()) >= 4 and len(rest.split()) >= 20:
+            queries.append({"_id": f"q:{row['id']}", "text": summary})
+            qrels.append(f"q:{row['id']}\t{row['id']}\t1")
+            text = f"{title}\n\n{rest}"
+        corpus.append({"_id": row["id"], "title": "", "text": text})
+    (folder / "qrels").mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus), encoding="utf-8")
+    (folder / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries), encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    return folder
+
+
+def recall_candidates(data: BeirDataset, limits: tuple[int, ...]) -> dict[int, dict[str, list[str]]]:
+    """limit -> query id -> hybrid candidate ids (per arm = limit, as `--recall hybrid --limit L`)."""
+    chroma = index_corpus(data, progress=True)
+    out: dict[int, dict[str, list[str]]] = {}
+    for limit in limits:
+        recall = recall_by_kind("hybrid", chroma)
+        out[limit] = {qid: [h.id for h in recall.search(text, limit)] for qid, text in data.queries.items()}
+    return out
+
+
+def score_all(
+    data: BeirDataset, candidates: dict[int, dict[str, list[str]]], model: str, scores_file: Path
+) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, float]]:
+    """engine -> qid -> doc id -> score for every candidate of any limit; and engine -> measured pairs/s."""
+    store: dict[str, Any] = json.loads(scores_file.read_text()) if scores_file.exists() else {}
+    speed: dict[str, float] = {}
+    for engine, options in ENGINES.items():
+        key = f"{data.name}|{engine}"
+        table = store.setdefault(key, {"scores": {}, "pairs": 0, "seconds": 0.0})
+        reranker = CrossEncoderReranker(model, **options)
+        todo = [q for q in data.queries if q not in table["scores"]]
+        for i, qid in enumerate(tqdm(todo, desc=f"{data.name} {engine}", unit="query")):
+            ids = sorted({d for per_limit in candidates.values() for d in per_limit[qid]})
+            t0 = time.perf_counter()
+            values = reranker.score(data.queries[qid], [data.corpus[d] for d in ids])
+            table["seconds"] += time.perf_counter() - t0
+            table["pairs"] += len(ids)
+            table["scores"][qid] = dict(zip(ids, values, strict=True))
+            if i % 25 == 24 or i == len(todo) - 1:
+                scores_file.write_text(json.dumps(store))
+        speed[engine] = table["pairs"] / table["seconds"] if table["seconds"] else float("nan")
+    return {e: store[f"{data.name}|{e}"]["scores"] for e in ENGINES}, speed
+
+
+Scores = dict[str, dict[str, dict[str, float]]]  # engine -> query id -> doc id -> score
+
+
+def replay(stages: list[tuple[str, int | None]], scores: Scores, qid: str, ids: list[str]):
+    """The ranking a cascade of these stages returns, and pairs each engine scored."""
+    pairs: dict[str, int] = {}
+    for engine, keep in stages:
+        pairs[engine] = pairs.get(engine, 0) + len(ids)
+        ids = sorted(ids, key=lambda d: -scores[engine][qid][d])[:keep]
+    return ids, pairs
+
+
+def evaluate_presets(data, candidates, scores, speed) -> list[dict[str, Any]]:
+    rows = []
+    for limit, per_query in candidates.items():
+        exact_top5 = {q: replay(PRESET_CANDIDATES["exact"], scores, q, ids)[0][:5] for q, ids in per_query.items()}
+        recall_ndcg = compute_metrics(data.qrels, per_query, limit=limit)["nDCG@10"]
+        for name, stages in PRESET_CANDIDATES.items():
+            rankings, same, pairs_total = {}, 0, {}
+            for qid, ids in per_query.items():
+                ranking, pairs = replay(stages, scores, qid, ids)
+                rankings[qid] = ranking
+                same += set(ranking[:5]) == set(exact_top5[qid])
+                for e, n in pairs.items():
+                    pairs_total[e] = pairs_total.get(e, 0) + n
+            n = len(per_query)
+            ms = sum(1000 * p / n / speed[e] for e, p in pairs_total.items())
+            rows.append(
+                {
+                    "dataset": data.name,
+                    "limit": limit,
+                    "preset": name,
+                    "ndcg@10": round(compute_metrics(data.qrels, rankings, limit=limit)["nDCG@10"], 4),
+                    "recall_ndcg@10": round(recall_ndcg, 4),
+                    "same_top5_as_exact": round(same / n, 3),
+                    "pairs_per_query": {e: round(p / n, 1) for e, p in pairs_total.items()},
+                    "est_rerank_ms_per_query": round(ms, 1),
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scifact", required=True, help="BEIR SciFact folder (test split is used)")
+    parser.add_argument("--model", default=os.environ.get("TWOSTAGE_RERANK_MODEL"), help="cross-encoder folder")
+    parser.add_argument("--out", default="benchmarks/results/presets.json")
+    parser.add_argument("--scores", default=str(Path(tempfile.gettempdir()) / "twostage-preset-scores.json"))
+    parser.add_argument("--limits", default=",".join(map(str, LIMITS)))
+    args = parser.parse_args()
+    limits = tuple(int(x) for x in args.limits.split(","))
+    cpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu_model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
+    domain_dir = python_docs_domain(Path(tempfile.mkdtemp(prefix="pydocs-beir-")) / "python-docs")
+    rows, speeds = [], {}
+    for data in (load_beir(args.scifact, "test"), load_beir(domain_dir, "test")):
+        candidates = recall_candidates(data, limits)
+        scores, speed = score_all(data, candidates, args.model, Path(args.scores))
+        speeds[data.name] = speed
+        rows += evaluate_presets(data, candidates, scores, speed)
+    Path(args.out).write_text(json.dumps({"cpu": cpu_model, "pairs_per_s": speeds, "rows": rows}, indent=1))
+    for r in rows:
+        print(
+            f"{r['dataset']:12} {r['limit']:>4} {r['preset']:22} nDCG@10 {r['ndcg@10']:.4f} "
+            f"same-top5 {r['same_top5_as_exact']:.2f} est {r['est_rerank_ms_per_query']:8.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
