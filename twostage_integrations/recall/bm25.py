@@ -349,7 +349,7 @@ class BM25Recall(BaseRecall):
                 self._write_files(folder, snapshot)
             else:
                 self._save(snapshot, folder)
-        except OSError as exc:
+        except (OSError, TypeError, ValueError) as exc:  # a full or read-only disk; metadata JSON cannot hold
             log.warning("could not save the BM25 index in %s (%s); it lives in memory only", self.index_dir, exc)
             return None
         return folder
