@@ -55,7 +55,8 @@ def store(corpus, embedder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def two_stage_pipeline(store, cross_encoder):
     # Not derived from `retriever`: the standard suite's class defines its own `retriever` fixture.
-    return TwoStageRetriever.from_chroma(store, reranker=cross_encoder, limit=20, top_k=5).pipeline
+    # Dense: these tests compare stage 1 with the store's own similarity_search (hybrid is the default).
+    return TwoStageRetriever.from_chroma(store, reranker=cross_encoder, limit=20, top_k=5, recall="dense").pipeline
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_from_chroma_embeds_queries_with_a_foreign_store_embedding(store, embedd
     foreign = langchain_chroma.Chroma(
         COLLECTION, embedding_function=PlainEmbeddings(embedder.model), client=store._client
     )
-    retriever = TwoStageRetriever.from_chroma(foreign, reranker=cross_encoder, limit=20, top_k=20)
+    retriever = TwoStageRetriever.from_chroma(foreign, reranker=cross_encoder, limit=20, top_k=20, recall="dense")
     assert retriever.pipeline.recall.embedder.name == "langchain:PlainEmbeddings"
     by_recall = sorted(retriever.invoke(query), key=lambda d: d.metadata["recall_rank"])
     assert ids(by_recall) == ids(foreign.similarity_search(query, k=20))
@@ -153,7 +154,13 @@ def test_from_chroma_embeds_queries_with_a_foreign_store_embedding(store, embedd
 
 def test_from_collection_reads_the_same_collection(store, retriever, embedder, rerank_model_path, query):
     from_name = TwoStageRetriever.from_collection(
-        COLLECTION, client=store._client, embedding_model=embedder, reranker=rerank_model_path, limit=20, top_k=5
+        COLLECTION,
+        client=store._client,
+        embedding_model=embedder,
+        reranker=rerank_model_path,
+        limit=20,
+        top_k=5,
+        recall="dense",  # as `retriever`
     )
     assert from_name.pipeline.reranker.name == rerank_model_path
     assert ids(from_name.invoke(query)) == ids(retriever.invoke(query))

@@ -317,8 +317,8 @@ def test_hit_to_node_keeps_ids_text_metadata_and_hides_stage_scores():
 def test_retriever_reads_a_collection_llamaindex_wrote(li_store, embedder, cross_encoder):
     index, collection, queries = li_store
     query = queries[1]
-    retriever = TwoStageRetriever.from_vector_store(
-        index.vector_store, cross_encoder, embed_model=TwoStageEmbedding(embedder), limit=20, top_k=5
+    retriever = TwoStageRetriever.from_vector_store(  # dense: compared with LlamaIndex's own top 20 below
+        index.vector_store, cross_encoder, embed_model=TwoStageEmbedding(embedder), limit=20, top_k=5, recall="dense"
     )
     nodes = retriever.retrieve(query)
 

@@ -32,6 +32,7 @@ from .errors import InvalidParameterError
 from .hit import Hit
 from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
+from .recall.factory import adapter_recall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
 from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
@@ -204,6 +205,7 @@ class TwoStageRetriever(BaseRetriever):
         top_k: int | None = None,
         pipeline: SpecLike = None,
         preset: str | None = None,
+        recall: str | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
         """A retriever over a Chroma collection written by ``twostage ingest`` / ``add_texts``, reranking with
@@ -225,18 +227,21 @@ class TwoStageRetriever(BaseRetriever):
                 file or preset name): its recall kind over this collection, its stages (built now), its limit
                 and top_k. Documents' metadata then carry ``"pipeline"``: the spec string.
             preset: A preset name (instead of ``pipeline``).
+            recall: Stage 1 without a spec: ``"hybrid"`` (default: RRF of dense and BM25 over the collection; the
+                BM25 index ``twostage ingest`` saved is loaded), ``"dense"`` or ``"bm25"``.
             **kwargs: Other retriever fields (``where``, ``tags``...).
 
         Returns:
             The retriever.
 
         Raises:
-            InvalidParameterError: If ``limit``/``top_k`` are out of range, or ``reranker``/``limit``/``top_k``
-                contradict a spec.
+            InvalidParameterError: If ``limit``/``top_k`` are out of range, ``reranker``/``limit``/``top_k``
+                contradict a spec, or ``recall`` is given with a spec or is not a recall kind.
             PipelineSpecError: The spec cannot be read, or both ``pipeline`` and ``preset`` are given.
         """
-        recall = ChromaRecall(name, path=path, host=host, port=port, client=client, embedding_model=embedding_model)
-        pipe = pipeline_for(recall, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset)
+        chroma = ChromaRecall(name, path=path, host=host, port=port, client=client, embedding_model=embedding_model)
+        stage1 = adapter_recall(chroma, recall, spec_given=pipeline is not None or preset is not None)
+        pipe = pipeline_for(stage1, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset)
         return cls(pipeline=pipe, **kwargs)
 
     @classmethod
@@ -251,6 +256,7 @@ class TwoStageRetriever(BaseRetriever):
         top_k: int | None = None,
         pipeline: SpecLike = None,
         preset: str | None = None,
+        recall: str | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
         """A retriever over an existing ``langchain_chroma.Chroma`` store, reusing its collection (nothing is
@@ -271,14 +277,19 @@ class TwoStageRetriever(BaseRetriever):
             top_k: Documents returned (default 5, or the spec's).
             pipeline: A pipeline spec, as for :meth:`from_collection` (its recall kind over the store's collection).
             preset: A preset name (instead of ``pipeline``).
+            recall: Stage 1 without a spec: ``"hybrid"`` (default: RRF of dense and a BM25 index over the store's
+                passages, built on the first query; passages edited in place through the store are seen after
+                ``retriever.pipeline.recall.sparse.refresh()``, additions and deletions by themselves), ``"dense"``
+                (the store's own similarity search) or ``"bm25"``.
             **kwargs: Other retriever fields (``where``, ``tags``...).
 
         Returns:
             The retriever.
 
         Raises:
-            InvalidParameterError: If the store has no collection, ``limit``/``top_k`` are out of range, or
-                ``reranker``/``limit``/``top_k`` contradict a spec.
+            InvalidParameterError: If the store has no collection, ``limit``/``top_k`` are out of range,
+                ``reranker``/``limit``/``top_k`` contradict a spec, or ``recall`` is given with a spec or is not a
+                recall kind.
             PipelineSpecError: The spec cannot be read.
         """
         embeddings = vectorstore.embeddings  # public property of langchain_chroma.Chroma
@@ -291,8 +302,9 @@ class TwoStageRetriever(BaseRetriever):
             embedder = _LangChainEmbedder(embeddings)
         else:
             embedder = as_embedder()
-        recall = ChromaRecall(_store_collection(vectorstore), client=client, embedding_model=embedder)
-        pipe = pipeline_for(recall, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset)
+        chroma = ChromaRecall(_store_collection(vectorstore), client=client, embedding_model=embedder)
+        stage1 = adapter_recall(chroma, recall, spec_given=pipeline is not None or preset is not None)
+        pipe = pipeline_for(stage1, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset)
         return cls(pipeline=pipe, **kwargs)
 
     def _search_kwargs(

@@ -36,6 +36,7 @@ from .hit import Hit
 from .models import DEFAULT_RERANK_MODEL
 from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
+from .recall.factory import adapter_recall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
 from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
@@ -401,6 +402,7 @@ class TwoStageRetriever(BaseRetriever):
         top_k: int | None = None,
         pipeline: SpecLike = None,
         preset: str | None = None,
+        recall: str | None = None,
         **kwargs: Any,
     ) -> TwoStageRetriever:
         """Two-stage retrieval over the collection of a LlamaIndex ``ChromaVectorStore``; nothing is re-embedded.
@@ -416,6 +418,10 @@ class TwoStageRetriever(BaseRetriever):
                 docs/pipeline_spec.md) instead of ``reranker``: its recall kind over the store's collection, its
                 stages (built now), limit and top_k; nodes' metadata carry ``"pipeline"``, the spec string.
             preset: A preset name (instead of ``pipeline``).
+            recall: Stage 1 without a spec: ``"hybrid"`` (default: RRF of dense and a BM25 index over the store's
+                passages, built on the first query; nodes edited in place through the store are seen after
+                ``retriever.pipeline.recall.sparse.refresh()``, additions and deletions by themselves), ``"dense"``
+                or ``"bm25"``.
             **kwargs: Constructor keywords (``filters``, ``where_document``...).
 
         Returns:
@@ -423,7 +429,8 @@ class TwoStageRetriever(BaseRetriever):
 
         Raises:
             InvalidParameterError: If ``vector_store`` is not a ``ChromaVectorStore``, ``limit``/``top_k`` are
-                out of range, or ``reranker``/``limit``/``top_k`` contradict a spec.
+                out of range, ``reranker``/``limit``/``top_k`` contradict a spec, or ``recall`` is given with a
+                spec or is not a recall kind.
             PipelineSpecError: The spec cannot be read.
         """
         from chromadb.api.models.Collection import Collection
@@ -435,9 +442,10 @@ class TwoStageRetriever(BaseRetriever):
                 f"for other stores build a ChromaRecall/TwoStagePipeline and pass it to TwoStageRetriever"
             )
         embedder = embed_model.embedder if isinstance(embed_model, TwoStageEmbedding) else embed_model
-        recall = ChromaRecall(collection, embedding_model=embedder)
+        chroma = ChromaRecall(collection, embedding_model=embedder)
+        stage1 = adapter_recall(chroma, recall, spec_given=pipeline is not None or preset is not None)
         # without a spec, a reranker name loads on the first query, like --rerank-model
-        return cls(pipeline_for(recall, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset), **kwargs)
+        return cls(pipeline_for(stage1, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset), **kwargs)
 
     def _kwargs(self) -> dict[str, Any]:
         return {"limit": self.limit, "top_k": self.top_k, "where": self.where, "where_document": self.where_document}

@@ -121,10 +121,13 @@ def test_every_entry_point_builds_the_same_stages(text, made, db):
 def test_cli_options_are_read_as_the_spec_they_mean(made, db):
     result = cli_query(db, "--limit", "3", "--top-k", "2", "--rerank-model", "org/ce", "--rerank-backend", "torch")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["pipeline"] == "dense:3 > org/ce@backend=torch > top_k=2"
+    # hybrid: the default stage 1 (issue 22)
+    assert json.loads(result.stdout)["pipeline"] == "hybrid:3 > org/ce@backend=torch > top_k=2"
     assert made == [("org/ce", {"backend": "torch"})]
     no_rerank = cli_query(db, "--no-rerank", "--limit", "3", "--top-k", "1")
-    assert json.loads(no_rerank.stdout)["pipeline"] == "dense:3 > none > top_k=1"
+    assert json.loads(no_rerank.stdout)["pipeline"] == "hybrid:3 > none > top_k=1"
+    dense = cli_query(db, "--recall", "dense", "--no-rerank", "--limit", "3", "--top-k", "1")
+    assert json.loads(dense.stdout)["pipeline"] == "dense:3 > none > top_k=1"
 
 
 def test_query_json_names_the_spec_or_preset_that_ran(made, db):

@@ -26,6 +26,7 @@ from ..config import (
 )
 from ..errors import TwoStageError
 from ..models import quiet_model_libraries
+from ..recall.factory import DEFAULT_RECALL
 from ..spec.presets import PRESETS
 
 if TYPE_CHECKING:
@@ -141,6 +142,14 @@ EmbeddingOpt = Annotated[
         help=f"Embedding model id or folder (default: {TWOSTAGE_EMBEDDING_MODEL.or_default()}).",
     ),
 ]
+RecallOpt = Annotated[
+    str,
+    typer.Option(
+        "--recall",
+        help="Stage 1: hybrid (reciprocal rank fusion of dense embeddings and BM25 keywords), dense (embeddings "
+        "only) or bm25 (keywords only).",
+    ),
+]
 RerankModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -230,7 +239,7 @@ def pipeline_spec(
     pipeline: str | None,
     preset: str | None,
     *,
-    recall: str = "dense",
+    recall: str = DEFAULT_RECALL,
     limit: int = 20,
     top_k: int = 5,
     rerank_model: str | None = None,
@@ -248,7 +257,7 @@ def pipeline_spec(
     Args:
         pipeline: ``--pipeline``: a spec string or a ``.toml`` file (a preset name works too).
         preset: ``--preset``: a preset name.
-        recall: ``--recall``: dense, bm25 or hybrid.
+        recall: ``--recall``: hybrid (the default), dense or bm25.
         limit: ``--limit``: candidates recalled.
         top_k: ``--top-k``: hits kept.
         rerank_model: ``--rerank-model`` (None: the default).

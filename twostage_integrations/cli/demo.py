@@ -6,10 +6,12 @@ from typing import Annotated
 
 import typer
 
+from ..recall.factory import DEFAULT_RECALL
 from .app import (
     DbOpt,
     PipelineOpt,
     PresetOpt,
+    RecallOpt,
     RerankBackendOpt,
     RerankMaxLengthOpt,
     RerankModelOpt,
@@ -30,6 +32,7 @@ def demo(
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 20,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Results shown per query.")] = 5,
     query: Annotated[list[str] | None, typer.Option("--query", "-q", help="Your own query (repeatable).")] = None,
+    recall: RecallOpt = DEFAULT_RECALL,
     pipeline: PipelineOpt = None,
     preset: PresetOpt = None,
 ) -> None:
@@ -47,6 +50,7 @@ def demo(
     spec = pipeline_spec(
         pipeline,
         preset,
+        recall=recall,
         limit=limit,
         top_k=top_k,
         rerank_model=rerank_model,

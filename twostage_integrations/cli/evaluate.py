@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..recall.factory import DEFAULT_RECALL
 from .app import (
     DbOpt,
     EmbeddingOpt,
     PipelineOpt,
     PresetOpt,
+    RecallOpt,
     RerankBackendOpt,
     RerankMaxLengthOpt,
     RerankModelOpt,
@@ -55,7 +57,7 @@ def _engine_lines(console, rerankers) -> list[dict]:
 def eval_command(
     dataset_dir: Annotated[Path, typer.Argument(help="BEIR folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv.")],
     split: Annotated[str, typer.Option(help="Which qrels/<split>.tsv to score against.")] = "test",
-    recall: Annotated[str, typer.Option(help="Stage 1: dense, bm25 or hybrid (RRF of both).")] = "dense",
+    recall: RecallOpt = DEFAULT_RECALL,
     limit: Annotated[int, typer.Option("--limit", "-l", help="Candidates recalled per query.")] = 100,
     top_k: Annotated[int, typer.Option("--top-k", "-k", help="Cut-off of nDCG@k, Recall@k and MRR@k.")] = 10,
     rerank_model: RerankModelOpt = None,

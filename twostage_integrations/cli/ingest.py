@@ -21,6 +21,14 @@ def ingest(
     embedding_model: EmbeddingOpt = None,
     max_chars: Annotated[int, typer.Option(help="Passage size for .txt/.md, in characters.")] = 1000,
     overlap_chars: Annotated[int, typer.Option(help="Characters carried over between passages.")] = 150,
+    no_bm25: Annotated[
+        bool,
+        typer.Option(
+            "--no-bm25",
+            help="Do not build and save the BM25 index after writing (for dense-only use: `twostage query --recall "
+            "dense`). Without it, the default hybrid recall builds the index on its first query instead.",
+        ),
+    ] = False,
 ) -> None:
     """Add files to a collection (.txt/.md split into passages; .jsonl one passage per line).
 
@@ -29,6 +37,10 @@ def ingest(
     UTF-8 text (binaries named .txt/.md) are skipped with a warning.
 
     Re-running is safe: passages already stored are skipped, so an interrupted ingest can simply be run again.
+
+    After writing, the collection's BM25 index is built and saved beside the database, stamped with the
+    collection's version, so `twostage query` (hybrid recall by default) loads it instead of reading the corpus;
+    --no-bm25 skips that.
     """
     from ..ingest import read_documents
 
@@ -45,6 +57,12 @@ def ingest(
         ids=[p.id for p in passages],
         show_progress=True,
     )
+    # --- BM25 snapshot at ingest (issue 22): one call after all batches are written; keep it last ---
+    if not no_bm25:
+        from ..recall.factory import persist_bm25
+
+        persist_bm25(recall)
+    # --- end BM25 snapshot ---
     skipped_note = f"; {len(read.skipped)} non-text file(s) skipped" if read.skipped else ""
     typer.echo(
         f"{collection}: {result.added} passages added, {result.updated} updated, "

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..recall.factory import DEFAULT_RECALL
 from ..scores import hit_score_kind, pipeline_score_kinds
 from .app import (
     CollectionOpt,
@@ -16,6 +17,7 @@ from .app import (
     PipelineOpt,
     PortOpt,
     PresetOpt,
+    RecallOpt,
     RerankBackendOpt,
     RerankMaxLengthOpt,
     RerankModelOpt,
@@ -61,9 +63,7 @@ def query(
     rerank_backend: RerankBackendOpt = None,
     rerank_max_length: RerankMaxLengthOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip stage 2: recall order, cut to --top-k.")] = False,
-    recall_kind: Annotated[
-        str, typer.Option("--recall", help="Stage 1: dense, bm25 (keywords) or hybrid (RRF of both).")
-    ] = "dense",
+    recall_kind: RecallOpt = DEFAULT_RECALL,
     num_candidates: Annotated[
         int | None, typer.Option(help="ANN depth: fetch this many (min --limit) from Chroma, keep the best --limit.")
     ] = None,
@@ -91,6 +91,9 @@ def query(
     table, stderr lists the metadata keys stored passages have, and the exit status is still 0, as for
     `vai query` and `gh search`: no hits is an answer, not an error (exit 2 is kept for bad input). Scripts
     test `--json` "hits" for [].
+
+    Stage 1 is hybrid unless --recall says otherwise: its BM25 index is the one `twostage ingest` saved (no
+    corpus read from Chroma); after writes by other means it is rebuilt once and saved again.
     """
     from ..pipeline import TwoStagePipeline
 

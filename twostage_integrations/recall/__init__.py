@@ -2,9 +2,10 @@
 
 from .base import AddResult, BaseRecall, DeleteNotSupportedError, Recall
 from .chroma import ChromaRecall, default_db_path
-from .factory import RECALL_KINDS, hybrid_from_chroma, recall_by_kind
+from .factory import DEFAULT_RECALL, RECALL_KINDS, hybrid_from_chroma, persist_bm25, recall_by_kind
 
 __all__ = [
+    "DEFAULT_RECALL",
     "RECALL_KINDS",
     "AddResult",
     "BaseRecall",
@@ -13,5 +14,6 @@ __all__ = [
     "Recall",
     "default_db_path",
     "hybrid_from_chroma",
+    "persist_bm25",
     "recall_by_kind",
 ]

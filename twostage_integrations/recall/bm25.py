@@ -1,7 +1,10 @@
 """Sparse (keyword) recall with BM25 (``bm25s``) over the passages of a Chroma collection.
 
 Chroma stays the one place passages live; the BM25 index is derived from it, saved beside the Chroma data
-(``<db>/bm25/<collection>/<fingerprint>/``) and rebuilt only when the collection's ids or texts change.
+(``<db>/bm25/<collection>/<fingerprint>/``) and rebuilt only when the collection's ids or texts change. A saved
+snapshot also keeps the passages' texts and metadata and the collection version it was built at, so a new process
+whose collection still has that version loads it without reading the corpus from Chroma (``twostage ingest`` saves
+one; :meth:`BM25Recall.save` / :func:`~twostage_integrations.recall.factory.persist_bm25` from Python).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from .chroma import ChromaRecall, check_filters, default_db_path
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_FILE = "twostage.json"
+FINGERPRINT_FILE = "twostage.json"  # fingerprint, ids, settings and the collection version; written last
+CORPUS_FILE = "corpus.json"  # texts and metadata in the index's row order: hits need them, Chroma is not asked
 _PAGE = 5000  # passages per Chroma get() while reading the corpus
 
 
@@ -68,6 +72,11 @@ class BM25Recall(BaseRecall):
     calls, never one per query). A changed stamp rebuilds the snapshot (loading the saved index when the
     corpus fingerprint matches it). :meth:`refresh` re-reads the whole corpus at once, which also catches
     writes made with the raw Chroma API (they do not move the stamp).
+
+    Cold start: a snapshot saved at the collection's current version (by :meth:`save`, which ``twostage ingest``
+    calls after writing) is loaded from disk with its texts and metadata, so the first search reads no corpus from
+    Chroma. A snapshot saved at another version (another writer changed the collection since) is not used: the
+    corpus is read and the index rebuilt (or loaded by fingerprint when the passages are the same), then saved.
 
     Args:
         chroma: The collection the passages live in.
@@ -205,10 +214,10 @@ class BM25Recall(BaseRecall):
                 if self._needs_check():  # another thread may have just done it
                     version = self.chroma.version()
                     snapshot = self._snapshot
-                    if snapshot is None or version != snapshot.version:
-                        self._rebuild(version)
-                    else:
+                    if snapshot is not None and version == snapshot.version:
                         self._mark_checked()
+                    elif not self._publish_saved(version):  # no snapshot saved at this version: read the corpus
+                        self._rebuild(version)
         snapshot = self._snapshot
         assert snapshot is not None
         return snapshot
@@ -217,6 +226,43 @@ class BM25Recall(BaseRecall):
         self._checked_at = time.monotonic()
         self._writes_seen = self.chroma.writes
         self._stale = False
+
+    def _publish_saved(self, version: tuple[int, str]) -> bool:
+        """Publish the snapshot saved at ``version`` (no corpus read); False when none is. Caller holds the lock."""
+        writes = self.chroma.writes
+        loaded = self._load_stamped(version)
+        if loaded is None:
+            return False
+        self._snapshot = loaded
+        self._checked_at, self._writes_seen, self._stale = time.monotonic(), writes, False
+        return True
+
+    def save(self) -> Path | None:
+        """Bring the snapshot up to the collection's current version and save it, stamped with that version, so
+        the next process (a cold ``twostage query --recall hybrid``, a server start) loads it without reading
+        the corpus from Chroma. ``twostage ingest`` calls this after writing; call it after
+        :meth:`ChromaRecall.add_texts` in Python (or use
+        :func:`~twostage_integrations.recall.factory.persist_bm25`).
+
+        A collection written only with the raw Chroma API (no version stamp) is still indexed and saved, but a new
+        process then re-reads its corpus to check it (an edit in place would not change the count).
+
+        Returns:
+            The folder the snapshot is saved in; ``None`` when there is nothing to index (an empty collection,
+            or only stopwords) or the disk refused the write (logged).
+
+        Raises:
+            CollectionNotFoundError: The collection (or the database) does not exist.
+        """
+        with self._lock:
+            version = self.chroma.version()
+            snapshot = self._snapshot
+            stale = snapshot is None or snapshot.version != version
+            if stale and not self._publish_saved(version):
+                self._rebuild(version)
+            snapshot = self._snapshot
+            assert snapshot is not None
+            return self._write(snapshot)
 
     def _rebuild(self, version: tuple[int, str]) -> None:
         """Build the next snapshot completely, then publish it with one assignment. Caller holds the lock."""
@@ -242,7 +288,7 @@ class BM25Recall(BaseRecall):
             # row i of the saved index is saved_ids[i]; get() order is not guaranteed to match
             row = {doc_id: i for i, doc_id in enumerate(ids)}
             order = [row[doc_id] for doc_id in saved_ids]
-            return _Snapshot(
+            snapshot = _Snapshot(
                 retriever,
                 tuple(saved_ids),
                 tuple(texts[i] for i in order),
@@ -250,15 +296,18 @@ class BM25Recall(BaseRecall):
                 version,
                 fingerprint,
             )
+            self._write(snapshot)  # same passages at a new version (or an older save): stamp it for the next process
+            return snapshot
         log.info("building BM25 index for %r (%d passages) in %s", self.chroma.name, len(ids), folder)
         retriever = bm25s.BM25(k1=self.k1, b=self.b)
         tokens = self._tokenize(texts, return_ids=True) if ids else None
         if tokens is not None and tokens.vocab:
             retriever.index(tokens, show_progress=self.progress)
-            self._save(retriever, ids, fingerprint, folder)
         else:  # no passages, or only stopwords: nothing can match
             retriever = None
-        return _Snapshot(retriever, tuple(ids), tuple(texts), tuple(metas), version, fingerprint)
+        snapshot = _Snapshot(retriever, tuple(ids), tuple(texts), tuple(metas), version, fingerprint)
+        self._write(snapshot)
+        return snapshot
 
     def _load(self, folder: Path, fingerprint: str):
         import bm25s
@@ -275,25 +324,88 @@ class BM25Recall(BaseRecall):
             log.warning("could not load the saved BM25 index in %s (%s); rebuilding it", folder, exc)
             return None
 
-    def _save(self, retriever, ids: Sequence[str], fingerprint: str, folder: Path) -> None:
+    def _stamp(self, snapshot: _Snapshot) -> dict[str, Any]:
+        return {
+            "fingerprint": snapshot.fingerprint,
+            "ids": list(snapshot.ids),
+            "version": list(snapshot.version),
+            **self._settings(),
+        }
+
+    def _write(self, snapshot: _Snapshot) -> Path | None:
+        """Save ``snapshot`` unless its folder already holds it at this version; the folder, or None (nothing to
+        index, or the disk refused: a read-only disk only costs a rebuild next time)."""
+        if snapshot.retriever is None:
+            return None
+        folder = self.index_dir / snapshot.fingerprint[:32]
+        try:
+            saved = json.loads((folder / FINGERPRINT_FILE).read_text())
+            if saved.get("version") == list(snapshot.version) and (folder / CORPUS_FILE).is_file():
+                return folder  # already there, stamped with this version
+        except (OSError, ValueError):
+            pass  # not saved yet (or half-written by a crashed process): write it below
+        try:
+            if folder.is_dir():  # same passages (same fingerprint): only the corpus file and the stamp change
+                self._write_files(folder, snapshot)
+            else:
+                self._save(snapshot, folder)
+        except (OSError, TypeError, ValueError) as exc:  # a full or read-only disk; metadata JSON cannot hold
+            log.warning("could not save the BM25 index in %s (%s); it lives in memory only", self.index_dir, exc)
+            return None
+        return folder
+
+    def _write_files(self, folder: Path, snapshot: _Snapshot) -> None:
+        """The corpus file, then the stamp, each replaced whole: a reader that sees a version sees its corpus."""
+        corpus = {"texts": list(snapshot.texts), "metadatas": list(snapshot.metas)}
+        for name, data in ((CORPUS_FILE, corpus), (FINGERPRINT_FILE, self._stamp(snapshot))):
+            tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+            tmp.write_text(json.dumps(data, ensure_ascii=False))
+            os.replace(tmp, folder / name)
+
+    def _save(self, snapshot: _Snapshot, folder: Path) -> None:
         """Write to a temporary folder, then rename it into place: another process loading this index sees all of
         it or none of it. Folders of older fingerprints are removed."""
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
+        snapshot.retriever.save(str(tmp), show_progress=False)
+        self._write_files(tmp, snapshot)
         try:
-            self.index_dir.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
-            retriever.save(str(tmp), show_progress=False)
-            (tmp / FINGERPRINT_FILE).write_text(
-                json.dumps({"fingerprint": fingerprint, "ids": list(ids), **self._settings()})
-            )
+            os.rename(tmp, folder)
+        except OSError:  # another process saved the same fingerprint first: its index is identical, stamp it
+            shutil.rmtree(tmp, ignore_errors=True)
+            self._write_files(folder, snapshot)
+        for old in self.index_dir.iterdir():
+            if old.is_dir() and old.name != folder.name and not old.name.startswith(".tmp-"):
+                shutil.rmtree(old, ignore_errors=True)
+
+    def _load_stamped(self, version: tuple[int, str]) -> _Snapshot | None:
+        """The snapshot saved at ``version`` with these settings, read from disk only; None when there is none.
+
+        A collection without a version stamp (written only with the raw Chroma API) never matches: its count alone
+        cannot tell an edit in place, so its corpus is read and compared by content instead.
+        """
+        import bm25s
+
+        if not version[1] or not self.index_dir.is_dir():
+            return None
+        settings = json.loads(json.dumps(self._settings()))  # as saved: lists, not tuples
+        for folder in sorted(p for p in self.index_dir.iterdir() if p.is_dir() and not p.name.startswith(".tmp-")):
             try:
-                os.rename(tmp, folder)
-            except OSError:  # another process saved the same fingerprint first; theirs is identical
-                shutil.rmtree(tmp, ignore_errors=True)
-            for old in self.index_dir.iterdir():
-                if old.is_dir() and old.name != folder.name and not old.name.startswith(".tmp-"):
-                    shutil.rmtree(old, ignore_errors=True)
-        except OSError as exc:  # a read-only disk only costs a rebuild next time
-            log.warning("could not save the BM25 index in %s (%s); it lives in memory only", self.index_dir, exc)
+                saved = json.loads((folder / FINGERPRINT_FILE).read_text())
+                if saved.get("version") != list(version) or any(saved.get(k) != v for k, v in settings.items()):
+                    continue
+                corpus = json.loads((folder / CORPUS_FILE).read_text())
+                ids, texts, metas = saved["ids"], corpus["texts"], corpus["metadatas"]
+                if not len(ids) == len(texts) == len(metas):
+                    continue
+                retriever = bm25s.BM25.load(str(folder), show_progress=False)
+            except (OSError, ValueError, KeyError) as exc:  # removed or half-written by another process
+                log.debug("saved BM25 snapshot in %s not usable (%s)", folder, exc)
+                continue
+            log.info("loaded the BM25 index of %r at its current version from %s", self.chroma.name, folder)
+            fingerprint = saved["fingerprint"]
+            return _Snapshot(retriever, tuple(ids), tuple(texts), tuple(map(dict, metas)), version, fingerprint)
+        return None
 
     # -- Recall protocol -------------------------------------------------------------------------------
     def add_texts(

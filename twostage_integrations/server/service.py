@@ -402,14 +402,73 @@ class RerankService:
                 return False
         self.batching = self.requested_batching and batches_across_queries(self.reranker)
         self.state = "warming"
-        if batches_across_queries(self.reranker):  # a local model: one tiny call loads kernels and caches
-            try:
-                self.reranker.score_pairs([("warm-up", "warm-up")])  # type: ignore[union-attr]
-            except Exception as exc:  # noqa: BLE001 - a real request will report it with its own status
-                logger.warning("warm-up call failed: %s", exc)
+        self.warm()
         self.state = "ready"
         logger.info("reranker %s ready (dynamic batching %s)", self.name, "on" if self.batching else "off")
         return True
+
+    # Shapes a warm-up runs when the model does not say its own (a fake, a third-party reranker).
+    WARM_MAX_LENGTH = 256
+    WARM_BATCH_SIZE = 16
+    _WARM_TEXT = (
+        "patients treated with the drug showed lower blood pressure and fewer strokes than those given placebo "
+        "across the trial while side effects stayed rare"
+    )
+
+    def warm(self) -> None:
+        """Run every local model stage once at the shapes real requests give it, before ``/ready`` says 200.
+
+        ONNX Runtime and torch pay first-call costs per input shape (allocator arenas, kernel choice), so one tiny
+        pair is not enough: each stage that scores pairs itself (a cross-encoder; every stage of a
+        :class:`~twostage_integrations.rerank.cascade.Cascade`; the model inside a
+        :class:`~twostage_integrations.rerank.cache.ScoreCache`, so the cache stays empty) scores a full batch of
+        its ``batch_size`` pairs cut at its ``max_length``, a full batch at half that length and one short pair
+        (the remainder batch). Hosted APIs are not called. A failure is logged; a real request reports its own.
+        """
+        for stage in self._warm_stages(self.reranker):
+            max_length = getattr(stage, "max_length", None) or self.WARM_MAX_LENGTH
+            batch_size = getattr(stage, "batch_size", None) or self.WARM_BATCH_SIZE
+            pairs = self._warm_pairs(int(max_length), int(batch_size))
+            t0 = time.perf_counter()
+            try:
+                stage.score_pairs(pairs)
+            except Exception as exc:  # noqa: BLE001 - a real request will report it with its own status
+                logger.warning("warm-up call of %s failed: %s", getattr(stage, "name", type(stage).__name__), exc)
+                continue
+            logger.info(
+                "warmed %s: %d pairs up to %d tokens, batches of %d, in %.2f s",
+                getattr(stage, "name", type(stage).__name__),
+                len(pairs),
+                max_length,
+                batch_size,
+                time.perf_counter() - t0,
+            )
+
+    @staticmethod
+    def _warm_stages(reranker: Any) -> list[Any]:
+        """The rerankers that run a local model: a cache's or a fusion's inner one, a cascade's stages, else
+        ``reranker``."""
+        from ..rerank.fusion import FusedReranker
+
+        while isinstance(reranker, (ScoreCache, FusedReranker)):
+            reranker = reranker.inner if isinstance(reranker, ScoreCache) else reranker.reranker
+        stages = getattr(reranker, "stages", None)
+        if isinstance(stages, (list, tuple)) and stages:
+            return [s for r, _ in stages for s in RerankService._warm_stages(r)]
+        return [reranker] if reranker is not None and batches_across_queries(reranker) else []
+
+    @classmethod
+    def _warm_pairs(cls, max_length: int, batch_size: int) -> list[tuple[str, str]]:
+        """``batch_size`` pairs of at least ``max_length`` words (cut there), ``batch_size`` of half as many, one
+        short one: the longest-first batches an engine pads to their own longest pair."""
+        words = cls._WARM_TEXT.split()
+
+        def text(n: int) -> str:
+            return " ".join(words[i % len(words)] for i in range(n))
+
+        query = "does the drug lower the risk of stroke"
+        lengths = [max_length] * batch_size + [max(1, max_length // 2)] * batch_size + [8]
+        return [(query, text(n)) for n in lengths]
 
     def _run(self) -> None:
         if not self._load():

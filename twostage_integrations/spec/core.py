@@ -14,7 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from ..errors import MissingDependencyError, PipelineSpecError
-from ..recall.factory import RECALL_KINDS
+from ..recall.factory import DEFAULT_RECALL, RECALL_KINDS
 from ..rerank.cascade import STAGE_OPTIONS
 from ..rerank.fusion import METHODS as FUSION_METHODS
 from ..rerank.onnx import BACKENDS
@@ -129,7 +129,7 @@ class RecallSpec:
     """Stage 1 of a spec: which recall, and how many candidates it passes on.
 
     Attributes:
-        kind: ``"dense"``, ``"bm25"`` or ``"hybrid"``.
+        kind: ``"dense"``, ``"bm25"`` or ``"hybrid"`` (default: hybrid, :data:`DEFAULT_RECALL`).
         limit: Candidates recalled.
         rrf_k: Hybrid only: the RRF constant (None = the hybrid recall's default).
         per_arm: Hybrid only: candidates per arm (None = the hybrid recall's default).
@@ -138,7 +138,7 @@ class RecallSpec:
         PipelineSpecError: an unknown kind, a limit below 1, or a hybrid option on another kind.
     """
 
-    kind: str = "dense"
+    kind: str = DEFAULT_RECALL
     limit: int = DEFAULT_LIMIT
     rrf_k: float | None = None
     per_arm: int | None = None
