@@ -48,7 +48,9 @@ def _tiny_random_cross_encoder() -> SimpleNamespace:
         max_position_embeddings=64, num_labels=1,
     )  # fmt: skip
     model = BertForSequenceClassification(config).eval()
-    return SimpleNamespace(model=model, tokenizer=tokenizer, max_seq_length=MAX_LENGTH, activation_fn=torch.nn.Sigmoid())
+    return SimpleNamespace(
+        model=model, tokenizer=tokenizer, max_seq_length=MAX_LENGTH, activation_fn=torch.nn.Sigmoid()
+    )
 
 
 def _random_text(rng: random.Random, n_words: int) -> str:
@@ -81,12 +83,14 @@ def test_windows_map_back_cover_and_fit(seed):
         pair = tok.encode(QUERY, text[start:end])  # the engine's tokenizer with no truncation: nothing is cut
         assert len(pair.ids) <= MAX_LENGTH
     assert all(covered)  # every character of the passage is in some window
-    assert spans == sorted(spans) and all(b[0] < a[1] for a, b in zip(spans, spans[1:]))  # ordered, no gaps
+    assert spans == sorted(spans) and all(
+        b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False)
+    )  # ordered, no gaps
     full = tok.encode(text, add_special_tokens=False)
     if len(full.ids) <= window:
         assert spans == [(0, len(text))]
     else:  # tokens of neighbours overlap by at most window - stride (plus a word moved back whole)
-        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+        for (_, a1), (b0, _) in zip(spans, spans[1:], strict=False):
             shared = [i for i, (s, e) in enumerate(full.offsets) if s >= b0 and e <= a1]
             assert len(shared) <= window - stride + 3
 
@@ -98,7 +102,7 @@ def test_window_text_tokenises_as_inside_the_passage():
     assert len(spans) > 2
     full = tok.encode(text, add_special_tokens=False)
     for start, end in spans:
-        inside = [t for t, (s, e) in zip(full.tokens, full.offsets) if s >= start and e <= end]
+        inside = [t for t, (s, e) in zip(full.tokens, full.offsets, strict=True) if s >= start and e <= end]
         assert tok.encode(text[start:end], add_special_tokens=False).tokens == inside
 
 

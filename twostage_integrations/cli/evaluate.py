@@ -11,6 +11,7 @@ import typer
 from .app import (
     DbOpt,
     EmbeddingOpt,
+    LongDocsOpt,
     PipelineOpt,
     PresetOpt,
     RerankBackendOpt,
@@ -39,12 +40,14 @@ def _engine_lines(console, rerankers) -> list[dict]:
         stats = getattr(inner, "total_stats", None)
         if stats is None:
             continue
+        long_docs = getattr(inner, "long_docs", "first")
+        windows = f", long_docs={long_docs} (pairs are windows)" if long_docs != "first" else ""
         console.print(
-            f"{inner.name} [{inner.backend}]: {stats.truncated} of {stats.pairs} pairs cut at max_length="
+            f"{inner.name} [{inner.backend}{windows}]: {stats.truncated} of {stats.pairs} pairs cut at max_length="
             f"{inner.max_length} tokens"
         )
         out.append(
-            {"model": inner.name, "backend": inner.backend, "max_length": inner.max_length}
+            {"model": inner.name, "backend": inner.backend, "max_length": inner.max_length, "long_docs": long_docs}
             | {"pairs": stats.pairs, "truncated": stats.truncated}
         )
     return out
@@ -61,6 +64,7 @@ def eval_command(
     rerank_model: RerankModelOpt = None,
     rerank_backend: RerankBackendOpt = None,
     rerank_max_length: RerankMaxLengthOpt = None,
+    long_docs: LongDocsOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Measure recall only.")] = False,
     stage: Annotated[
         list[str] | None,
@@ -116,6 +120,7 @@ def eval_command(
         "rerank_model": rerank_model,
         "rerank_backend": rerank_backend,
         "rerank_max_length": rerank_max_length,
+        "long_docs": long_docs,
         "stages": stage,
         "fusion": fusion,
     }

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import dataclasses
+import logging
 import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ..hit import Hit
 from ..models import RERANK_MODEL_ENV, load_model, resolve_rerank_model
 from ..scores import cross_encoder_score_kind
-from ..hit import Hit
 from ..validation import check_positive_int, check_rerank_args
 from .base import BaseReranker, apply_scores
 from .engine import ACTIVATIONS, CrossEncoderEngine, RerankStats
@@ -212,10 +212,18 @@ class CrossEncoderReranker(BaseReranker):
         """
         if self.splitter is not None:
             return [score for score, _ in self.score_pairs_with_evidence(pairs)]
-        return self._predict(pairs)
+        return self.score_pairs_cut(pairs)
 
-    def _predict(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
-        """The engine's scores for the pairs as given (one pair each, cut at ``max_length``)."""
+    def score_pairs_cut(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """The engine's scores for the pairs as given, each cut at ``max_length`` (``long_docs="first"`` whatever
+        this reranker's ``long_docs``; what ``serve`` runs for a TEI request with ``truncate: true``).
+
+        Args:
+            pairs: (query, text) pairs.
+
+        Returns:
+            One float per pair, in input order.
+        """
         if not pairs:
             return []
         scores = self.engine.predict(pairs)
@@ -240,7 +248,7 @@ class CrossEncoderReranker(BaseReranker):
         how = how or (self.long_docs if self.long_docs != "first" else "max")
         check_long_docs(how, None, None, self.max_length)
         splitter = self.splitter if self.splitter is not None else self._splitter(None, None)
-        return score_windows(splitter, self._predict, pairs, how, limit=limit)
+        return score_windows(splitter, self.score_pairs_cut, pairs, how, limit=limit)
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
         """Reorder hits by :meth:`score`; with ``long_docs`` windows, each hit also gets ``metadata["evidence"]``.

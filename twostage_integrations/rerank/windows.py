@@ -186,9 +186,7 @@ def _spans(text: str, enc: Encoding, window: int, stride: int, limit: int | None
     return spans
 
 
-def aggregate(
-    scores: Sequence[float], spans: Sequence[tuple[int, int]], how: str
-) -> tuple[float, Evidence]:
+def aggregate(scores: Sequence[float], spans: Sequence[tuple[int, int]], how: str) -> tuple[float, Evidence]:
     """One passage's score from its windows' scores, and the best window as evidence.
 
     Args:
