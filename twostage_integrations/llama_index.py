@@ -355,9 +355,11 @@ def _evidence_in_text(hit: Hit, text: str) -> dict[str, Any] | None:
     evidence = hit.metadata.get(EVIDENCE_KEY)
     if not isinstance(evidence, dict):
         return None
-    shift = hit.text.rfind(text) if text else -1
-    if shift < 0:
+    core = text.strip()  # LlamaIndex strips the formatted content, so trailing spaces of the text may be gone
+    found = hit.text.rfind(core) if core else -1
+    if found < 0:
         return None
+    shift = found - (len(text) - len(text.lstrip()))
     start = min(max(evidence["start"] - shift, 0), len(text))
     end = min(max(evidence["end"] - shift, 0), len(text))
     return {**evidence, "start": start, "end": end} if end > start else None
