@@ -116,14 +116,8 @@ def eval_command(
     except ValueError:
         raise fail(f"--plot-limits must be comma-separated integers, got {plot_limits!r}") from None
     fusion = (fusion_method, fusion_weight) if fusion_weight is not None else None
-    models: dict[str, Any] = {
-        "rerank_model": rerank_model,
-        "rerank_backend": rerank_backend,
-        "rerank_max_length": rerank_max_length,
-        "long_docs": long_docs,
-        "stages": stage,
-        "fusion": fusion,
-    }
+    models: dict[str, Any] = {"rerank_model": rerank_model, "rerank_backend": rerank_backend, "stages": stage}
+    models.update(rerank_max_length=rerank_max_length, long_docs=long_docs, fusion=fusion)
     hybrid: dict[str, Any] = {"rrf_k": rrf_k, "per_arm": per_arm}
     spec = pipeline_spec(
         pipeline, preset, recall=recall, limit=limit, top_k=top_k, no_rerank=no_rerank, **models, **hybrid
