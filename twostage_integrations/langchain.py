@@ -35,6 +35,7 @@ from .recall.chroma import ChromaRecall
 from .recall.factory import adapter_recall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
+from .rerank.windows import EVIDENCE_KEY
 from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
 from .spec import PipelineSpec, spec_from
 from .spec.adapters import pipeline_for
@@ -417,6 +418,8 @@ def _reranked_documents(
             "rerank_score": hit.rerank_score,
             "rerank_rank": hit.rerank_rank,
             **({"pipeline": pipeline} if pipeline is not None else {}),
+            # a windowed reranker's best window, as offsets into page_content (the text it scored)
+            **({EVIDENCE_KEY: hit.metadata[EVIDENCE_KEY]} if EVIDENCE_KEY in hit.metadata else {}),
         }
         out.append(doc.model_copy(update={"metadata": {**doc.metadata, **scores}}))
     return out

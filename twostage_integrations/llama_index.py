@@ -39,6 +39,7 @@ from .recall.chroma import ChromaRecall
 from .recall.factory import adapter_recall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
+from .rerank.windows import EVIDENCE_KEY
 from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
 from .spec import spec_from
 from .spec.adapters import pipeline_for
@@ -58,7 +59,7 @@ __all__ = [
 ]
 
 # Stage scores (and the pipeline spec) the retriever adds to node metadata; kept out of embedding and LLM text.
-SCORE_KEYS = ("recall_score", "recall_rank", "rerank_rank", "score_kind", "pipeline")
+SCORE_KEYS = ("recall_score", "recall_rank", "rerank_rank", "score_kind", "pipeline", EVIDENCE_KEY)
 _DEFAULT_TOP_N = 5
 _UNSET: Any = object()  # top_n not passed: the default, or a spec's top_k
 
@@ -235,7 +236,10 @@ class TwoStageRerank(BaseNodePostprocessor):
             node.metadata["score_kind"] = hit_score_kind(hit, recall_kind="input", rerank_kind=rerank_kind)
             if self.pipeline is not None:
                 node.metadata["pipeline"] = self.pipeline
-            _hide_from_text(node, ("score_kind", "pipeline"))
+            evidence = _evidence_in_text(hit, original.node.get_content(metadata_mode=MetadataMode.NONE))
+            if evidence is not None:
+                node.metadata[EVIDENCE_KEY] = evidence
+            _hide_from_text(node, ("score_kind", "pipeline", EVIDENCE_KEY))
             out.append(NodeWithScore(node=node, score=hit.score))
         return out
 
@@ -338,10 +342,28 @@ def hit_to_node(hit: Hit, score_kind: str | None = None, pipeline: str | None = 
         "rerank_rank": hit.rerank_rank,
         "score_kind": score_kind,
         "pipeline": pipeline,
+        EVIDENCE_KEY: hit.metadata.get(EVIDENCE_KEY),  # a windowed reranker's best window in the node's text
     }
     node.metadata.update({k: v for k, v in stages.items() if v is not None})
     _hide_from_text(node, SCORE_KEYS)
     return NodeWithScore(node=node, score=hit.score)
+
+
+def _evidence_in_text(hit: Hit, text: str) -> dict[str, Any] | None:
+    """A windowed reranker's evidence as offsets into the node's own text: the reranker read the node's content
+    with its metadata (``metadata_mode``), so the span moves by where the text starts and is clipped to it;
+    None when the hit has none or the best window lies in the metadata alone."""
+    evidence = hit.metadata.get(EVIDENCE_KEY)
+    if not isinstance(evidence, dict):
+        return None
+    core = text.strip()  # LlamaIndex strips the formatted content, so trailing spaces of the text may be gone
+    found = hit.text.rfind(core) if core else -1
+    if found < 0:
+        return None
+    shift = found - (len(text) - len(text.lstrip()))
+    start = min(max(evidence["start"] - shift, 0), len(text))
+    end = min(max(evidence["end"] - shift, 0), len(text))
+    return {**evidence, "start": start, "end": end} if end > start else None
 
 
 def _hide_from_text(node: Any, keys: Sequence[str]) -> None:

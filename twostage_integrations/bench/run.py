@@ -186,17 +186,20 @@ def _load_rerankers(
             _local_model(model, f"--stage {model}"),
             resolve_backend(options.get("backend", rerank_backend)),
             options.get("max_length", rerank_max_length),
+            tuple((k, options[k]) for k in ("long_docs", "window", "stride") if k in options),  # windowed stages
         )
         for model, _, options in stage_specs
     ]
     # a missing model or engine stops here, before any indexing
     reranker = CrossEncoderReranker(model_name, backend=rerank_backend, max_length=rerank_max_length)
     # Stages left on `auto` run the reference's pick: a bench compares one engine across its stages.
-    keys = [(model, reranker.backend if backend == AUTO else backend, limit) for model, backend, limit in keys]
-    loaded = {(model_name, reranker.backend, rerank_max_length): reranker}  # each once, however many stages use it
+    keys = [(m, reranker.backend if backend == AUTO else backend, n, w) for m, backend, n, w in keys]
+    loaded: dict[tuple[Any, ...], CrossEncoderReranker] = {
+        (model_name, reranker.backend, rerank_max_length, ()): reranker
+    }  # each once, however many stages use it
     for key in keys:
         if key not in loaded:
-            loaded[key] = CrossEncoderReranker(key[0], backend=key[1], max_length=key[2])
+            loaded[key] = CrossEncoderReranker(key[0], backend=key[1], max_length=key[2], **dict(key[3]))
     cascade = [(loaded[key], keep) for key, (_, keep, _) in zip(keys, stage_specs, strict=True)]
     engines = {
         name: reranker

@@ -169,6 +169,16 @@ RerankMaxLengthOpt = Annotated[
         show_default=False,
     ),
 ]
+LongDocsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--long-docs",
+        help="Cross-encoder scoring of passages longer than --rerank-max-length: first (cut them, the default), "
+        "max (score every window, keep the best) or top2mean (mean of the best two); with windows each hit "
+        "carries its best window as evidence (docs/stage2.md).",
+        show_default=False,
+    ),
+]
 RerankBackendOpt = Annotated[
     str | None,
     typer.Option(
@@ -215,6 +225,7 @@ PIPELINE_PARAMS = (
     "model",
     "rerank_backend",
     "rerank_max_length",
+    "long_docs",
     "no_rerank",
     "stage",
     "fusion_weight",
@@ -245,6 +256,7 @@ def pipeline_spec(
     rerank_model: str | None = None,
     rerank_backend: str | None = None,
     rerank_max_length: int | None = None,
+    long_docs: str | None = None,
     no_rerank: bool = False,
     stages: Sequence[str] | None = None,
     fusion: tuple[str, float] | None = None,
@@ -263,6 +275,7 @@ def pipeline_spec(
         rerank_model: ``--rerank-model`` (None: the default).
         rerank_backend: ``--rerank-backend``: the engine of stages that name none.
         rerank_max_length: ``--rerank-max-length``: the token limit of stages that name none.
+        long_docs: ``--long-docs``: how stages that name none score long passages (first, max, top2mean).
         no_rerank: ``--no-rerank``: no stage 2.
         stages: ``--stage`` tokens (instead of ``rerank_model``).
         fusion: ``(--fusion-method, --fusion-weight)`` for the last stage, or None.
@@ -277,6 +290,7 @@ def pipeline_spec(
         PipelineSpecError: A token that cannot be read.
         InvalidParameterError: ``limit``/``top_k`` out of range.
     """
+    from ..rerank.windows import LONG_DOCS
     from ..spec import FusionSpec, PipelineSpec, RecallSpec, StageSpec, spec_from
     from ..validation import check_limit_top_k
 
@@ -291,11 +305,13 @@ def pipeline_spec(
         assert spec is not None  # one of them was given
         return spec
     check_limit_top_k(limit, top_k)  # the options' own messages (--top-k must be <= --limit...)
+    if long_docs is not None and long_docs not in LONG_DOCS:
+        raise fail(f"--long-docs must be one of {', '.join(LONG_DOCS)}, got {long_docs!r}")
     hybrid: dict[str, Any] = {"rrf_k": rrf_k, "per_arm": per_arm} if recall == "hybrid" else {}
     parsed: list[tuple[str | None, int | None, dict[str, Any]]] = (
         [parse_stage(s) for s in stages] if stages else [(rerank_model, None, {})]
     )
-    engine = {"backend": rerank_backend, "max_length": rerank_max_length}
+    engine = {"backend": rerank_backend, "max_length": rerank_max_length, "long_docs": long_docs}
     steps = () if no_rerank else tuple(StageSpec(m, k, **{**engine, **o}) for m, k, o in parsed)
     fused = FusionSpec(*fusion) if fusion is not None and steps else None
     return PipelineSpec(RecallSpec(recall, limit, **hybrid), steps, fused, top_k)

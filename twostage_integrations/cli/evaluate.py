@@ -12,6 +12,7 @@ from ..recall.factory import DEFAULT_RECALL
 from .app import (
     DbOpt,
     EmbeddingOpt,
+    LongDocsOpt,
     PipelineOpt,
     PresetOpt,
     RecallOpt,
@@ -41,12 +42,14 @@ def _engine_lines(console, rerankers) -> list[dict]:
         stats = getattr(inner, "total_stats", None)
         if stats is None:
             continue
+        long_docs = getattr(inner, "long_docs", "first")
+        windows = f", long_docs={long_docs} (pairs are windows)" if long_docs != "first" else ""
         console.print(
-            f"{inner.name} [{inner.backend}]: {stats.truncated} of {stats.pairs} pairs cut at max_length="
+            f"{inner.name} [{inner.backend}{windows}]: {stats.truncated} of {stats.pairs} pairs cut at max_length="
             f"{inner.max_length} tokens"
         )
         out.append(
-            {"model": inner.name, "backend": inner.backend, "max_length": inner.max_length}
+            {"model": inner.name, "backend": inner.backend, "max_length": inner.max_length, "long_docs": long_docs}
             | {"pairs": stats.pairs, "truncated": stats.truncated}
         )
     return out
@@ -63,6 +66,7 @@ def eval_command(
     rerank_model: RerankModelOpt = None,
     rerank_backend: RerankBackendOpt = None,
     rerank_max_length: RerankMaxLengthOpt = None,
+    long_docs: LongDocsOpt = None,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Measure recall only.")] = False,
     stage: Annotated[
         list[str] | None,
@@ -114,13 +118,8 @@ def eval_command(
     except ValueError:
         raise fail(f"--plot-limits must be comma-separated integers, got {plot_limits!r}") from None
     fusion = (fusion_method, fusion_weight) if fusion_weight is not None else None
-    models: dict[str, Any] = {
-        "rerank_model": rerank_model,
-        "rerank_backend": rerank_backend,
-        "rerank_max_length": rerank_max_length,
-        "stages": stage,
-        "fusion": fusion,
-    }
+    models: dict[str, Any] = {"rerank_model": rerank_model, "rerank_backend": rerank_backend, "stages": stage}
+    models.update(rerank_max_length=rerank_max_length, long_docs=long_docs, fusion=fusion)
     hybrid: dict[str, Any] = {"rrf_k": rrf_k, "per_arm": per_arm}
     spec = pipeline_spec(
         pipeline, preset, recall=recall, limit=limit, top_k=top_k, no_rerank=no_rerank, **models, **hybrid

@@ -14,6 +14,7 @@ from .app import (
     DbOpt,
     EmbeddingOpt,
     HostOpt,
+    LongDocsOpt,
     PipelineOpt,
     PortOpt,
     PresetOpt,
@@ -62,6 +63,15 @@ def query(
     rerank_model: RerankModelOpt = None,
     rerank_backend: RerankBackendOpt = None,
     rerank_max_length: RerankMaxLengthOpt = None,
+    long_docs: LongDocsOpt = None,
+    evidence_only: Annotated[
+        bool,
+        typer.Option(
+            "--evidence-only",
+            help="Print only each hit's evidence window (with --long-docs max/top2mean; else its whole text) and "
+            "their token count: a compact context for an LLM prompt.",
+        ),
+    ] = False,
     no_rerank: Annotated[bool, typer.Option("--no-rerank", help="Skip stage 2: recall order, cut to --top-k.")] = False,
     recall_kind: RecallOpt = DEFAULT_RECALL,
     num_candidates: Annotated[
@@ -101,7 +111,7 @@ def query(
     if no_rerank and (rerank_model or rerank_backend):
         raise fail("--no-rerank contradicts --rerank-model/--rerank-backend; pass one")
     options: dict[str, Any] = {"recall": recall_kind, "rerank_model": rerank_model, "rerank_backend": rerank_backend}
-    options["rerank_max_length"] = rerank_max_length
+    options.update(rerank_max_length=rerank_max_length, long_docs=long_docs)
     spec = pipeline_spec(pipeline, preset, limit=limit, top_k=top_k, no_rerank=no_rerank, **options)
     if num_candidates is not None and spec.recall.kind == "bm25":
         raise fail("--num-candidates tunes dense (HNSW) search; it does not apply to --recall bm25")
@@ -114,7 +124,9 @@ def query(
     result = pipe.run(text, where=where, **extra)
     if not result.hits:
         typer.echo(_no_results_hint(recall, collection, where), err=True)
-    if as_json:
+    if evidence_only:
+        _print_evidence(text, collection, pipe, result, as_json=as_json)
+    elif as_json:
         typer.echo(json.dumps(_json_payload(text, collection, pipe, result), ensure_ascii=False, indent=2))
     else:
         _print_table(text, pipe, result, where)
@@ -153,6 +165,30 @@ def _json_payload(text: str, collection: str, pipe: TwoStagePipeline, result: Se
         "hits": [h.to_dict() for h in result.hits],
         "timings": result.timings.to_dict(),
     }
+
+
+def _print_evidence(text: str, collection: str, pipe: TwoStagePipeline, result: SearchResult, *, as_json: bool) -> None:
+    """--evidence-only: the hits' evidence windows (best first) and their token count, as JSON or plain text."""
+    from ..rerank.windows import evidence_context
+
+    splitter = _window_splitter(pipe.reranker)
+    windows, tokens = evidence_context(result.hits, splitter.tokenizer if splitter is not None else None)
+    if as_json:
+        payload = {"query": text, "collection": collection, "ids": [h.id for h in result.hits]}
+        typer.echo(json.dumps({**payload, "windows": windows, "tokens": tokens}, ensure_ascii=False, indent=2))
+        return
+    for hit, window in zip(result.hits, windows, strict=True):
+        typer.echo(f"[{hit.id}] {window}\n")
+    typer.echo(f"{len(windows)} windows, {tokens if tokens is not None else '?'} tokens", err=True)
+
+
+def _window_splitter(reranker: Any) -> Any:
+    """The window splitter of the pipeline's last cross-encoder stage (through a cascade or fusion), or None."""
+    stages = getattr(reranker, "stages", None)
+    if stages:
+        reranker = stages[-1][0]
+    reranker = getattr(reranker, "reranker", reranker)  # FusedReranker
+    return getattr(reranker, "splitter", None)
 
 
 def _print_table(text: str, pipe: TwoStagePipeline, result: SearchResult, where: dict[str, Any] | None) -> None:

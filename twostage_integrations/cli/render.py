@@ -6,6 +6,7 @@ import re
 from collections.abc import Sequence
 
 from rich.table import Table
+from rich.text import Text
 
 from ..hit import Hit
 
@@ -86,5 +87,24 @@ def hits_table(hits: Sequence[Hit], *, title: str = "", width: int = 90, console
             row.append(source or h.id)
         if wide or not has_source:
             row.append(h.id)
-        table.add_row(*row, snippet(h.text, width))
+        table.add_row(*row, evidence_snippet(h, width))
     return table
+
+
+def evidence_snippet(hit: Hit, width: int = 90) -> Text | str:
+    """The snippet of a hit: its text's start, or, when a windowed reranker left ``metadata["evidence"]``, the
+    start of that window in bold underline (``…`` before it when it is not the text's start).
+
+    Args:
+        hit: The hit.
+        width: Characters shown.
+
+    Returns:
+        Plain text, or a rich ``Text`` with the evidence styled.
+    """
+    span = hit.metadata.get("evidence")
+    if not isinstance(span, dict) or not (0 <= span.get("start", -1) < span.get("end", -1) <= len(hit.text)):
+        return snippet(hit.text, width)
+    lead = "…" if hit.text[: span["start"]].strip() else ""
+    shown = snippet(hit.text[span["start"] : span["end"]], width - len(lead))
+    return Text.assemble(lead, (shown, "bold underline"))

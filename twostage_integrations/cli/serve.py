@@ -12,7 +12,17 @@ import typer
 
 from ..config import TWOSTAGE_SERVE_API_KEY
 from ..errors import TwoStageError
-from .app import PipelineOpt, PresetOpt, RerankBackendOpt, RerankMaxLengthOpt, app, fail, friendly_errors, pipeline_spec
+from .app import (
+    LongDocsOpt,
+    PipelineOpt,
+    PresetOpt,
+    RerankBackendOpt,
+    RerankMaxLengthOpt,
+    app,
+    fail,
+    friendly_errors,
+    pipeline_spec,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -74,6 +84,7 @@ def serve(
     ] = True,
     rerank_backend: RerankBackendOpt = None,
     rerank_max_length: RerankMaxLengthOpt = None,
+    long_docs: LongDocsOpt = None,
     batch_size: Annotated[
         int | None,
         typer.Option(help="(query, document) pairs per forward pass inside a model call (default: the engine's)."),
@@ -114,7 +125,7 @@ def serve(
     _check_limits(  # the options first, then the model folder, then the port
         max_queue, limits, batch_size, (max_batch, cache_size, batch_wait_ms, request_timeout, graceful_timeout)
     )
-    name, stage = _served(pipeline, preset, model, rerank_backend, rerank_max_length)
+    name, stage = _served(pipeline, preset, model, rerank_backend, rerank_max_length, long_docs)
     sockets, port = _listen(host, port)  # before loading and "serving ... at" (port: the real one for --port 0)
     _route_server_logs(log_requests)
     load = _loader(name, batch_size, stage, cache_size)
@@ -161,11 +172,17 @@ def _check_limits(
 
 
 def _served(
-    pipeline: str | None, preset: str | None, model: str | None, backend: str | None, max_length: int | None
+    pipeline: str | None,
+    preset: str | None,
+    model: str | None,
+    backend: str | None,
+    max_length: int | None,
+    long_docs: str | None = None,
 ) -> tuple[str, StageSpec]:
     """The cross-encoder to serve, resolved, and its stage: from --pipeline/--preset, else --model,
-    --rerank-backend and --rerank-max-length."""
-    spec = pipeline_spec(pipeline, preset, rerank_model=model, rerank_backend=backend, rerank_max_length=max_length)
+    --rerank-backend, --rerank-max-length and --long-docs."""
+    engine: dict[str, Any] = {"rerank_backend": backend, "rerank_max_length": max_length, "long_docs": long_docs}
+    spec = pipeline_spec(pipeline, preset, rerank_model=model, **engine)
     stage = served_stage(spec, note=pipeline is not None or preset is not None)
     return _local_model_name(stage.model), stage
 

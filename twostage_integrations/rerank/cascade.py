@@ -11,8 +11,9 @@ from ..hit import Hit
 from ..validation import check_positive_int, check_rerank_args
 from .base import Reranker
 
-# Per-stage options of a cross-encoder stage in `eval`/`bench --stage MODEL:KEEP@backend=B,max_length=N`.
-STAGE_OPTIONS = ("backend", "max_length")
+# Per-stage options of a cross-encoder stage in `eval`/`bench --stage MODEL:KEEP@backend=B,max_length=N`
+# (long_docs, window, stride: windowed scoring of long passages, docs/stage2.md "Long documents").
+STAGE_OPTIONS = ("backend", "max_length", "long_docs", "window", "stride")
 
 
 @dataclass

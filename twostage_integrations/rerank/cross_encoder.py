@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 from collections.abc import Sequence
 from typing import Any
 
+from ..hit import Hit
 from ..models import RERANK_MODEL_ENV, load_model, resolve_rerank_model
 from ..scores import cross_encoder_score_kind
-from ..validation import check_positive_int
+from ..validation import check_positive_int, check_rerank_args
 from .autopick import EnginePick
-from .base import BaseReranker
+from .base import BaseReranker, apply_scores
 from .engine import ACTIVATIONS, CrossEncoderEngine, RerankStats
 from .onnx import AUTO, EXACT_BACKENDS, resolve_backend
+from .windows import EVIDENCE_KEY, Evidence, WindowSplitter, check_long_docs, score_windows
 
 logger = logging.getLogger(__name__)
 
@@ -131,10 +134,17 @@ class CrossEncoderReranker(BaseReranker):
         device: torch device; torch only.
         threads: ONNX Runtime intra-op threads (default: physical cores).
         activation: ``"sigmoid"``, ``"identity"`` or ``"tanh"`` instead of the model's own.
+        long_docs: What happens to a passage longer than fits beside the query (docs/stage2.md "Long documents"):
+            ``"first"`` (default) scores the pair cut at ``max_length``; ``"max"`` scores every window of the
+            passage and keeps the best; ``"top2mean"`` keeps the mean of the best two. With windows, every hit
+            carries ``metadata["evidence"] = {"start", "end", "score"}``: the best window's character span in
+            its text and that window's score. Passages that fit score exactly as with ``"first"``.
+        window: Tokens of passage per window (default: what fits beside the query; never more).
+        stride: Tokens between window starts (default: 60% of the window).
 
     Raises:
-        InvalidParameterError: An unknown backend or activation, a non-positive size, or a GPU ``device`` with
-            an ONNX backend.
+        InvalidParameterError: An unknown backend, activation or ``long_docs``, a non-positive size, a GPU
+            ``device`` with an ONNX backend, ``window >= max_length``, or ``stride`` above ``window``.
         MissingDependencyError: An ONNX backend without ``onnxruntime``/``tokenizers``.
         ModelNotFoundError: ``model`` looks like a path and nothing is there.
         ModelLoadError: The model cannot be loaded (not cached and the hub unreachable, or not a model).
@@ -158,6 +168,9 @@ class CrossEncoderReranker(BaseReranker):
         device: str | None = None,
         threads: int | None = None,
         activation: str | None = None,
+        long_docs: str = "first",
+        window: int | None = None,
+        stride: int | None = None,
     ) -> None:
         from ..errors import InvalidParameterError
 
@@ -173,6 +186,7 @@ class CrossEncoderReranker(BaseReranker):
             raise InvalidParameterError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         if requested != "torch" and requested != AUTO and device not in (None, "cpu"):
             raise InvalidParameterError(f"device={device!r} needs backend='torch'; the ONNX engine runs on the CPU")
+        check_long_docs(long_docs, window, stride, max_length if max_length is not None else 1 << 30)
         self.engine: CrossEncoderEngine
         #: How ``backend="auto"`` chose (None when an engine was named).
         self.engine_pick: EnginePick | None = None
@@ -203,6 +217,20 @@ class CrossEncoderReranker(BaseReranker):
         self.backend = requested
         self.batch_size = int(getattr(self.engine, "batch_size", batch_size or DEFAULT_BATCH_SIZE[requested]))
         self.max_length = self.engine.max_length
+        self.long_docs = long_docs
+        self.splitter = self._splitter(window, stride) if long_docs != "first" else None
+
+    def _splitter(self, window: int | None, stride: int | None) -> WindowSplitter:
+        """The window splitter on the engine's own tokenizer (checked against the engine's real limit)."""
+        from ..errors import InvalidParameterError
+
+        tokenizer = getattr(self.engine, "tokenizer", None)
+        if tokenizer is None:
+            raise InvalidParameterError(
+                f"long_docs={self.long_docs!r} needs a fast tokenizer (tokenizer.json) to cut windows; {self.name} "
+                f"has none: use long_docs='first'"
+            )
+        return WindowSplitter(tokenizer, self.max_length, window=window, stride=stride)
 
     @property
     def model(self) -> Any:
@@ -242,12 +270,82 @@ class CrossEncoderReranker(BaseReranker):
         Returns:
             One float per pair, in input order: the first label's score for multi-label models.
         """
+        if self.splitter is not None:
+            return [score for score, _ in self.score_pairs_with_evidence(pairs)]
+        return self.score_pairs_cut(pairs)
+
+    def score_pairs_cut(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """The engine's scores for the pairs as given, each cut at ``max_length`` (``long_docs="first"`` whatever
+        this reranker's ``long_docs``; what ``serve`` runs for a TEI request with ``truncate: true``).
+
+        Args:
+            pairs: (query, text) pairs.
+
+        Returns:
+            One float per pair, in input order.
+        """
         if not pairs:
             return []
         scores = self.engine.predict(pairs)
         self._report_truncation(self.engine.last_stats)
         # Plain floats: numpy float32 breaks JSON serialisation downstream. Multi-label models: first label.
         return [float(s) for s in scores[:, 0]]
+
+    def score_pairs_with_evidence(
+        self, pairs: Sequence[tuple[str, str]], *, how: str | None = None, limit: int | None = None
+    ) -> list[tuple[float, Evidence]]:
+        """Score (query, passage) pairs window by window (all windows in one engine call) and say which window won.
+
+        Args:
+            pairs: (query, passage) pairs; queries may differ.
+            how: ``"max"`` or ``"top2mean"``; None: this reranker's ``long_docs`` (``"max"`` when that is
+                ``"first"``).
+            limit: Read only each passage's first ``limit`` tokens (``serve``'s ``max_tokens_per_doc``).
+
+        Returns:
+            Per pair, ``(score, evidence)`` in input order; ``last_stats`` counts windows as pairs.
+        """
+        how = how or (self.long_docs if self.long_docs != "first" else "max")
+        check_long_docs(how, None, None, self.max_length)
+        splitter = self.splitter if self.splitter is not None else self._splitter(None, None)
+        return score_windows(splitter, self.score_pairs_cut, pairs, how, limit=limit)
+
+    def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Reorder hits by :meth:`score`; with ``long_docs`` windows, each hit also gets ``metadata["evidence"]``.
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits (never mutated).
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first, with ``rerank_score``, ``rerank_rank`` and ``score`` set.
+
+        Raises:
+            InvalidQueryError: If the query is empty, blank or not a string.
+            InvalidParameterError: If ``top_k`` is below 1.
+        """
+        if self.splitter is None:
+            return super().rerank(query, hits, top_k)
+        check_rerank_args(query, top_k)
+        return _with_evidence(hits, self.score_pairs_with_evidence([(query, h.text) for h in hits]), top_k)
+
+    async def arerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
+        """Async :meth:`rerank` (the model runs in a worker thread).
+
+        Args:
+            query: The query text.
+            hits: Stage 1's hits (never mutated).
+            top_k: How many to keep; ``None`` keeps all.
+
+        Returns:
+            New hits, best first, as :meth:`rerank` returns them.
+        """
+        if self.splitter is None:
+            return await super().arerank(query, hits, top_k)
+        import asyncio
+
+        return await asyncio.to_thread(self.rerank, query, hits, top_k)
 
     def _report_truncation(self, stats: RerankStats) -> None:
         """Warn the first time pairs of this model are cut at this limit, in this process; later cuts log at DEBUG
@@ -268,4 +366,14 @@ class CrossEncoderReranker(BaseReranker):
         )
 
     def __repr__(self) -> str:
-        return f"CrossEncoderReranker({self.name!r}, backend={self.backend!r}, max_length={self.max_length})"
+        windows = f", long_docs={self.long_docs!r}" if self.long_docs != "first" else ""
+        return f"CrossEncoderReranker({self.name!r}, backend={self.backend!r}, max_length={self.max_length}{windows})"
+
+
+def _with_evidence(hits: Sequence[Hit], scored: list[tuple[float, Evidence]], top_k: int | None) -> list[Hit]:
+    """Hits ordered by their windowed scores, each carrying its evidence in a copy of its metadata."""
+    marked = [
+        dataclasses.replace(h, metadata={**h.metadata, EVIDENCE_KEY: evidence.to_dict()})
+        for h, (_, evidence) in zip(hits, scored, strict=True)
+    ]
+    return apply_scores(marked, [score for score, _ in scored], top_k)

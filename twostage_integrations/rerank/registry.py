@@ -27,6 +27,12 @@ _HOSTED_REJECTS = {
     "backend": "a rerank backend ({value!r}) applies to local cross-encoders",
     "max_length": "a token limit (max_length) applies to local cross-encoders only",
 }
+_WINDOW_REJECTS = {
+    "long_docs": "windowed scoring (long_docs) applies to local cross-encoders only",
+    "window": "a window (long_docs) applies to local cross-encoders only",
+    "stride": "a stride (long_docs) applies to local cross-encoders only",
+}
+_HOSTED_REJECTS.update(_WINDOW_REJECTS)
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,10 @@ ROUTES: tuple[Route, ...] = (
         "rerankers:RerankersReranker",
         prefix=RERANKERS_PREFIX,
         what="runs in the rerankers library",
-        rejects={"backend": "a rerank backend ({value!r}) applies to our cross-encoders"},
+        rejects={
+            "backend": "a rerank backend ({value!r}) applies to our cross-encoders",
+            **{k: v.replace("local", "our") for k, v in _WINDOW_REJECTS.items()},
+        },
         folder_of="rerankers:parse_rerankers_name",
     ),
     Route(

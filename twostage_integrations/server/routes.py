@@ -32,6 +32,7 @@ from .schemas import (
     BilledUnits,
     CohereError,
     DocumentText,
+    EvidenceSpan,
     Meta,
     RequestError,
     TeiError,
@@ -215,6 +216,24 @@ async def score(request: Request, query: str, documents: list[str]) -> list[floa
     return await _service(request).score(query, documents, is_disconnected=request.is_disconnected)
 
 
+async def score_long(
+    request: Request, query: str, documents: list[str], *, limit: int | None = None, cut: bool = False
+) -> tuple[list[float], list[EvidenceSpan | None]]:
+    """Scores with the long-document handling the request and the server ask for (docs/stage2.md "Long
+    documents"): windows with evidence when the served cross-encoder windows or ``limit`` (Cohere's
+    ``max_tokens_per_doc``) is given; each pair cut at max_length when ``cut`` (TEI's ``truncate: true``) and the
+    server windows; else :func:`score` without evidence."""
+    service = _service(request)
+    service.check_accepting()
+    how = service.windowing()
+    if not service.can_window() or (how is None and limit is None) or (cut and how is None):
+        return await score(request, query, documents), [None] * len(documents)
+    mode: tuple[Any, ...] = ("cut",) if cut else ("windows", how or "max", limit)
+    request.state.n_documents = len(documents)
+    scores, evidence = await service.score_windows(query, documents, mode, is_disconnected=request.is_disconnected)
+    return scores, [EvidenceSpan(**e) if e is not None else None for e in evidence]
+
+
 # -- routes -----------------------------------------------------------------------------------------------
 @router.get("/health", responses=probe_responses("loading the model failed"))
 async def health(request: Request) -> JSONResponse:
@@ -246,16 +265,18 @@ async def ready(request: Request) -> JSONResponse:
 async def rerank(request: Request) -> V2Response:
     """Cohere v2."""
     req = V2Request.parse(await read_json(request), _settings(request).max_documents)
-    scores = await score(request, req.query, req.documents)
+    scores, evidence = await score_long(request, req.query, req.documents, limit=req.max_tokens_per_doc)
     results = [
         V2Result(
             index=i,
             relevance_score=scores[i],
             document=DocumentText(text=req.documents[i]) if req.return_documents else None,
+            evidence=evidence[i],
         )
         for i in rank_order(scores, req.top_n)
     ]
-    return V2Response(id=str(uuid.uuid4()), results=results, meta=_meta("2", len(req.documents), req.warnings))
+    warnings = req.warnings_for(_service(request).can_window())
+    return V2Response(id=str(uuid.uuid4()), results=results, meta=_meta("2", len(req.documents), warnings))
 
 
 @router.post(
@@ -265,9 +286,9 @@ async def rerank_tei(request: Request) -> list[TeiRank]:
     """Hugging Face TEI: a bare list of ``{"index", "score"[, "text"]}``, best first, every text."""
     req = TeiRequest.parse(await read_json(request), _settings(request).max_documents)
     invert = _service(request).raw_scorer() if req.raw_scores else float
-    scores = await score(request, req.query, req.texts)
+    scores, evidence = await score_long(request, req.query, req.texts, cut=req.truncate)
     return [
-        TeiRank(index=i, score=invert(scores[i]), text=req.texts[i] if req.return_text else None)
+        TeiRank(index=i, score=invert(scores[i]), text=req.texts[i] if req.return_text else None, evidence=evidence[i])
         for i in rank_order(scores)
     ]
 

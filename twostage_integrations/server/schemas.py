@@ -323,7 +323,9 @@ class _Request(BaseModel):
 
 
 class V2Request(_Request):
-    """Cohere v2 ``/v2/rerank``: ``max_tokens_per_doc`` is validated, not applied (see ``warnings``)."""
+    """Cohere v2 ``/v2/rerank``. ``max_tokens_per_doc`` does what Cohere does with it on a local cross-encoder:
+    each document's first ``max_tokens_per_doc`` tokens are scored in windows that fit the model, the best window
+    wins, and results carry ``evidence``; a reranker that cannot window (a hosted one) says so in ``warnings``."""
 
     query: Query = _required()
     documents: Documents = _required()
@@ -338,16 +340,29 @@ class V2Request(_Request):
 
     @property
     def warnings(self) -> list[str]:
-        """Cohere's ``meta.warnings``: what the request asked for that the server does not do."""
-        if self.max_tokens_per_doc is None:
+        """Cohere's ``meta.warnings`` from a reranker that cannot window (see :meth:`warnings_for`)."""
+        return self.warnings_for(False)
+
+    def warnings_for(self, windows: bool) -> list[str]:
+        """Cohere's ``meta.warnings``: what the request asked for that the server does not do.
+
+        Args:
+            windows: Whether the served reranker scores windows (then ``max_tokens_per_doc`` is applied).
+
+        Returns:
+            The warnings (none when ``max_tokens_per_doc`` is absent or applied).
+        """
+        if self.max_tokens_per_doc is None or windows:
             return []
         return ["max_tokens_per_doc is not applied: the model truncates at its own max_length"]
 
 
 class TeiRequest(_Request):
-    """TEI ``/rerank``. The model always truncates at its own max_length from the right (TEI's
-    ``--auto-truncate``), so ``truncate`` is accepted either way and ``truncation_direction: "left"`` is refused
-    rather than ignored."""
+    """TEI ``/rerank``. ``truncate: true`` cuts each pair at the model's max_length from the right. With
+    ``truncate: false`` (TEI's default, where TEI refuses over-long inputs unless started with
+    ``--auto-truncate``), a server run with ``--long-docs max|top2mean`` scores long texts whole in windows and
+    returns ``evidence``; a ``--long-docs first`` server cuts them as ``--auto-truncate`` does.
+    ``truncation_direction: "left"`` is refused rather than ignored."""
 
     documents_key: ClassVar[str] = "texts"
 
@@ -488,10 +503,20 @@ class Meta(BaseModel):
     warnings: list[str] | None = None
 
 
+class EvidenceSpan(BaseModel):
+    """An extension: the document's best-scoring window, character offsets into the document and its score
+    (present when the document was scored in windows, docs/stage2.md "Long documents"; clients ignore it)."""
+
+    start: int
+    end: int
+    score: float
+
+
 class V2Result(BaseModel):
     index: int
     relevance_score: float
     document: DocumentText | None = None
+    evidence: EvidenceSpan | None = None
 
 
 class V2Response(BaseModel):
@@ -508,6 +533,7 @@ class TeiRank(BaseModel):
     index: int
     score: float
     text: str | None = None
+    evidence: EvidenceSpan | None = None
 
 
 class V1Result(BaseModel):

@@ -112,6 +112,9 @@ class _Job:
     query: str
     texts: list[str]
     future: Future = field(default_factory=Future)
+    # None: the reranker's own scoring, merged with other jobs. ("windows", how, limit): every window scored,
+    # results are (score, evidence) pairs; ("cut",): the pair cut at max_length. Both run alone.
+    mode: tuple[Any, ...] | None = None
 
 
 _STOP = object()
@@ -236,6 +239,40 @@ class RerankService:
             raise invalid(f"raw_scores is not available for this model: its scores ({kind}) cannot be inverted")
         return invert
 
+    def windowing(self) -> str | None:
+        """How the served reranker scores long documents when it windows them (``"max"``/``"top2mean"``), else None."""
+        long_docs = getattr(self.reranker, "long_docs", "first")
+        return long_docs if long_docs != "first" else None
+
+    def can_window(self) -> bool:
+        """Whether the served reranker can score windows with evidence (a local cross-encoder)."""
+        return callable(getattr(self.reranker, "score_pairs_with_evidence", None))
+
+    async def score_windows(
+        self,
+        query: str,
+        documents: list[str],
+        mode: tuple[Any, ...],
+        *,
+        is_disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> tuple[list[float], list[dict[str, Any] | None]]:
+        """:meth:`score` with the long-document handling a request asked for (docs/stage2.md "Long documents").
+
+        Args:
+            query: the request's query.
+            documents: its documents.
+            mode: ``("windows", how, limit)``: every window of each document's first ``limit`` tokens (None: all)
+                scored, aggregated by ``how``; ``("cut",)``: each pair cut at ``max_length``.
+            is_disconnected: as for :meth:`score`.
+
+        Returns:
+            Scores in document order, and each document's evidence (None with ``("cut",)``).
+
+        Raises:
+            RequestError: as :meth:`score`.
+        """
+        return await self._scored(query, documents, mode, is_disconnected)
+
     async def score(
         self, query: str, documents: list[str], *, is_disconnected: Callable[[], Awaitable[bool]] | None = None
     ) -> list[float]:
@@ -255,15 +292,29 @@ class RerankService:
                 deadline; 499 client gone; 400 input the reranker refused; 502 upstream reranker failed; 500 the
                 model failed or gave no finite score.
         """
+        scores, _ = await self._scored(query, documents, None, is_disconnected)
+        return scores
+
+    async def _scored(
+        self,
+        query: str,
+        documents: list[str],
+        mode: tuple[Any, ...] | None,
+        is_disconnected: Callable[[], Awaitable[bool]] | None,
+    ) -> tuple[list[float], list[Any]]:
+        """:meth:`score`'s work; also returns each document's evidence (None without windows)."""
         self.check_accepting()  # the body may have taken a while to arrive
         self._admit(len(documents))
         try:
-            scores = await self._wait(self.submit(query, documents), is_disconnected)
+            results = await self._wait(self.submit(query, documents, mode), is_disconnected)
         except Exception as exc:
             raise self._failure(exc) from None
         finally:
             self.counters["in_progress"] -= 1
             self.pending_pairs -= len(documents)
+        # a job with a mode answers (score, evidence) pairs
+        scores = [r[0] if isinstance(r, tuple) else r for r in results]
+        extras = [r[1] if isinstance(r, tuple) else None for r in results]
         bad = [i for i, s in enumerate(scores) if s is None or not math.isfinite(s)]
         if bad:
             self.counters["failed"] += 1
@@ -274,7 +325,7 @@ class RerankService:
             )
         self.counters["requests"] += 1
         self.counters["documents"] += len(documents)
-        return [float(s) for s in scores if s is not None]  # all finite: checked above
+        return [float(s) for s in scores if s is not None], extras  # all finite: checked above
 
     def _admit(self, n_documents: int) -> None:
         """Count one more request in progress, or refuse it with 429 when ``max_queue`` are already admitted."""
@@ -332,17 +383,18 @@ class RerankService:
         logger.error("the reranker failed: %s (its message is in the response, not logged)", type(exc).__name__)
         return RequestError(500, f"the reranker failed ({type(exc).__name__}: {exc})")
 
-    def submit(self, query: str, texts: list[str]) -> Future:
+    def submit(self, query: str, texts: list[str], mode: tuple[Any, ...] | None = None) -> Future:
         """Queue one request, without admission or deadline (:meth:`score` adds those).
 
         Args:
             query: the request's query.
             texts: its documents.
+            mode: see :meth:`score_windows`.
 
         Returns:
             A future that gets the scores in document order (``None`` where the reranker gave none).
         """
-        job = _Job(query, texts)
+        job = _Job(query, texts, mode=mode)
         self._queue.put(job)
         return job.future
 
@@ -478,6 +530,9 @@ class RerankService:
             if batch is None:
                 return
             jobs = [j for j in batch if j.future.set_running_or_notify_cancel()]  # drops timed-out ones
+            for job in [j for j in jobs if j.mode is not None]:
+                self._score_mode(job)
+            jobs = [j for j in jobs if j.mode is None]
             if not jobs:
                 continue
             if self.batching:
@@ -546,6 +601,25 @@ class RerankService:
         for job in jobs:
             job.future.set_result(scores[start : start + len(job.texts)])
             start += len(job.texts)
+
+    def _score_mode(self, job: _Job) -> None:
+        """A job with its own long-document handling: scored alone (its windows in one model call)."""
+        pairs = [(job.query, t) for t in job.texts]
+        try:
+            if job.mode is not None and job.mode[0] == "windows":
+                scored = self.reranker.score_pairs_with_evidence(  # type: ignore[union-attr]
+                    pairs, how=job.mode[1], limit=job.mode[2]
+                )
+                results: list[Any] = [(s, e.to_dict()) for s, e in scored]
+            else:
+                results = [(s, None) for s in self.reranker.score_pairs_cut(pairs)]  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - the handler turns it into a status
+            job.future.set_exception(exc)
+            return
+        self.batches += 1
+        self.largest_batch = max(self.largest_batch, 1)
+        self.pairs_scored += len(pairs)
+        job.future.set_result(results)
 
     def _score_alone(self, job: _Job) -> None:
         try:

@@ -10,7 +10,7 @@ The string grammar (steps joined by ``>``, spaces around it optional)::
 
     spec    := recall (" > " stage)+ [" > fuse=" METHOD[":" WEIGHT]] [" > top_k=" N]
     recall  := KIND[":" LIMIT]["@" rrf_k=K "," per_arm=N]     KIND: dense | bm25 | hybrid; LIMIT: 20
-    stage   := "none" | MODEL[":" KEEP]["@" backend=B "," max_length=N]
+    stage   := "none" | MODEL[":" KEEP]["@" backend=B "," max_length=N "," long_docs=L "," window=W "," stride=S]
 
 - ``LIMIT``: candidates recalled (default 20). ``rrf_k`` and ``per_arm`` (candidates per arm) tune ``hybrid``.
 - ``MODEL``: what ``--rerank-model`` takes (a folder, a hub id, ``cohere:NAME``, ``rerankers:PATH:TYPE``...) or
@@ -19,7 +19,8 @@ The string grammar (steps joined by ``>``, spaces around it optional)::
   not followed by ``key=value`` options belongs to a path. ``KEEP``: hits the stage passes on (default all).
   ``backend``: auto, onnx, onnx-int8 or torch (default ``$TWOSTAGE_RERANK_BACKEND``, else auto: the faster
   of ONNX fp32 and torch on this machine, never int8); ``max_length``: tokens per (query, passage) pair
-  (default the model's).
+  (default the model's); ``long_docs``: first, max or top2mean, with ``window``/``stride`` in tokens
+  (docs/stage2.md "Long documents").
 - ``none``: no rerank stage (recall order, cut to ``top_k``); it is then the only stage.
 - ``fuse=rrf:0.9``: fuse the last stage's order with its input order (``rrf`` of ranks or ``minmax`` of
   scores; weight 1 = the reranker's order, 0 = the input order; default weight 0.9).
@@ -32,7 +33,7 @@ the grammar's own tokens). ``eval``/``bench --stage`` take one ``stage`` (:func:
 
 >>> spec = PipelineSpec.parse("hybrid:100 > default:30@backend=onnx-int8 > default > top_k=5")
 >>> spec.stages[0]
-StageSpec(model=None, keep=30, backend='onnx-int8', max_length=None)
+StageSpec(model=None, keep=30, backend='onnx-int8', max_length=None, long_docs=None, window=None, stride=None)
 >>> PipelineSpec.from_dict(spec.to_dict()) == PipelineSpec.from_toml(spec.to_toml()) == spec
 True
 >>> str(resolve("exact"))

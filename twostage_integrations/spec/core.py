@@ -18,6 +18,7 @@ from ..recall.factory import DEFAULT_RECALL, RECALL_KINDS
 from ..rerank.cascade import STAGE_OPTIONS
 from ..rerank.fusion import METHODS as FUSION_METHODS
 from ..rerank.onnx import BACKENDS
+from ..rerank.windows import LONG_DOCS
 
 __all__ = [
     "FusionSpec",
@@ -47,7 +48,11 @@ EXAMPLE_TOML = 'recall = {kind = "dense", limit = 20} / stages = [{model = "defa
 _INT = re.compile(r"[0-9]+")
 _FLOAT = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _SETTING = re.compile(r"([A-Za-z_][\w-]*)\s*=\s*(.*)")  # `top_k=5`; also catches typos such as `topk=5`
-_WHAT = {"max_length": "a number of tokens >= 1"}  # how each whole-number token is described in errors
+_WHAT = {
+    "max_length": "a number of tokens >= 1",
+    "window": "a number of tokens >= 1",
+    "stride": "a number of tokens >= 1",
+}  # how each whole-number token is described in errors
 
 
 # -- values ---------------------------------------------------------------------------------------------------
@@ -103,6 +108,12 @@ def _check_model(model: Any) -> str | None:
         if clash:
             raise PipelineSpecError(problem, model, EXAMPLE_STAGE)
     return model
+
+
+def _check_long_docs(value: Any) -> str | None:
+    if value is not None and value not in LONG_DOCS:
+        raise PipelineSpecError(f"long_docs must be one of {', '.join(LONG_DOCS)}", value, EXAMPLE_STAGE)
+    return value
 
 
 def _check_backend(value: Any, example: str = EXAMPLE_STAGE) -> str | None:
@@ -194,28 +205,37 @@ class StageSpec:
         keep: How many of the best hits the stage passes on (None = all).
         backend: A cross-encoder's engine, ``auto``, ``onnx``, ``onnx-int8`` or ``torch`` (None = the default).
         max_length: A cross-encoder's tokens per (query, passage) pair (None = the model's).
+        long_docs: A cross-encoder's scoring of long passages, ``first``, ``max`` or ``top2mean`` (None = first).
+        window: Tokens per window with ``long_docs`` max/top2mean (None = what fits beside the query).
+        stride: Tokens between window starts (None = 60% of the window).
 
     Raises:
-        PipelineSpecError: a model name the grammar would misread, a keep or max_length below 1, an unknown
-            backend.
+        PipelineSpecError: a model name the grammar would misread, a keep, max_length, window or stride below 1,
+            an unknown backend or long_docs.
     """
 
     model: str | None = None
     keep: int | None = None
     backend: str | None = None
     max_length: int | None = None
+    long_docs: str | None = None
+    window: int | None = None
+    stride: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", _check_model(self.model))
         if self.keep is not None:
             _whole(self.keep, "keep", EXAMPLE_STAGE)
         object.__setattr__(self, "backend", _check_backend(self.backend))
-        if self.max_length is not None:
-            _whole(self.max_length, "max_length", EXAMPLE_STAGE)
+        _check_long_docs(self.long_docs)
+        for name in ("max_length", "window", "stride"):
+            if getattr(self, name) is not None:
+                _whole(getattr(self, name), name, EXAMPLE_STAGE)
 
     @property
     def options(self) -> dict[str, Any]:
-        """The engine options set on this stage (``backend``, ``max_length``), for ``make_reranker``."""
+        """The engine options set on this stage (``backend``, ``max_length``, ``long_docs``...), for
+        ``make_reranker``."""
         return {name: getattr(self, name) for name in STAGE_OPTIONS if getattr(self, name) is not None}
 
     def to_token(self) -> str:
@@ -517,8 +537,11 @@ def parse_stage_token(token: str, label: str = "stage") -> tuple[str, int | None
     head, at, tail = token.rpartition("@")
     if at and "=" in tail:
         for key, value in _parse_options(where, tail, STAGE_OPTIONS, EXAMPLE_STAGE).items():
-            if key == "max_length":
+            if key in ("max_length", "window", "stride"):
                 options[key] = _text_whole(where, key, value, EXAMPLE_STAGE)
+            elif key == "long_docs":
+                with _context(where):
+                    options[key] = _check_long_docs(value)
             else:
                 with _context(where):
                     options[key] = _check_backend(value)
