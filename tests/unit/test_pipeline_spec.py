@@ -285,11 +285,11 @@ def test_eval_refuses_a_bad_stage_with_one_line_and_exit_2(tmp_path):
 # -- presets and resolve --------------------------------------------------------------------------------------
 
 
-def test_exact_preset_is_todays_default_pipeline(fake_recall):
+def test_exact_preset_is_one_exact_stage_over_the_default_recall(fake_recall):
     exact = resolve("exact")
     default = TwoStagePipeline(fake_recall)
     assert exact.to_string() == PRESETS["exact"]
-    assert (exact.recall.kind, exact.recall.limit, exact.top_k) == ("dense", default.limit, default.top_k)
+    assert (exact.recall.kind, exact.recall.limit, exact.top_k) == ("hybrid", default.limit, default.top_k)
     assert exact.stages == (StageSpec(model=None, keep=None, backend=None, max_length=None),)  # make_reranker()
     assert exact.fusion is None
 

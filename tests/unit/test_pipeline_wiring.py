@@ -16,7 +16,7 @@ from twostage_integrations import TwoStagePipeline
 from twostage_integrations.cli import app
 from twostage_integrations.errors import InvalidParameterError, PipelineSpecError
 from twostage_integrations.recall.chroma import ChromaRecall
-from twostage_integrations.spec import PipelineSpec, build
+from twostage_integrations.spec import PRESETS, PipelineSpec, build
 from twostage_integrations.testing import FakeEmbedder, FakeReranker
 
 runner = CliRunner()
@@ -135,7 +135,7 @@ def test_query_json_names_the_spec_or_preset_that_ran(made, db):
         result = cli_query(db, *args)
         assert result.exit_code == 0, result.output
         payload = json.loads(result.stdout)
-        assert payload["pipeline"] == str(expected or PipelineSpec.parse("dense:20 > default > top_k=5"))
+        assert payload["pipeline"] == str(expected or PipelineSpec.parse(PRESETS["exact"]))
         assert len(payload["hits"]) == min(len(NOTES), int(payload["pipeline"].rsplit("top_k=", 1)[1]))
 
 
@@ -266,7 +266,7 @@ def test_adapters_metadata_says_which_spec_ran(made, db):
     assert all("pipeline" not in d.metadata for d in texts)  # inputs untouched
     nodes = [NodeWithScore(node=TextNode(text=t), score=0.5) for t in NOTES.values()]
     reranked = li.TwoStageRerank(preset="exact").postprocess_nodes(nodes, query_str="aspirin stroke")
-    assert {n.node.metadata["pipeline"] for n in reranked} == {"dense:20 > default > top_k=5"}
+    assert {n.node.metadata["pipeline"] for n in reranked} == {PRESETS["exact"]}
     assert "pipeline" not in reranked[0].node.get_content(metadata_mode=MetadataMode.LLM)
     pipe = TwoStagePipeline.from_spec(ONE, ChromaRecall("notes", path=db))
     retrieved = li.TwoStageRetriever(pipe).retrieve("aspirin stroke")

@@ -26,7 +26,7 @@ The string grammar (steps joined by ``>``, spaces around it optional)::
   scores; weight 1 = the reranker's order, 0 = the input order; default weight 0.9).
 - ``top_k``: hits returned (default 5).
 
-Examples: ``dense:20 > default > top_k=5`` (the ``exact`` preset), ``bm25:50 > none > top_k=10``,
+Examples: ``hybrid:20 > default > top_k=5`` (the ``exact`` preset), ``bm25:50 > none > top_k=10``,
 ``hybrid:100@rrf_k=60 > default:30@backend=onnx-int8,max_length=64 > default > fuse=rrf:0.9 > top_k=5``.
 Model names cannot contain ``>``, end in ``:NUMBER``, or carry an ``@key=value`` tail (they would read as
 the grammar's own tokens). ``eval``/``bench --stage`` take one ``stage`` (:func:`parse_stage_token`).
@@ -37,7 +37,7 @@ StageSpec(model=None, keep=30, backend='onnx-int8', max_length=None, long_docs=N
 >>> PipelineSpec.from_dict(spec.to_dict()) == PipelineSpec.from_toml(spec.to_toml()) == spec
 True
 >>> str(resolve("exact"))
-'dense:20 > default > top_k=5'
+'hybrid:20 > default > top_k=5'
 """
 
 from .build import build_recall, build_reranker, recall_over, spec_from

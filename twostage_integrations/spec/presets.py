@@ -16,9 +16,9 @@ __all__ = ["PRESETS", "load_toml", "parse_spec", "resolve"]
 
 # Named specs. A preset is added here with its measured numbers in docs/ (docs/pipeline_spec.md lists them).
 PRESETS: dict[str, str] = {
-    # Today's default pipeline: dense recall of 20, the default cross-encoder on the default engine (auto: the
-    # faster exact engine, ONNX fp32 or torch, unless $TWOSTAGE_RERANK_BACKEND says otherwise), top 5.
-    "exact": "dense:20 > default > top_k=5",
+    # One exact stage: hybrid recall of 20, the default cross-encoder on the default engine (auto: the faster
+    # exact engine, ONNX fp32 or torch, unless $TWOSTAGE_RERANK_BACKEND says otherwise), top 5.
+    "exact": "hybrid:20 > default > top_k=5",
 }
 
 _PRESET_NAME = re.compile(r"[A-Za-z][\w-]*")
