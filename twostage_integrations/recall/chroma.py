@@ -251,6 +251,7 @@ class ChromaRecall(ChromaWriteMixin, BaseRecall):
         self.batch_size = batch_size
         self.show_progress = show_progress if progress is None else progress
         self._writes = 0  # writes through this object; derived indexes compare it to skip a round trip
+        self._embedded = 0  # passages embedded for writes (see ChromaWriteMixin.embedded)
         self._write_lock = threading.Lock()
         self._open_lock = threading.Lock()
         self._client: Any = client

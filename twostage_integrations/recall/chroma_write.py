@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any
+from itertools import islice
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tqdm.auto import tqdm
 
 from ..embeddings import BaseEmbedder
-from ..validation import check_documents
+from ..validation import check_documents, check_positive_int, content_id
 from .base import AddResult
 
 # A stamp our writers change on every write (add/update/delete), so readers of derived indexes (BM25) can tell
 # the collection changed -- also an edit in place by another process -- with one metadata read.
 VERSION_KEY = "twostage:version"
+# Passages per embed-and-write batch of add_stream (twostage ingest --batch-size): chosen by measurement, see
+# docs/ingest.md.
+STREAM_BATCH_SIZE = 512
+
+T = TypeVar("T")
 
 
 class ChromaWriteMixin:
@@ -29,6 +35,7 @@ class ChromaWriteMixin:
     show_progress: bool
     _writes: int
     _write_lock: threading.Lock
+    _embedded: int
 
     if TYPE_CHECKING:  # supplied by ChromaRecall
 
@@ -102,17 +109,81 @@ class ChromaWriteMixin:
                 bar.update(len(doc_ids[batch]))
         return result
 
-    def _upsert_batch(self, collection, texts, metas, ids) -> AddResult:
-        stored = collection.get(ids=ids, include=["documents", "metadatas"])
-        existing = {
-            i: (doc, meta or {})
-            for i, doc, meta in zip(stored["ids"], stored["documents"], stored["metadatas"], strict=True)
-        }
+    def add_stream(
+        self,
+        records: Iterable[tuple[str, Mapping[str, Any] | None, str | None]],
+        *,
+        batch_size: int = STREAM_BATCH_SIZE,
+        total: int | None = None,
+        show_progress: bool | None = None,
+    ) -> AddResult:
+        """Upsert passages from an iterable, one batch at a time: at most ``batch_size`` passages are held, so a
+        corpus of any size streams through (what ``twostage ingest`` does). Before a batch is embedded, Chroma is
+        asked which of its ids are stored; those stored with the same text and metadata are skipped, so re-running
+        an interrupted ingest embeds only what is missing.
+
+        Unlike :meth:`add_texts`, a batch is validated when it is reached: a bad passage is refused after the
+        batches before it were stored (validate up front, e.g. with
+        :func:`~twostage_integrations.ingest.scan_documents`, when that matters).
+
+        Args:
+            records: ``(text, metadata or None, id or None)`` per passage; a ``None`` id means a hash of the text.
+            batch_size: Passages per embed-and-write batch.
+            total: How many records there are, for the progress bar (optional).
+            show_progress: A progress bar over the passages (with passages/s) on stderr; default
+                :attr:`show_progress` (off).
+
+        Returns:
+            How many passages were added, updated or already present; ``ids`` is left empty (not held).
+
+        Raises:
+            InvalidDocumentError: A batch with texts, metadata or ids that cannot be stored (nothing of it written).
+            InvalidParameterError: ``batch_size`` below 1.
+            ModelLoadError: The embedding model could not be loaded.
+        """
+        check_positive_int(batch_size, "batch_size")
+        show = self.show_progress if show_progress is None else show_progress
+        result = AddResult()
+        collection = None
+        with (
+            self.errors(),
+            tqdm(total=total, desc=f"adding to {self.name}", unit="passage", disable=not show) as bar,
+        ):
+            for batch in _batches(records, batch_size):
+                texts, metas, ids = check_documents(
+                    [text for text, _, _ in batch],
+                    [meta for _, meta, _ in batch],
+                    [doc_id if doc_id is not None else content_id(text) for text, _, doc_id in batch],
+                )
+                if collection is None:  # on the first batch: an empty stream creates nothing
+                    collection = self._get_collection(create=True)
+                result += self._upsert_batch(collection, texts, metas, ids, keep_ids=False)
+                bar.set_postfix(new=result.added, stored=result.unchanged, refresh=False)
+                bar.update(len(batch))
+        return result
+
+    @property
+    def embedded(self) -> int:
+        """How many passages this object has embedded to write them (a re-run that finds them stored adds 0)."""
+        return self._embedded
+
+    def _upsert_batch(self, collection, texts, metas, ids, *, keep_ids: bool = True) -> AddResult:
+        # Which ids are stored costs one id-only lookup; texts and metadata are fetched only for those, to tell
+        # an unchanged passage (skipped, not re-embedded) from an updated one.
+        present = collection.get(ids=ids, include=[])["ids"]
+        existing: dict[str, tuple[str, dict[str, Any]]] = {}
+        if present:
+            stored = collection.get(ids=present, include=["documents", "metadatas"])
+            existing = {
+                i: (doc, meta or {})
+                for i, doc, meta in zip(stored["ids"], stored["documents"], stored["metadatas"], strict=True)
+            }
         todo = [k for k, doc_id in enumerate(ids) if existing.get(doc_id) != (texts[k], metas[k])]
-        result = AddResult(ids=list(ids))
+        result = AddResult(ids=list(ids) if keep_ids else [])
         result.unchanged = len(ids) - len(todo)
         if todo:
             vectors = self.embedder.embed([texts[k] for k in todo])
+            self._embedded += len(todo)
             collection.upsert(
                 ids=[ids[k] for k in todo],
                 embeddings=vectors,
@@ -124,3 +195,10 @@ class ChromaWriteMixin:
             # After the data: a reader that sees the new stamp also sees the rows it stands for.
             self._bump_version(collection, "upsert", [ids[k] for k in todo], [texts[k] for k in todo])
         return result
+
+
+def _batches(records: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` records (the last may be shorter), pulling only one batch from ``records``."""
+    iterator = iter(records)
+    while batch := list(islice(iterator, size)):
+        yield batch
