@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import hashlib
 import logging
 import os
 import re
@@ -12,8 +11,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from ..config import TWOSTAGE_DB, XDG_DATA_HOME
 from ..embeddings import BaseEmbedder, as_embedder
@@ -26,8 +23,9 @@ from ..errors import (
     TwoStageError,
 )
 from ..hit import Hit
-from ..validation import check_documents, check_positive_int, check_search_args
-from .base import AddResult, BaseRecall
+from ..validation import check_positive_int, check_search_args
+from .base import BaseRecall
+from .chroma_write import VERSION_KEY, ChromaWriteMixin
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +33,6 @@ DB_ENV = TWOSTAGE_DB.name
 DB_FILE = "chroma.sqlite3"  # what makes a folder an embedded Chroma database
 MODEL_KEY = "twostage:embedding_model"
 DIM_KEY = "twostage:dimension"
-# A stamp our writers change on every write (add/update/delete), so readers of derived indexes (BM25) can tell
-# the collection changed -- also an edit in place by another process -- with one metadata read.
-VERSION_KEY = "twostage:version"
 
 FILTER_HELP = (
     'a valid filter looks like {"source": "a.md"}, {"passage": {"$gte": 2}}, {"source": {"$in": ["a.md", "b.md"]}} '
@@ -202,7 +197,7 @@ def _cosine_from_distance(space: str):
     return lambda d: 1.0 - d  # "cosine" and "ip" both report 1 - dot
 
 
-class ChromaRecall(BaseRecall):
+class ChromaRecall(ChromaWriteMixin, BaseRecall):
     """Dense recall from a Chroma collection.
 
     Where the collection lives, first match wins: ``collection`` is already a Chroma ``Collection``; a
@@ -256,6 +251,7 @@ class ChromaRecall(BaseRecall):
         self.batch_size = batch_size
         self.show_progress = show_progress if progress is None else progress
         self._writes = 0  # writes through this object; derived indexes compare it to skip a round trip
+        self._embedded = 0  # passages embedded for writes (see ChromaWriteMixin.embedded)
         self._write_lock = threading.Lock()
         self._open_lock = threading.Lock()
         self._client: Any = client
@@ -418,67 +414,7 @@ class ChromaRecall(BaseRecall):
         )
         return dict(model.metadata or {})
 
-    def _bump_version(self, collection, op: str, ids: Sequence[str], texts: Sequence[str] | None = None) -> None:
-        """Chain a new stamp onto the stored one: sha256(previous stamp, operation, ids and text hashes)."""
-        with self._write_lock:
-            self._bump_version_locked(collection, op, ids, texts)
-
-    def _bump_version_locked(self, collection, op: str, ids: Sequence[str], texts: Sequence[str] | None) -> None:
-        digest = hashlib.sha256()
-        meta = self._fresh_metadata()
-        digest.update(f"{meta.get(VERSION_KEY, '')}\n{op}\n".encode())
-        rows = sorted(zip(ids, texts if texts is not None else [""] * len(ids), strict=True))
-        for doc_id, text in rows:
-            digest.update(doc_id.encode() + b"\0" + hashlib.sha256(text.encode()).digest())
-        # modify() replaces the whole metadata; legacy hnsw:* keys cannot be re-sent (Chroma refuses), and the
-        # HNSW settings live in the collection configuration anyway.
-        keep = {k: v for k, v in meta.items() if not k.startswith("hnsw:")}
-        collection.modify(metadata={**keep, VERSION_KEY: digest.hexdigest()[:32]})
-        self._writes += 1
-
-    # -- writing ---------------------------------------------------------------------------------------
-    def add_texts(
-        self,
-        texts: Sequence[str],
-        metadatas: Sequence[Mapping[str, Any] | None] | None = None,
-        ids: Sequence[str] | None = None,
-        *,
-        show_progress: bool | None = None,
-    ) -> AddResult:
-        """Upsert passages. Ids are the caller's, else a hash of the text, so re-adding stores nothing
-        twice. Passages already stored with the same text and metadata are not re-embedded, so a re-run
-        after an interruption only does the missing work. Everything is validated before any write.
-
-        Args:
-            texts: The passages.
-            metadatas: One metadata dict (or ``None``) per passage.
-            ids: One id per passage; default a hash of the text.
-            show_progress: A progress bar over the passages on stderr; default :attr:`show_progress` (off).
-
-        Returns:
-            How many passages were added, updated or already present, and their ids.
-
-        Raises:
-            InvalidDocumentError: Texts, metadata or ids that cannot be stored (nothing is written).
-            ModelLoadError: The embedding model could not be loaded.
-        """
-        texts, metas, doc_ids = check_documents(texts, metadatas, ids)
-        result = AddResult()
-        if not texts:
-            return result
-        show = self.show_progress if show_progress is None else show_progress
-        collection = self._get_collection(create=True)
-        step = max(self.batch_size, 256)
-        with (
-            self.errors(),
-            tqdm(total=len(texts), desc=f"adding to {self.name}", unit="passage", disable=not show) as bar,
-        ):
-            for start in range(0, len(texts), step):
-                batch = slice(start, start + step)
-                result += self._upsert_batch(collection, texts[batch], metas[batch], doc_ids[batch])
-                bar.update(len(doc_ids[batch]))
-        return result
-
+    # -- writing (add_texts: see ChromaWriteMixin) ------------------------------------------------------
     def delete(self, ids: Sequence[str]) -> int:
         """Delete passages by id. Through this method (or :meth:`BM25Recall.delete` / :meth:`HybridRecall.delete`)
         the version stamp changes, so BM25 indexes over the collection drop the passages too.
@@ -505,29 +441,6 @@ class ChromaRecall(BaseRecall):
                 collection.delete(ids=stored)
                 self._bump_version(collection, "delete", stored)
         return len(stored)
-
-    def _upsert_batch(self, collection, texts, metas, ids) -> AddResult:
-        stored = collection.get(ids=ids, include=["documents", "metadatas"])
-        existing = {
-            i: (doc, meta or {})
-            for i, doc, meta in zip(stored["ids"], stored["documents"], stored["metadatas"], strict=True)
-        }
-        todo = [k for k, doc_id in enumerate(ids) if existing.get(doc_id) != (texts[k], metas[k])]
-        result = AddResult(ids=list(ids))
-        result.unchanged = len(ids) - len(todo)
-        if todo:
-            vectors = self.embedder.embed([texts[k] for k in todo])
-            collection.upsert(
-                ids=[ids[k] for k in todo],
-                embeddings=vectors,
-                documents=[texts[k] for k in todo],
-                metadatas=[metas[k] or None for k in todo],
-            )
-            result.updated = sum(1 for k in todo if ids[k] in existing)
-            result.added = len(todo) - result.updated
-            # After the data: a reader that sees the new stamp also sees the rows it stands for.
-            self._bump_version(collection, "upsert", [ids[k] for k in todo], [texts[k] for k in todo])
-        return result
 
     # -- reading ---------------------------------------------------------------------------------------
     def search(
