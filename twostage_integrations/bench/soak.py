@@ -267,11 +267,18 @@ class _Progress:
     rss_every: int
     read: Callable[[], int]
     on_done: Callable[[int], None] | None
+    on_sample: Callable[[int, int], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     completed: int = 0
     errors: int = 0
     examples: list[str] = field(default_factory=list)
     samples: list[tuple[int, int]] = field(default_factory=list)
+
+    def sample(self, n: int) -> None:
+        rss = self.read()
+        self.samples.append((n, rss))
+        if self.on_sample is not None:
+            self.on_sample(n, rss)
 
     def take(self) -> dict[str, Any] | None:
         with self.lock:
@@ -287,7 +294,7 @@ class _Progress:
                     self.examples.append(error)
             # Sampled under the lock, so samples are in order and each count is sampled once.
             if n % self.rss_every == 0 or n == self.total or n == min(BASELINE_AT, self.total):
-                self.samples.append((n, self.read()))
+                self.sample(n)
         if self.on_done is not None:
             self.on_done(n)
 
@@ -329,6 +336,7 @@ def run_soak(
     clients: int = 16,
     rss_every: int = 100,
     on_done: Callable[[int], None] | None = None,
+    on_sample: Callable[[int, int], None] | None = None,
 ) -> tuple[list[tuple[int, int]], int, list[str], float]:
     """Send ``requests`` of ``bodies`` to ``{url}/v2/rerank`` from ``clients`` threads (one request out each) and
     sample ``read()`` before the first request, every ``rss_every`` completions, after the first
@@ -342,6 +350,7 @@ def run_soak(
         clients: Concurrent clients.
         rss_every: Completed requests between samples.
         on_done: Called with the completed count after each request (a progress bar).
+        on_sample: Called with ``(completed, rss)`` after each sample (e.g. to save a long run as it goes).
 
     Returns:
         ``(samples, errors, error examples, seconds)``; an error is a transport failure, a status other than 200
@@ -352,8 +361,8 @@ def run_soak(
     """
     for value, name in [(requests, "requests"), (clients, "clients"), (rss_every, "rss_every")]:
         check_positive_int(value, name)
-    state = _Progress(itertools.islice(bodies, requests), requests, rss_every, read, on_done)
-    state.samples.append((0, read()))
+    state = _Progress(itertools.islice(bodies, requests), requests, rss_every, read, on_done, on_sample)
+    state.sample(0)
     start = threading.Barrier(clients + 1)
     threads = [threading.Thread(target=_client, args=(url, state, start), name=f"soak-{k}") for k in range(clients)]
     for t in threads:
@@ -438,6 +447,7 @@ def run_soak_benchmark(
     server_args: Sequence[str] = (),
     seed: int = 0,
     progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> SoakReport:
     """Serve ``model`` in a ``twostage serve`` subprocess and soak it (see :func:`run_soak`).
 
@@ -454,6 +464,8 @@ def run_soak_benchmark(
         server_args: More ``twostage serve`` options.
         seed: Seed of the request bodies.
         progress: Show a tqdm progress bar (stderr).
+        checkpoint: Rewrite the report so far to this JSON file after every RSS sample, so a long run that is
+            stopped still leaves its curve.
 
     Returns:
         The report (errors must be 0 for a valid run; the caller decides what to do with them).
@@ -476,6 +488,12 @@ def run_soak_benchmark(
     report = SoakReport(engine, model, requests, clients, min(documents, len(corpus)), doc_words, rss_every)
     report.cpu = cpu_model()
     report.server_env = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "OMP_", "TWOSTAGE_MALLOC"))}
+
+    def on_sample(n: int, rss: int) -> None:
+        report.samples.append((n, rss))
+        if checkpoint is not None:
+            write_soak_json(report, checkpoint)
+
     with serve_subprocess(model, backend=engine, args=server_args) as (url, pid):
         with tqdm(total=requests, desc=f"soak {engine}", unit="req", disable=not progress, mininterval=2) as bar:
             report.samples, report.errors, report.error_examples, report.seconds = run_soak(
@@ -486,6 +504,7 @@ def run_soak_benchmark(
                 clients=clients,
                 rss_every=rss_every,
                 on_done=lambda n: bar.update(1),
+                on_sample=on_sample,
             )
         report.peak_rss = read_peak_rss(pid)
     if hasattr(os, "getloadavg"):

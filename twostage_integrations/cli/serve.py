@@ -415,6 +415,7 @@ def _soak(
         doc_words=words,
         corpus=corpus,
         queries=queries,
+        checkpoint=json_out,  # rewritten as the samples come in: a stopped soak keeps its curve
         **options,
     )
     typer.echo(report.table())
