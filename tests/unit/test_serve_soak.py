@@ -17,7 +17,6 @@ from typer.testing import CliRunner
 from twostage_integrations.bench import soak
 from twostage_integrations.bench.soak import (
     SoakReport,
-    plot_soak,
     read_rss,
     read_soak_json,
     run_soak,
@@ -25,6 +24,7 @@ from twostage_integrations.bench.soak import (
     soak_bodies,
     write_soak_json,
 )
+from twostage_integrations.bench.soak_plot import plot_soak
 from twostage_integrations.cli import app
 from twostage_integrations.errors import InvalidParameterError
 from twostage_integrations.server import create_app, serve_in_thread

@@ -14,6 +14,8 @@ from .machine import PACKAGES, flops, machine_info, matmul_peak_gflops, model_sh
 from .report import BenchReport, SystemResult, plot_report, write_json
 from .run import run_benchmark, run_benchmarks
 from .serve import ServeBenchReport, ServeModeResult, run_serve_benchmark
+from .soak import SoakReport, read_soak_json, run_soak, run_soak_benchmark, write_soak_json
+from .soak_plot import plot_soak
 from .systems import (
     CASCADE,
     ENGINE_SYSTEMS,
@@ -38,6 +40,7 @@ __all__ = [
     "BuiltSystem",
     "ServeBenchReport",
     "ServeModeResult",
+    "SoakReport",
     "StageArg",
     "SystemResult",
     "build_collection",
@@ -50,8 +53,13 @@ __all__ = [
     "matmul_peak_gflops",
     "model_shape",
     "plot_report",
+    "plot_soak",
+    "read_soak_json",
     "run_benchmark",
     "run_benchmarks",
     "run_serve_benchmark",
+    "run_soak",
+    "run_soak_benchmark",
     "write_json",
+    "write_soak_json",
 ]

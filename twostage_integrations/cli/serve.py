@@ -395,7 +395,8 @@ def _soak(
     plot: Path | None,
 ) -> None:
     """``--soak N``: run it, print the table, save JSON and plot; exit 1 when any request failed."""
-    from ..bench.soak import plot_soak, run_soak_benchmark, write_soak_json
+    from ..bench.soak import run_soak_benchmark, write_soak_json
+    from ..bench.soak_plot import plot_soak
     from ..models import check_model_path
     from .evaluate import check_outputs
 
@@ -432,7 +433,8 @@ def _soak(
 
 def _plot_compare(files: list[Path], plot: Path | None) -> None:
     """``--compare A.json B.json --plot OUT``: the saved soaks' tables and one plot with a line each."""
-    from ..bench.soak import plot_soak, read_soak_json
+    from ..bench.soak import read_soak_json
+    from ..bench.soak_plot import plot_soak
 
     if plot is None:
         raise fail("--compare needs --plot FILE (the image to write)")
