@@ -21,6 +21,7 @@ from twostage_integrations.bench.soak import (
     read_soak_json,
     run_soak,
     serve_subprocess,
+    server_environment,
     soak_bodies,
     write_soak_json,
 )
@@ -121,6 +122,13 @@ def test_read_rss_sees_memory_being_touched_with_and_without_psutil(monkeypatch:
     assert with_psutil - before >= 48 * MIB
     assert abs(from_proc - with_psutil) < 16 * MIB
     del block
+    sleeper = subprocess.Popen(["sleep", "60"], env={**os.environ, "MALLOC_ARENA_MAX": "2", "OTHER_VAR": "x"})
+    try:
+        env = server_environment(sleeper.pid)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert env.get("MALLOC_ARENA_MAX") == "2" and "OTHER_VAR" not in env
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     with pytest.raises(ProcessLookupError):

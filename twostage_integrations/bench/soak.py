@@ -89,6 +89,16 @@ def _proc_status_kib(pid: int, key: str) -> int:
     raise ProcessLookupError(f"process {pid} has no {key} (a zombie?)")
 
 
+def server_environment(pid: int, prefixes: tuple[str, ...] = ("MALLOC_", "OMP_")) -> dict[str, str]:
+    """The allocator and thread variables process ``pid`` runs with (from /proc/PID/environ; ``{}`` elsewhere)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    pairs = (item.decode("utf-8", "replace").partition("=") for item in raw.split(b"\0") if item)
+    return {k: v for k, _, v in pairs if k.startswith(prefixes)}
+
+
 def cpu_model() -> str:
     """The CPU's model name as ``lscpu`` shows it (from /proc/cpuinfo), else :func:`platform.processor`."""
     try:
@@ -487,7 +497,6 @@ def run_soak_benchmark(
     engine = resolve_backend(backend)
     report = SoakReport(engine, model, requests, clients, min(documents, len(corpus)), doc_words, rss_every)
     report.cpu = cpu_model()
-    report.server_env = {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "OMP_", "TWOSTAGE_MALLOC"))}
 
     def on_sample(n: int, rss: int) -> None:
         report.samples.append((n, rss))
@@ -495,6 +504,7 @@ def run_soak_benchmark(
             write_soak_json(report, checkpoint)
 
     with serve_subprocess(model, backend=engine, args=server_args) as (url, pid):
+        report.server_env = server_environment(pid)
         with tqdm(total=requests, desc=f"soak {engine}", unit="req", disable=not progress, mininterval=2) as bar:
             report.samples, report.errors, report.error_examples, report.seconds = run_soak(
                 url,
