@@ -79,6 +79,7 @@ def test_run_soak_samples_rss_on_schedule_and_counts_server_errors() -> None:
     reads = itertools.count(1000)  # a fake RSS that grows by one per read: samples must come out in order
     done: list[int] = []
     seen: list[tuple[int, int]] = []
+    errors_seen: list[int] = []
     with serve_in_thread(create_app(FailsOnBoom(), max_queue=64)) as url:
         samples, errors, examples, seconds = run_soak(
             url,
@@ -88,9 +89,9 @@ def test_run_soak_samples_rss_on_schedule_and_counts_server_errors() -> None:
             clients=4,
             rss_every=7,
             on_done=done.append,
-            on_sample=lambda n, rss: seen.append((n, rss)),
+            on_sample=lambda n, rss, errors: seen.append((n, rss)) or errors_seen.append(errors),
         )
-    assert seen == samples
+    assert seen == samples and errors_seen[-1] == errors and errors_seen == sorted(errors_seen)
     assert [n for n, _ in samples] == [0, 7, 14, 21, 28, 30]  # before, every 7, and the last one
     assert [rss for _, rss in samples] == sorted(rss for _, rss in samples)
     assert errors == 3 and len(examples) == 3 and all(e.startswith("HTTP 500") for e in examples)

@@ -277,7 +277,7 @@ class _Progress:
     rss_every: int
     read: Callable[[], int]
     on_done: Callable[[int], None] | None
-    on_sample: Callable[[int, int], None] | None = None
+    on_sample: Callable[[int, int, int], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     completed: int = 0
     errors: int = 0
@@ -288,7 +288,7 @@ class _Progress:
         rss = self.read()
         self.samples.append((n, rss))
         if self.on_sample is not None:
-            self.on_sample(n, rss)
+            self.on_sample(n, rss, self.errors)
 
     def take(self) -> dict[str, Any] | None:
         with self.lock:
@@ -346,7 +346,7 @@ def run_soak(
     clients: int = 16,
     rss_every: int = 100,
     on_done: Callable[[int], None] | None = None,
-    on_sample: Callable[[int, int], None] | None = None,
+    on_sample: Callable[[int, int, int], None] | None = None,
 ) -> tuple[list[tuple[int, int]], int, list[str], float]:
     """Send ``requests`` of ``bodies`` to ``{url}/v2/rerank`` from ``clients`` threads (one request out each) and
     sample ``read()`` before the first request, every ``rss_every`` completions, after the first
@@ -360,7 +360,8 @@ def run_soak(
         clients: Concurrent clients.
         rss_every: Completed requests between samples.
         on_done: Called with the completed count after each request (a progress bar).
-        on_sample: Called with ``(completed, rss)`` after each sample (e.g. to save a long run as it goes).
+        on_sample: Called with ``(completed, rss, errors so far)`` after each sample (to save a long run as it
+            goes).
 
     Returns:
         ``(samples, errors, error examples, seconds)``; an error is a transport failure, a status other than 200
@@ -498,8 +499,9 @@ def run_soak_benchmark(
     report = SoakReport(engine, model, requests, clients, min(documents, len(corpus)), doc_words, rss_every)
     report.cpu = cpu_model()
 
-    def on_sample(n: int, rss: int) -> None:
+    def on_sample(n: int, rss: int, errors: int) -> None:
         report.samples.append((n, rss))
+        report.errors = errors
         if checkpoint is not None:
             write_soak_json(report, checkpoint)
 
