@@ -17,6 +17,8 @@ from .preset_run import PRESET_SYSTEMS, check_preset_systems, run_preset_benchma
 from .report import BenchReport, SystemResult, plot_report, write_json
 from .run import run_benchmark, run_benchmarks
 from .serve import ServeBenchReport, ServeModeResult, run_serve_benchmark
+from .soak import SoakReport, read_soak_json, run_soak, run_soak_benchmark, write_soak_json
+from .soak_plot import plot_soak
 from .specs import REFERENCE_PRESET, SpecRow, default_spec, engine_label, spec_label, spec_rows
 from .systems import (
     CASCADE,
@@ -46,6 +48,7 @@ __all__ = [
     "ServeBenchReport",
     "ServeModeResult",
     "SpecRow",
+    "SoakReport",
     "StageArg",
     "SystemResult",
     "build_collection",
@@ -62,11 +65,16 @@ __all__ = [
     "model_shape",
     "peer_unavailable",
     "plot_report",
+    "plot_soak",
+    "read_soak_json",
     "run_benchmark",
     "run_benchmarks",
     "run_preset_benchmark",
     "run_serve_benchmark",
     "spec_label",
     "spec_rows",
+    "run_soak",
+    "run_soak_benchmark",
     "write_json",
+    "write_soak_json",
 ]

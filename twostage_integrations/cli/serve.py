@@ -299,6 +299,27 @@ def _run_until_stopped(
         raise load_error
 
 
+SoakOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Soak instead: start `twostage serve` as a subprocess (the server's defaults plus --rerank-backend), "
+        "send N requests and sample the server's RSS (see docs/reliability.md).",
+        show_default=False,
+    ),
+]
+DocWordsOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="With --soak: cut each document to a random window of LO-HI words, e.g. 20-60 (default: whole texts).",
+        show_default=False,
+    ),
+]
+CompareOpt = Annotated[
+    list[Path] | None,
+    typer.Option(help="Plot these --soak --json files into --plot, one line each (runs nothing); repeatable."),
+]
+
+
 @app.command("bench-serve")
 @friendly_errors
 def bench_serve(
@@ -311,7 +332,9 @@ def bench_serve(
         typer.Option("--model", "-m", help="Cross-encoder folder or hub id (default: $TWOSTAGE_RERANK_MODEL)."),
     ] = None,
     clients: Annotated[int, typer.Option(help="Concurrent clients, each with one request out at a time.")] = 8,
-    documents: Annotated[int, typer.Option(help="Documents per request.")] = 20,
+    documents: Annotated[
+        int | None, typer.Option(help="Documents per request (default: 20; 10 with --soak).", show_default=False)
+    ] = None,
     requests: Annotated[int, typer.Option(help="Timed requests per mode (the same ones in both modes).")] = 64,
     max_batch: Annotated[int, typer.Option(help="Pairs merged into one model call with batching on.")] = 256,
     batch_wait_ms: Annotated[float, typer.Option(help="Batching wait once the queue is empty.")] = 5.0,
@@ -320,25 +343,38 @@ def bench_serve(
     ] = None,
     rerank_backend: RerankBackendOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the numbers as JSON here.")] = None,
+    soak: SoakOpt = None,
+    rss_every: Annotated[int, typer.Option(help="With --soak: sample the server's RSS every N requests.")] = 100,
+    doc_words: DocWordsOpt = None,
+    plot: Annotated[Path | None, typer.Option(help="With --soak or --compare: RSS vs requests (PNG/SVG/PDF).")] = None,
+    compare: CompareOpt = None,
 ) -> None:
-    """Time `twostage serve` on 127.0.0.1 with concurrent clients, dynamic batching off, then on."""
+    """Time `twostage serve` on 127.0.0.1 with concurrent clients, dynamic batching off, then on; or, with
+    --soak N, watch a `twostage serve` subprocess's memory over N requests."""
     import json
 
     from ..bench import run_serve_benchmark
     from ..models import resolve_rerank_model
     from ..rerank.cross_encoder import CrossEncoderReranker
 
+    if compare:
+        _plot_compare(compare, plot)
+        return
     corpus = queries = None
     if dataset_dir is not None:
         from ..evaluation.beir import load_beir
 
         data = load_beir(dataset_dir)
         corpus, queries = list(data.corpus.values()), list(data.queries.values())
+    if soak is not None:
+        options = {"clients": clients, "documents": documents or 10, "rss_every": rss_every, "doc_words": doc_words}
+        _soak(resolve_rerank_model(model), rerank_backend, soak, options, corpus, queries, json_out, plot)
+        return
     reranker = CrossEncoderReranker(resolve_rerank_model(model), batch_size=batch_size, backend=rerank_backend)
     report = run_serve_benchmark(
         reranker,
         clients=clients,
-        documents=documents,
+        documents=documents or 20,
         requests=requests,
         corpus=corpus,
         queries=queries,
@@ -349,3 +385,77 @@ def bench_serve(
     if json_out:
         json_out.write_text(json.dumps(report.as_dict(), indent=2))
         typer.echo(f"JSON: {json_out}")
+
+
+def _word_range(text: str | None) -> tuple[int, int] | None:
+    """--doc-words LO-HI (or one number N: exactly N words), checked (exit 2 on a bad one)."""
+    if text is None:
+        return None
+    lo, _, hi = text.partition("-")
+    try:
+        words = (int(lo), int(hi or lo))
+    except ValueError:
+        raise fail(f"--doc-words must be LO-HI words, e.g. 20-60, got {text!r}") from None
+    if not 1 <= words[0] <= words[1]:
+        raise fail(f"--doc-words must be LO-HI with 1 <= LO <= HI, got {text!r}")
+    return words
+
+
+def _soak(
+    model: str,
+    backend: str | None,
+    requests: int,
+    options: dict[str, Any],
+    corpus: list[str] | None,
+    queries: list[str] | None,
+    json_out: Path | None,
+    plot: Path | None,
+) -> None:
+    """``--soak N``: run it, print the table, save JSON and plot; exit 1 when any request failed."""
+    from ..bench.soak import run_soak_benchmark, write_soak_json
+    from ..bench.soak_plot import plot_soak
+    from ..models import check_model_path
+    from .evaluate import check_outputs
+
+    for value, option in [
+        (requests, "--soak"),
+        (options["clients"], "--clients"),
+        (options["rss_every"], "--rss-every"),
+    ]:
+        if value < 1:
+            raise fail(f"{option} must be >= 1, got {value}")
+    words = _word_range(options.pop("doc_words"))
+    check_outputs([json_out, plot])
+    report = run_soak_benchmark(
+        check_model_path(model, kind="rerank"),
+        backend=backend,
+        requests=requests,
+        doc_words=words,
+        corpus=corpus,
+        queries=queries,
+        checkpoint=json_out,  # rewritten as the samples come in: a stopped soak keeps its curve
+        **options,
+    )
+    typer.echo(report.table())
+    if json_out:
+        typer.echo(f"JSON: {write_soak_json(report, json_out)}")
+    if plot:
+        typer.echo(f"plot: {plot_soak([report], plot)}")
+    if report.errors:
+        typer.echo(
+            f"error: {report.errors} of {requests} requests failed (first: {report.error_examples[0]})", err=True
+        )
+        raise typer.Exit(1)
+
+
+def _plot_compare(files: list[Path], plot: Path | None) -> None:
+    """``--compare A.json B.json --plot OUT``: the saved soaks' tables and one plot with a line each."""
+    from ..bench.soak import read_soak_json
+    from ..bench.soak_plot import plot_soak
+
+    if plot is None:
+        raise fail("--compare needs --plot FILE (the image to write)")
+    reports = [read_soak_json(f) for f in files]
+    for report in reports:
+        typer.echo(report.table())
+    typer.echo(f"plot: {plot_soak(reports, plot)}")
