@@ -83,6 +83,10 @@ class CrossEncoderReranker(BaseReranker):
         device: torch device; torch only.
         threads: ONNX Runtime intra-op threads (default: physical cores).
         activation: ``"sigmoid"``, ``"identity"`` or ``"tanh"`` instead of the model's own.
+        calibration: ``None``/``"auto"``: apply the model's ``calibration.json`` when there is one (beside the
+            model folder, or in the cache for hub models; made by ``twostage calibrate``); ``False``: raw scores;
+            a path or a :class:`~twostage_integrations.rerank.calibration.Calibration`: that one. Calibrated
+            scores are P(relevant), 0..1 (``score_kind`` ``"ce_calibrated"``); the ranking is unchanged.
 
     Raises:
         InvalidParameterError: An unknown backend or activation, a non-positive size, or a GPU ``device`` with
@@ -99,6 +103,7 @@ class CrossEncoderReranker(BaseReranker):
     """
 
     score_kind = property(cross_encoder_score_kind)  # ce_sigmoid / ce_logit from the activation; docs/scores.md
+    calibration: Any = None  # the Calibration applied to every score (see rerank/calibration.py), or None
 
     def __init__(
         self,
@@ -110,6 +115,7 @@ class CrossEncoderReranker(BaseReranker):
         device: str | None = None,
         threads: int | None = None,
         activation: str | None = None,
+        calibration: bool | str | os.PathLike[str] | Any = None,
     ) -> None:
         from ..errors import InvalidParameterError
 
@@ -124,6 +130,7 @@ class CrossEncoderReranker(BaseReranker):
         if activation is not None and activation not in ACTIVATIONS:
             raise InvalidParameterError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         self.engine: CrossEncoderEngine
+        folder: Any = None  # the model folder (ONNX); looked up only when a calibration file is, for torch
         if self.backend == "torch":
             self.engine = _load_torch(
                 self.name, batch_size=self.batch_size, max_length=max_length, device=device, activation=activation
@@ -143,6 +150,18 @@ class CrossEncoderReranker(BaseReranker):
                 activation=activation,
             )
         self.max_length = self.engine.max_length
+        self._calibrate(calibration, folder)
+
+    def _calibrate(self, setting: Any, folder: Any) -> None:
+        """Load the calibration ``setting`` names (see the class); ``base_score_kind`` is the raw scores' kind."""
+        from .calibration import resolve_calibration
+        from .onnx_export import snapshot
+
+        self.calibration = None
+        self.base_score_kind = cross_encoder_score_kind(self)
+        self.calibration = resolve_calibration(
+            setting, self.name, folder or (lambda: snapshot(self.name, True)), self.base_score_kind
+        )
 
     @property
     def model(self) -> Any:
@@ -186,8 +205,13 @@ class CrossEncoderReranker(BaseReranker):
             return []
         scores = self.engine.predict(pairs)
         self._report_truncation(self.engine.last_stats)
-        # Plain floats: numpy float32 breaks JSON serialisation downstream. Multi-label models: first label.
-        return [float(s) for s in scores[:, 0]]
+        first = scores[:, 0]  # multi-label models: the first label
+        if self.calibration is not None:
+            from .calibration import to_logit
+
+            first = self.calibration.apply_logit(to_logit(first, self.base_score_kind))
+        # Plain floats: numpy float32 breaks JSON serialisation downstream.
+        return [float(s) for s in first]
 
     def _report_truncation(self, stats: RerankStats) -> None:
         """Warn the first time pairs of this model are cut at this limit, in this process; later cuts log at DEBUG
