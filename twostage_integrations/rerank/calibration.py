@@ -277,6 +277,24 @@ class Calibration:
         """
         return self.apply_logit(to_logit(scores, self.base_kind))
 
+    def invert(self, probs: Any) -> np.ndarray:
+        """The logits :meth:`apply_logit` maps to ``probs`` (bisection; the map is strictly increasing), so an
+        evaluation can compare a calibrated run with the raw scores without scoring twice.
+
+        Args:
+            probs: Calibrated probabilities.
+
+        Returns:
+            The logits, float64 (clamped to -60..60).
+        """
+        p = np.asarray(probs, dtype=np.float64)
+        low, high = np.full(p.shape, -60.0), np.full(p.shape, 60.0)
+        for _ in range(80):
+            mid = (low + high) / 2
+            below = self.apply_logit(mid) < p
+            low, high = np.where(below, mid, low), np.where(below, high, mid)
+        return (low + high) / 2
+
     def describe(self) -> str:
         """One line: the method and what it was fitted on (what ``score_kind``'s docs call "calibrated on")."""
         on = self.fitted_on

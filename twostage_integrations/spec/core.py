@@ -354,7 +354,7 @@ class PipelineSpec:
             if setting:
                 key, value = setting.groups()
                 if key not in SETTINGS or key in settings:
-                    problem = "after the stages come fuse=METHOD:WEIGHT, top_k=N and min_score=X, once each"
+                    problem = "after the stages come fuse=METHOD:WEIGHT and top_k=N (then min_score=X), once each"
                     raise PipelineSpecError(problem, step, EXAMPLE)
                 settings[key] = value
             elif settings:
