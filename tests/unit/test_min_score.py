@@ -79,7 +79,8 @@ def test_langchain_retriever_and_compressor(pipe):
     compressor = TwoStageCompressor(FakeReranker(), top_n=4, min_score=0.5)
     kept = compressor.compress_documents([Document(page_content=t) for t in TEXTS], QUERY)
     assert 0 < len(kept) < 4
-    assert TwoStageCompressor(FakeReranker(), min_score=1.0).compress_documents([Document(page_content="x")], QUERY) == []
+    strict = TwoStageCompressor(FakeReranker(), min_score=1.0)
+    assert strict.compress_documents([Document(page_content="x")], QUERY) == []
     with pytest.raises(InvalidParameterError, match="outside the range"):
         TwoStageCompressor(FakeReranker(), min_score=3).compress_documents([Document(page_content="x")], QUERY)
 
