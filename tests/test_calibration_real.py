@@ -12,7 +12,25 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import load_beir
+
+def _read(folder: Path, split: str) -> tuple[dict, dict, dict]:
+    """(corpus {id: {"title", "text"}}, judged queries {id: text}, qrels {qid: {docid: rel}}) of a BEIR folder."""
+    corpus = {}
+    for line in (folder / "corpus.jsonl").read_text(encoding="utf-8").splitlines():
+        d = json.loads(line)
+        corpus[d["_id"]] = {"title": d.get("title", ""), "text": d["text"]}
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (folder / "qrels" / f"{split}.tsv").read_text(encoding="utf-8").splitlines():
+        parts = line.split("\t")
+        if parts[0] not in ("query-id", "query_id"):
+            qrels.setdefault(parts[0], {})[parts[1]] = int(parts[2])
+    queries = {}
+    for line in (folder / "queries.jsonl").read_text(encoding="utf-8").splitlines():
+        d = json.loads(line)
+        if d["_id"] in qrels:
+            queries[d["_id"]] = d["text"]
+    return corpus, queries, qrels
+
 
 N_TRAIN, N_TEST, N_DOCS, LIMIT = 60, 40, 250, 8
 
@@ -20,8 +38,8 @@ N_TRAIN, N_TEST, N_DOCS, LIMIT = 60, 40, 250, 8
 @pytest.fixture(scope="module")
 def small_beir(scifact_dir, tmp_path_factory) -> Path:
     """A BEIR folder with qrels/train.tsv and qrels/test.tsv over N_DOCS documents."""
-    corpus, train_q, train_rel = load_beir(scifact_dir, "train")
-    _, test_q, test_rel = load_beir(scifact_dir, "test")
+    corpus, train_q, train_rel = _read(scifact_dir, "train")
+    _, test_q, test_rel = _read(scifact_dir, "test")
     train = sorted(train_q, key=int)[:N_TRAIN]
     test = sorted(test_q, key=int)[:N_TEST]
     relevant = {d for q in train for d in train_rel[q]} | {d for q in test for d in test_rel[q]}

@@ -77,7 +77,7 @@ def threshold_report(qrels: Mapping[str, Mapping[str, int]], ranked: Ranked, min
         candidates for which nothing is returned).
     """
     n = max(len(qrels), 1)
-    stats = {"threshold": [0, 0, 0.0], "top_k_only": [0, 0, 0.0]}  # returned, relevant returned, recall sum
+    stats: dict[str, list[float]] = {"threshold": [0, 0, 0.0], "top_k_only": [0, 0, 0.0]}  # returned, found, recall
     empty = missed = 0
     for qid, rels in qrels.items():
         relevant = {d for d, r in rels.items() if r > 0}
@@ -91,8 +91,8 @@ def threshold_report(qrels: Mapping[str, Mapping[str, int]], ranked: Ranked, min
                 empty += 1
                 missed += any(d in relevant for d, _ in hits)
     out: dict[str, Any] = {"value": min_score, "top_k": top_k}
-    for name, (returned, found, recall) in stats.items():
-        out[name] = {"precision": found / returned if returned else 0.0, "recall": recall / n,
+    for name, (returned, correct, recall) in stats.items():
+        out[name] = {"precision": correct / returned if returned else 0.0, "recall": recall / n,
                      "results_per_query": returned / n}  # fmt: skip
     out.update(empty=empty / n, empty_with_relevant_candidate=missed / n)
     return out
