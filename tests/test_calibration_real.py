@@ -32,7 +32,7 @@ def _read(folder: Path, split: str) -> tuple[dict, dict, dict]:
     return corpus, queries, qrels
 
 
-N_TRAIN, N_TEST, N_DOCS, LIMIT = 60, 40, 250, 8
+N_TRAIN, N_TEST, N_DOCS, LIMIT = 50, 30, 200, 8
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,9 @@ def test_calibrate_then_eval_lowers_ece(small_beir, model_copy, tmp_path):
     assert CrossEncoderReranker(str(model_copy), calibration=False).score_kind == "ce_sigmoid"
 
     out = tmp_path / "eval.json"
-    ran = _twostage("eval", str(small_beir), "--split", "test", *common, "--min-score", "0.5", "--json", str(out))
+    ran = _twostage(
+        "eval", str(small_beir), "--split", "test", "--top-k", "5", *common, "--min-score", "0.5", "--json", str(out)
+    )
     assert ran.returncode == 0, ran.stderr
     scores = json.loads(out.read_text())["scores"]
     assert scores["score_kind"] == "ce_calibrated"
@@ -101,5 +103,5 @@ def test_calibrate_then_eval_lowers_ece(small_beir, model_copy, tmp_path):
     assert "ECE" in ran.stdout and "min_score 0.5" in ran.stdout
     kept = scores["min_score"]
     assert kept["threshold"]["results_per_query"] <= kept["top_k_only"]["results_per_query"]
-    bad = _twostage("eval", str(small_beir), "--split", "test", *common, "--min-score", "1.5")
+    bad = _twostage("eval", str(small_beir), "--split", "test", "--top-k", "5", *common, "--min-score", "1.5")
     assert bad.returncode == 2 and "outside the range of ce_calibrated" in bad.stderr

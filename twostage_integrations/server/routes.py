@@ -98,15 +98,18 @@ def rank_order(scores: list[float], top_n: int | None = None, min_score: float |
     return order if min_score is None else [i for i in order if scores[i] >= min_score]
 
 
-def check_served_min_score(request: Request, min_score: float | None) -> None:
-    """Refuse (400), before any model work, a ``min_score`` outside the range of the served ``score_kind``."""
+def min_score_warnings(request: Request, min_score: float | None) -> list[str]:
+    """``meta.warnings`` for a ``min_score`` outside the range of the served ``score_kind``: the body is valid by
+    the schema (which cannot know the served kind), so it is answered, with no results above the range's top
+    (or every ``top_n`` below its bottom), and the warning says why."""
     reranker = _service(request).reranker
-    if min_score is None or reranker is None:  # not loaded yet: scoring answers 503 anyway
-        return
+    if min_score is None or reranker is None:
+        return []
     try:
         check_min_score(min_score, getattr(reranker, "score_kind", None))
     except TwoStageError as exc:
-        raise invalid(str(exc)) from None
+        return [str(exc)]
+    return []
 
 
 def word_count(query: str, documents: list[str]) -> int:
@@ -261,7 +264,7 @@ async def ready(request: Request) -> JSONResponse:
 async def rerank(request: Request) -> V2Response:
     """Cohere v2."""
     req = V2Request.parse(await read_json(request), _settings(request).max_documents)
-    check_served_min_score(request, req.min_score)
+    warnings = req.warnings + min_score_warnings(request, req.min_score)
     scores = await score(request, req.query, req.documents)
     results = [
         V2Result(
@@ -271,7 +274,7 @@ async def rerank(request: Request) -> V2Response:
         )
         for i in rank_order(scores, req.top_n, req.min_score)
     ]
-    return V2Response(id=str(uuid.uuid4()), results=results, meta=_meta("2", len(req.documents), req.warnings))
+    return V2Response(id=str(uuid.uuid4()), results=results, meta=_meta("2", len(req.documents), warnings))
 
 
 @router.post(
@@ -292,7 +295,7 @@ async def rerank_tei(request: Request) -> list[TeiRank]:
 async def rerank_v1(request: Request) -> V1Response:
     """Cohere v1 / Jina / Infinity (``results``) and Voyage (``data``, ``usage.total_tokens``) in one body."""
     req = V1Request.parse(await read_json(request), _settings(request).max_documents)
-    check_served_min_score(request, req.min_score)
+    warnings = min_score_warnings(request, req.min_score)
     invert = _service(request).raw_scorer() if req.raw_scores else float
     scores = await score(request, req.query, req.documents)
     data, results = [], []
@@ -309,7 +312,7 @@ async def rerank_v1(request: Request) -> V1Response:
         results=results,
         data=data,
         usage=Usage(prompt_tokens=words, total_tokens=words),
-        meta=_meta("1", len(req.documents)),
+        meta=_meta("1", len(req.documents), warnings),
     )
 
 
