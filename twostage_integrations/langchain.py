@@ -36,7 +36,7 @@ from .recall.factory import adapter_recall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
 from .rerank.windows import EVIDENCE_KEY
-from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
+from .scores import check_min_score, hit_score_kind, pipeline_score_kinds, score_kind_of, threshold_hits
 from .spec import PipelineSpec, spec_from
 from .spec.adapters import pipeline_for
 from .spec.build import SpecLike, refuse_contradictions, stage2_for
@@ -139,7 +139,8 @@ class TwoStageRetriever(BaseRetriever):
 
     ``limit``, ``top_k``, ``where`` and ``where_document`` can also be set per call,
     ``retriever.invoke(query, top_k=3, where={"source": "faq"})``, or made configurable with
-    ``configurable_fields``. ``k`` is accepted as LangChain's name for ``top_k`` (``invoke(query, k=3)``,
+    ``configurable_fields``; so can ``min_score`` (drop documents scored below it: fewer than ``top_k``, or none,
+    is a valid answer). ``k`` is accepted as LangChain's name for ``top_k`` (``invoke(query, k=3)``,
     as with ``search_kwargs={"k": 3}``). Other ``invoke`` keywords go to stage 1 (e.g. ``num_candidates``).
     ``ainvoke``/``abatch`` run the models off the event loop.
 
@@ -153,6 +154,8 @@ class TwoStageRetriever(BaseRetriever):
         pipeline: The core pipeline doing the work.
         limit: Candidates recalled by stage 1 (default: ``pipeline.limit``).
         top_k: Documents returned after stage 2 (default: ``pipeline.top_k``).
+        min_score: Drop documents whose ``relevance_score`` is below it (default: ``pipeline.min_score``); it
+            must lie in the range of the final ``score_kind`` (docs/scores.md).
         where: Chroma metadata filter.
         where_document: Chroma document filter.
         **data: Other ``BaseRetriever`` fields (``tags``, ``metadata``).
@@ -172,6 +175,8 @@ class TwoStageRetriever(BaseRetriever):
     """Candidates recalled by stage 1 (default: ``pipeline.limit``)."""
     top_k: int | None = None
     """Documents returned after stage 2 (default: ``pipeline.top_k``)."""
+    min_score: float | None = None
+    """Drop documents scored below it (default: ``pipeline.min_score``; None keeps ``top_k``)."""
     where: dict[str, Any] | None = None
     """Chroma metadata filter, e.g. ``{"source": "faq"}``."""
     where_document: dict[str, Any] | None = None
@@ -190,6 +195,7 @@ class TwoStageRetriever(BaseRetriever):
             self.pipeline.limit if self.limit is None else self.limit,
             self.pipeline.top_k if self.top_k is None else self.top_k,
         )
+        self.min_score = check_min_score(self.pipeline.min_score if self.min_score is None else self.min_score)
 
     @classmethod
     def from_collection(
@@ -316,6 +322,7 @@ class TwoStageRetriever(BaseRetriever):
         where: Mapping[str, Any] | None,
         where_document: Mapping[str, Any] | None,
         recall_kwargs: dict[str, Any],
+        min_score: float | None = None,
     ) -> dict[str, Any]:
         if k is not None:  # LangChain's name for the number of documents
             check_positive_int(k, "k")
@@ -329,6 +336,7 @@ class TwoStageRetriever(BaseRetriever):
             "top_k": self.top_k if top_k is None else top_k,
             "where": self.where if where is None else where,
             "where_document": self.where_document if where_document is None else where_document,
+            "min_score": self.min_score if min_score is None else min_score,
             **recall_kwargs,
         }
 
@@ -349,9 +357,10 @@ class TwoStageRetriever(BaseRetriever):
         k: int | None = None,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
         **recall_kwargs: Any,
     ) -> list[Document]:
-        kwargs = self._search_kwargs(limit, top_k, k, where, where_document, recall_kwargs)
+        kwargs = self._search_kwargs(limit, top_k, k, where, where_document, recall_kwargs, min_score)
         return self._documents(self.pipeline.run(query, **kwargs).hits)
 
     async def _aget_relevant_documents(
@@ -364,9 +373,10 @@ class TwoStageRetriever(BaseRetriever):
         k: int | None = None,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
         **recall_kwargs: Any,
     ) -> list[Document]:
-        kwargs = self._search_kwargs(limit, top_k, k, where, where_document, recall_kwargs)
+        kwargs = self._search_kwargs(limit, top_k, k, where, where_document, recall_kwargs, min_score)
         return self._documents((await self.pipeline.arun(query, **kwargs)).hits)
 
 
@@ -448,8 +458,9 @@ class TwoStageCompressor(BaseDocumentCompressor):
             MiniLM-L6 cross-encoder.
         preset: A preset name (instead of ``reranker``/``model``).
         **data: The fields: ``model`` (the same as a name in ``reranker``), ``top_n`` (documents to keep,
-            default 3; ``None`` keeps all, reordered) and ``pipeline`` (a spec string, dict, ``PipelineSpec`` or
-            preset name, instead of ``reranker``/``model``; stored as its canonical string).
+            default 3; ``None`` keeps all, reordered), ``min_score`` (drop documents scored below it, in the
+            reranker's ``score_kind`` range; a spec's by default) and ``pipeline`` (a spec string, dict,
+            ``PipelineSpec`` or preset name, instead of ``reranker``/``model``; stored as its canonical string).
 
     Raises:
         InvalidParameterError: A ``reranker``, ``model`` or ``top_n`` contradicting the spec.
@@ -470,6 +481,8 @@ class TwoStageCompressor(BaseDocumentCompressor):
     """Documents to keep (LangChain's default is 3); ``None`` keeps all, reordered."""
     pipeline: str | None = None
     """The pipeline spec whose stages rerank, as its canonical string (None: ``model`` does)."""
+    min_score: float | None = None
+    """Drop documents whose rerank score is below it (None: keep ``top_n``); fewer, or none, is a valid answer."""
 
     _reranker: Reranker = PrivateAttr()
 
@@ -483,6 +496,8 @@ class TwoStageCompressor(BaseDocumentCompressor):
             reranker = stage2_for(spec, reranker, data.get("model"))
             refuse_contradictions(spec, top_n=(data.get("top_n"), spec.top_k))
             data.update(pipeline=str(spec), top_n=spec.top_k)
+            data.setdefault("min_score", spec.min_score)
+        data["min_score"] = check_min_score(data.get("min_score"))
         data["model"] = reranker.name
         super().__init__(**data)
         self._reranker = reranker
@@ -491,8 +506,9 @@ class TwoStageCompressor(BaseDocumentCompressor):
     def _dump(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # A model-built compressor dumps as {"model", "top_n"}, as it always has; a spec-built one adds "pipeline".
         data = handler(self)
-        if data.get("pipeline") is None:
-            data.pop("pipeline", None)
+        for key in ("pipeline", "min_score"):
+            if data.get(key) is None:
+                data.pop(key, None)
         return data
 
     @property
@@ -520,7 +536,9 @@ class TwoStageCompressor(BaseDocumentCompressor):
             InvalidQueryError: If the query is empty, blank or not a string.
         """
         hits = self._reranker.rerank(query, _documents_to_hits(documents), self.top_n)
-        return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"), self.pipeline)
+        return _reranked_documents(
+            documents, self._threshold(hits), score_kind_of(self._reranker, "rerank"), self.pipeline
+        )
 
     async def acompress_documents(
         self,
@@ -539,4 +557,14 @@ class TwoStageCompressor(BaseDocumentCompressor):
             Copies of the best documents, best first, with the scores added to their metadata.
         """
         hits = await self._reranker.arerank(query, _documents_to_hits(documents), self.top_n)
-        return _reranked_documents(documents, hits, score_kind_of(self._reranker, "rerank"), self.pipeline)
+        return _reranked_documents(
+            documents, self._threshold(hits), score_kind_of(self._reranker, "rerank"), self.pipeline
+        )
+
+    def _threshold(self, hits: list[Hit]) -> list[Hit]:
+        """The hits at or above ``min_score``, checked against the reranker's kind (known once it has loaded)."""
+        if self.min_score is None:
+            return hits
+        kind = score_kind_of(self._reranker, "rerank")
+        check_min_score(self.min_score, kind)
+        return threshold_hits(hits, self.min_score, "input", kind)

@@ -40,7 +40,7 @@ from .recall.factory import adapter_recall
 from .rerank.base import Reranker
 from .rerank.lazy import as_reranker, loaded
 from .rerank.windows import EVIDENCE_KEY
-from .scores import hit_score_kind, pipeline_score_kinds, score_kind_of
+from .scores import check_min_score, hit_score_kind, pipeline_score_kinds, score_kind_of, threshold_hits
 from .spec import spec_from
 from .spec.adapters import pipeline_for
 from .spec.build import SpecLike, refuse_contradictions, stage2_for
@@ -98,10 +98,13 @@ class TwoStageRerank(BaseNodePostprocessor):
             defaults to its ``top_k``, its recall is not used; nodes' metadata carry ``"pipeline"``, the spec
             string (stored in the ``pipeline`` field).
         preset: A preset name (instead of ``pipeline``).
+        min_score: Drop nodes whose rerank score is below it, like ``SimilarityPostprocessor``'s
+            ``similarity_cutoff`` (a spec's by default; None keeps ``top_n``); fewer nodes, or none, is a valid
+            answer. It must lie in the range of the reranker's ``score_kind`` (docs/scores.md).
 
     Raises:
-        InvalidParameterError: If ``top_n`` is below 1, ``reranker`` and ``model`` name different models, or
-            ``reranker``/``model``/``top_n`` contradict a spec.
+        InvalidParameterError: If ``top_n`` is below 1, ``reranker`` and ``model`` name different models,
+            ``reranker``/``model``/``top_n`` contradict a spec, or ``min_score`` is not a number.
         ModelNotFoundError: If a path-like model name does not exist.
         PipelineSpecError: The spec cannot be read, or both ``pipeline`` and ``preset`` are given.
 
@@ -120,6 +123,7 @@ class TwoStageRerank(BaseNodePostprocessor):
     keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in metadata.")
     metadata_mode: MetadataMode = Field(default=MetadataMode.EMBED, description="Node content the reranker reads.")
     pipeline: str | None = Field(default=None, description="The pipeline spec whose stages rerank (None: model's).")
+    min_score: float | None = Field(default=None, description="Drop nodes scored below it (None: keep top_n).")
 
     _reranker: Reranker = PrivateAttr()
 
@@ -134,8 +138,10 @@ class TwoStageRerank(BaseNodePostprocessor):
         callback_manager: CallbackManager | None = None,
         pipeline: SpecLike = None,
         preset: str | None = None,
+        min_score: float | None = None,
     ) -> None:
         spec = spec_from(pipeline, preset)
+        min_score = check_min_score(spec.min_score if min_score is None and spec is not None else min_score)
         if top_n is not _UNSET and top_n is not None:
             check_positive_int(top_n, "top_n")
         if spec is None:
@@ -150,6 +156,7 @@ class TwoStageRerank(BaseNodePostprocessor):
             model=reranker.name,
             pipeline=None if spec is None else str(spec),
             top_n=top_n,
+            min_score=min_score,
             keep_retrieval_score=keep_retrieval_score,
             metadata_mode=metadata_mode,
             callback_manager=callback_manager or CallbackManager(),
@@ -224,6 +231,9 @@ class TwoStageRerank(BaseNodePostprocessor):
 
     def _finish(self, nodes: Sequence[NodeWithScore], hits: Sequence[Hit]) -> list[NodeWithScore]:
         rerank_kind = score_kind_of(self._reranker, "rerank")
+        if self.min_score is not None:
+            check_min_score(self.min_score, rerank_kind)
+            hits = threshold_hits(hits, self.min_score, "input", rerank_kind)
         out = []
         for hit in hits:
             original = nodes[hit.recall_rank - 1]
@@ -379,6 +389,7 @@ class TwoStageRetriever(BaseRetriever):
         pipeline: The core pipeline doing the work.
         limit: Candidates recalled by stage 1 (default: ``pipeline.limit``).
         top_k: Nodes returned (default: ``pipeline.top_k``).
+        min_score: Drop nodes scored below it (default: ``pipeline.min_score``); fewer, or none, is valid.
         filters: LlamaIndex ``MetadataFilters``, translated to a Chroma ``where`` now.
         where_document: A Chroma document filter, passed as is.
         callback_manager: LlamaIndex callbacks.
@@ -403,12 +414,14 @@ class TwoStageRetriever(BaseRetriever):
         where_document: Mapping[str, Any] | None = None,
         callback_manager: CallbackManager | None = None,
         verbose: bool = False,
+        min_score: float | None = None,
     ) -> None:
         super().__init__(callback_manager=callback_manager, verbose=verbose)
         self.pipeline = pipeline
         self.limit, self.top_k = check_limit_top_k(
             pipeline.limit if limit is None else limit, pipeline.top_k if top_k is None else top_k
         )
+        self.min_score = check_min_score(pipeline.min_score if min_score is None else min_score)
         self.filters = filters
         self.where = filters_to_where(filters)  # translated now so a bad filter fails at construction
         self.where_document = dict(where_document) if where_document else None
@@ -470,7 +483,8 @@ class TwoStageRetriever(BaseRetriever):
         return cls(pipeline_for(stage1, reranker, limit=limit, top_k=top_k, pipeline=pipeline, preset=preset), **kwargs)
 
     def _kwargs(self) -> dict[str, Any]:
-        return {"limit": self.limit, "top_k": self.top_k, "where": self.where, "where_document": self.where_document}
+        where = {"where": self.where, "where_document": self.where_document}
+        return {"limit": self.limit, "top_k": self.top_k, "min_score": self.min_score, **where}
 
     def _nodes(self, hits: Sequence[Hit]) -> list[NodeWithScore]:
         recall_kind, rerank_kind = pipeline_score_kinds(self.pipeline)

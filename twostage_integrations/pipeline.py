@@ -14,6 +14,7 @@ from .hit import Hit
 from .recall.base import AddResult, Recall
 from .rerank.base import Reranker
 from .rerank.cascade import as_cascade
+from .scores import check_min_score, pipeline_score_kinds, threshold_hits
 from .validation import check_limit_top_k, check_query
 
 if TYPE_CHECKING:
@@ -80,9 +81,13 @@ class TwoStagePipeline:
             ``top_k`` cuts the last).
         limit: Candidates stage 1 returns per query (default for every search).
         top_k: Hits kept after stage 2 (default for every search).
+        min_score: Drop hits whose final ``score`` is below this (default for every search; ``None`` keeps
+            ``top_k``). Fewer than ``top_k`` hits, or none, is then a valid answer. It must lie in the range of the
+            last stage's ``score_kind`` (docs/scores.md): e.g. 0..1 for ``ce_calibrated``, P(relevant).
 
     Raises:
-        InvalidParameterError: If ``limit`` or ``top_k`` is below 1, or ``top_k > limit``.
+        InvalidParameterError: If ``limit`` or ``top_k`` is below 1, ``top_k > limit``, or ``min_score`` is not a
+            finite number (outside its kind's range: raised by the first search, which knows the kind).
 
     >>> from twostage_integrations import ChromaRecall, CrossEncoderReranker, TwoStagePipeline
     >>> pipe = TwoStagePipeline(ChromaRecall("docs"), CrossEncoderReranker(), limit=20, top_k=5)  # doctest: +SKIP
@@ -97,8 +102,10 @@ class TwoStagePipeline:
         *,
         limit: int = 20,
         top_k: int = 5,
+        min_score: float | None = None,
     ) -> None:
         self.limit, self.top_k = check_limit_top_k(limit, top_k)
+        self.min_score = check_min_score(min_score)
         self.recall = recall
         if isinstance(reranker, (list, tuple)):  # [(tiny, 30), (ce, 5)]: a multi-stage cascade
             reranker = as_cascade(reranker)
@@ -156,7 +163,7 @@ class TwoStagePipeline:
         chroma = {"collection": collection, "db": db, "host": host, "port": port, "embedding_model": embedding_model}
         stage1 = build_recall(parsed, recall, **chroma)
         stage2 = build_reranker(parsed, backend=rerank_backend, **reranker_kwargs)
-        pipe = cls(stage1, stage2, limit=parsed.recall.limit, top_k=parsed.top_k)
+        pipe = cls(stage1, stage2, limit=parsed.recall.limit, top_k=parsed.top_k, min_score=parsed.min_score)
         pipe.spec = parsed
         return pipe
 
@@ -199,6 +206,16 @@ class TwoStagePipeline:
         check_query(query)
         return check_limit_top_k(self.limit if limit is None else limit, self.top_k if top_k is None else top_k)
 
+    def final_score_kind(self) -> str:
+        """The ``score_kind`` of the hits' final score: the reranker's, else stage 1's (docs/scores.md)."""
+        recall_kind, rerank_kind = pipeline_score_kinds(self)
+        return rerank_kind or recall_kind
+
+    def _min_score(self, min_score: float | None) -> float | None:
+        """The threshold of this search (the pipeline's when None), checked against the final score kind."""
+        min_score = self.min_score if min_score is None else check_min_score(min_score)
+        return None if min_score is None else check_min_score(min_score, self.final_score_kind())
+
     def run(
         self,
         query: str,
@@ -207,6 +224,7 @@ class TwoStagePipeline:
         top_k: int | None = None,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
         **recall_kwargs: Any,
     ) -> SearchResult:
         """Search and return hits, stage-1 candidates and timings.
@@ -215,6 +233,7 @@ class TwoStagePipeline:
             query: The query text.
             limit: Candidates from stage 1; ``None`` uses the pipeline's.
             top_k: Hits kept after stage 2; ``None`` uses the pipeline's.
+            min_score: Drop hits scored below it; ``None`` uses the pipeline's (see the class).
             where: A Chroma metadata filter for stage 1.
             where_document: A Chroma document-content filter for stage 1.
             **recall_kwargs: Passed to stage 1's ``search`` (e.g. ``num_candidates`` for Chroma).
@@ -224,13 +243,16 @@ class TwoStagePipeline:
 
         Raises:
             InvalidQueryError: If the query is empty, blank or not a string.
-            InvalidParameterError: If ``limit``/``top_k`` are out of range.
+            InvalidParameterError: If ``limit``/``top_k``/``min_score`` are out of range.
         """
         limit, top_k = self._args(query, limit, top_k)
+        threshold = self._min_score(min_score)
         t0 = time.perf_counter()
         candidates = self.recall.search(query, limit, where=where, where_document=where_document, **recall_kwargs)
         t1 = time.perf_counter()
         hits = self.reranker.rerank(query, candidates, top_k) if self.reranker else candidates[:top_k]
+        if threshold is not None:
+            hits = threshold_hits(hits, threshold, *pipeline_score_kinds(self))
         timings = StageTimings(recall_s=t1 - t0, rerank_s=time.perf_counter() - t1 if self.reranker else 0.0)
         self.last_timings = timings
         return SearchResult(hits=hits, timings=timings, candidates=candidates)
@@ -243,6 +265,7 @@ class TwoStagePipeline:
         top_k: int | None = None,
         where: Mapping[str, Any] | None = None,
         where_document: Mapping[str, Any] | None = None,
+        min_score: float | None = None,
         **recall_kwargs: Any,
     ) -> SearchResult:
         """Async :meth:`run`: model and database work happen off the event loop.
@@ -251,6 +274,7 @@ class TwoStagePipeline:
             query: The query text.
             limit: Candidates from stage 1; ``None`` uses the pipeline's.
             top_k: Hits kept after stage 2; ``None`` uses the pipeline's.
+            min_score: Drop hits scored below it; ``None`` uses the pipeline's (see the class).
             where: A Chroma metadata filter for stage 1.
             where_document: A Chroma document-content filter for stage 1.
             **recall_kwargs: Passed to stage 1's ``asearch``.
@@ -260,15 +284,18 @@ class TwoStagePipeline:
 
         Raises:
             InvalidQueryError: If the query is empty, blank or not a string.
-            InvalidParameterError: If ``limit``/``top_k`` are out of range.
+            InvalidParameterError: If ``limit``/``top_k``/``min_score`` are out of range.
         """
         limit, top_k = self._args(query, limit, top_k)
+        threshold = self._min_score(min_score)
         t0 = time.perf_counter()
         candidates = await self.recall.asearch(
             query, limit, where=where, where_document=where_document, **recall_kwargs
         )
         t1 = time.perf_counter()
         hits = await self.reranker.arerank(query, candidates, top_k) if self.reranker else candidates[:top_k]
+        if threshold is not None:
+            hits = threshold_hits(hits, threshold, *pipeline_score_kinds(self))
         timings = StageTimings(recall_s=t1 - t0, rerank_s=time.perf_counter() - t1 if self.reranker else 0.0)
         self.last_timings = timings
         return SearchResult(hits=hits, timings=timings, candidates=candidates)
@@ -300,5 +327,7 @@ class TwoStagePipeline:
     def __repr__(self) -> str:
         return (
             f"TwoStagePipeline(recall={self.recall!r}, reranker={self.reranker!r}, "
-            f"limit={self.limit}, top_k={self.top_k})"
+            f"limit={self.limit}, top_k={self.top_k}"
+            + ("" if self.min_score is None else f", min_score={self.min_score}")
+            + ")"
         )

@@ -7,8 +7,11 @@ score of the last stage that ran; ``score_kind`` names that stage and its scale,
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any, Protocol
 
+from .errors import InvalidParameterError
 from .hit import Hit
 
 #: Every kind our own classes report, with what the number means (docs/scores.md renders the same table).
@@ -19,6 +22,7 @@ SCORE_KINDS: dict[str, str] = {
     "ce_sigmoid": "cross-encoder probability of relevance, 0..1 (sigmoid head, e.g. our SciFact model)",
     "ce_logit": "cross-encoder raw logit, unbounded (models saved with an identity activation)",
     "ce": "cross-encoder output whose activation could not be determined",
+    "ce_calibrated": "probability the passage is relevant, 0..1, calibrated on labelled pairs (calibration.json)",
     "cohere": "Cohere relevance_score, 0..1 (CohereReranker, or `twostage serve` behind it)",
     "rerankers": "the rerankers library backend's own score; scale per model type (RerankersReranker)",
     "rerankers_rank": "a listwise rerankers backend's order (RankGPT, RankLLM): score = 1/position",
@@ -31,6 +35,80 @@ SCORE_KINDS: dict[str, str] = {
     "recall": "a custom stage 1 that does not declare its score_kind",
     "rerank": "a custom reranker that does not declare its score_kind",
 }
+
+
+#: The range each kind's scores can take, ``(low, high)``; ``None`` is unbounded on that side. A kind missing
+#: here (a custom stage's own) is unbounded both ways. ``min_score`` must fall inside its kind's range.
+SCORE_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "cosine": (-1.0, 1.0),
+    "bm25": (0.0, None),
+    "rrf": (0.0, 2.0),
+    "ce_sigmoid": (0.0, 1.0),
+    "ce_calibrated": (0.0, 1.0),
+    "ce_tanh": (-1.0, 1.0),
+    "cohere": (0.0, 1.0),
+    "rerankers_rank": (0.0, 1.0),
+    "voyage": (0.0, 1.0),
+    "fused_rrf": (0.0, None),
+    "fused_minmax": (0.0, 1.0),
+    "fallback_recall": (0.0, 1.0),
+    "fake_overlap": (0.0, 1.0),
+}
+
+
+def check_min_score(min_score: object, kind: str | None = None, *, name: str = "min_score") -> float | None:
+    """``min_score`` as a float, checked against the range of the scores it will be compared with.
+
+    Args:
+        min_score: The threshold (``None``: no threshold).
+        kind: The score kind it applies to (see :data:`SCORE_RANGES`); ``None`` checks only that it is a number.
+        name: The parameter's name, which the message starts with.
+
+    Returns:
+        ``None`` or the threshold as a float.
+
+    Raises:
+        InvalidParameterError: Not a finite number, or outside the range of ``kind`` (e.g. 1.5 for a 0..1 kind).
+    """
+    if min_score is None:
+        return None
+    if isinstance(min_score, bool) or not isinstance(min_score, (int, float)) or not math.isfinite(min_score):
+        raise InvalidParameterError(f"{name} must be a finite number, got {min_score!r}", parameter=name)
+    low, high = SCORE_RANGES.get(kind or "", (None, None))
+    if (low is not None and min_score < low) or (high is not None and min_score > high):
+        span = f"{'-inf' if low is None else f'{low:g}'}..{'inf' if high is None else f'{high:g}'}"
+        raise InvalidParameterError(
+            f"{name}={min_score:g} is outside the range of {kind} scores ({span}); see docs/scores.md",
+            parameter=name,
+        )
+    return float(min_score)
+
+
+def threshold_hits(
+    hits: Sequence[Hit], min_score: float | None, recall_kind: str = "recall", rerank_kind: str | None = None
+) -> list[Hit]:
+    """The hits whose final ``score`` is at least ``min_score`` (all of them for ``None``), order kept.
+
+    A hit whose reranker fell back to recall order (kind ``fallback_recall``: its score is ``1/position``, not
+    on the threshold's scale) is kept: nothing judged it.
+
+    Args:
+        hits: Hits, best first.
+        min_score: The threshold.
+        recall_kind: Stage 1's kind (see :func:`pipeline_score_kinds`).
+        rerank_kind: The reranker's kind, ``None`` without one.
+
+    Returns:
+        The kept hits; possibly none, which is a valid answer ("nothing relevant").
+    """
+    if min_score is None:
+        return list(hits)
+    return [
+        h
+        for h in hits
+        if h.score >= min_score
+        or hit_score_kind(h, recall_kind=recall_kind, rerank_kind=rerank_kind) == "fallback_recall"
+    ]
 
 
 def score_kind_of(stage: Any, default: str) -> str:
@@ -55,9 +133,12 @@ def cross_encoder_score_kind(reranker: Any) -> str:
             ``activation_fn`` (sentence-transformers) or ``activation`` is read.
 
     Returns:
+        ``"ce_calibrated"`` when the reranker applies a calibration (its ``calibration`` is set), else
         ``"ce_sigmoid"``, ``"ce_logit"`` (identity), ``"ce_<name>"`` for another activation, or ``"ce"`` when
         there is none to read.
     """
+    if getattr(reranker, "calibration", None) is not None:
+        return "ce_calibrated"
     model = getattr(reranker, "model", None)
     activation = getattr(reranker, "activation", None)
     if activation is None:  # sentence-transformers' CrossEncoder, or our ONNX engine (a name)

@@ -12,4 +12,4 @@ from . import serve  # noqa: F401
 __all__ = ["app"]
 from . import bench  # noqa: F401
 from . import finetune  # noqa: F401
-from . import doctor  # noqa: F401
+from . import calibrate, doctor  # noqa: F401

@@ -32,6 +32,13 @@ if TYPE_CHECKING:
     from ..spec import PipelineSpec
 
 DEFAULT_PLOT_LIMITS = "10,20,50,100"
+MinScoreOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Also report what this threshold on the final score keeps of each query's --top-k: precision, recall, "
+        "and how often nothing is returned though a relevant document was among the candidates.",
+    ),
+]
 
 
 def _engine_lines(console, rerankers) -> list[dict]:
@@ -86,6 +93,7 @@ def eval_command(
         int | None, typer.Option(help="Hybrid: candidates from each arm before fusion (default: --limit).")
     ] = None,
     max_queries: Annotated[int | None, typer.Option(help="Evaluate only the first N judged queries.")] = None,
+    min_score: MinScoreOpt = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the numbers as JSON to this file.")
     ] = None,
@@ -131,8 +139,42 @@ def eval_command(
     options: dict[str, Any] = dict(recall=spec.recall.kind, top_k=spec.top_k, reranker=cascade, db=db)
     rrf = 60.0 if spec.recall.rrf_k is None else spec.recall.rrf_k  # evaluate's (and the spec's) default
     options.update(embedding_model=embedding_model, rrf_k=rrf, candidates_per_arm=spec.recall.per_arm)
-    report = evaluate(data, limit=spec.recall.limit, **options)
+    threshold = spec.min_score if min_score is None else min_score  # a --pipeline may carry min_score=X
+    report = evaluate(data, limit=spec.recall.limit, min_score=threshold, **options)
     _write_results(report, data, cascade, options, limits, spec, plot=plot, json_out=json_out)
+
+
+def score_lines(scores: dict[str, Any]) -> list[str]:
+    """The final scores' calibration (ECE, Brier) and a --min-score's effect, one line each (docs/evaluation.md).
+
+    Args:
+        scores: ``EvalReport.scores``.
+
+    Returns:
+        The lines (none when there is nothing to say).
+    """
+    lines = []
+    cal, kept = scores.get("calibration"), scores.get("min_score")
+    if cal:
+        where = f"{scores['pairs']} candidates labelled by qrels ({scores['relevant']} relevant), {cal['bins']} bins"
+        if "before" in cal:
+            b, a = cal["before"], cal["after"]
+            lines.append(
+                f"calibration ({scores['score_kind']}, {cal['fitted']}): ECE {b['ece']:.4f} -> {a['ece']:.4f}, "
+                f"Brier {b['brier']:.4f} -> {a['brier']:.4f} on {where}"
+            )
+        else:
+            s = cal["scores"]
+            lines.append(f"calibration ({scores['score_kind']}): ECE {s['ece']:.4f}, Brier {s['brier']:.4f} on {where}")
+    if kept:
+        t, o = kept["threshold"], kept["top_k_only"]
+        lines.append(
+            f"min_score {kept['value']:g} within top {kept['top_k']}: precision {o['precision']:.3f} -> "
+            f"{t['precision']:.3f}, recall {o['recall']:.3f} -> {t['recall']:.3f}, results/query "
+            f"{o['results_per_query']:.2f} -> {t['results_per_query']:.2f}; nothing returned for "
+            f"{kept['empty']:.1%} of queries ({kept['empty_with_relevant_candidate']:.1%} had a relevant candidate)"
+        )
+    return lines
 
 
 def check_outputs(paths: list[Path | None]) -> None:
@@ -194,6 +236,8 @@ def _write_results(
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=160)
     console.print(report.table())
+    for line in score_lines(report.scores):
+        console.print(line, markup=False, highlight=False)
     payload = {"pipeline": str(spec), **report.to_dict()}
     if cascade:
         payload["rerank_engines"] = _engine_lines(console, [r for r, _ in cascade.stages])

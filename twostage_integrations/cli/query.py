@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..recall.factory import DEFAULT_RECALL
-from ..scores import hit_score_kind, pipeline_score_kinds
+from ..scores import check_min_score, hit_score_kind, pipeline_score_kinds
 from .app import (
     CollectionOpt,
     DbOpt,
@@ -85,6 +86,13 @@ def query(
             '\'{"source": "notes/aspirin.md"}\' (ingest stores both).',
         ),
     ] = None,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            help="Drop results scored below this (in the final score's kind, see docs/scores.md; e.g. 0.5 with a "
+            "calibrated reranker): fewer than --top-k, or 'nothing relevant', is then a valid answer.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     db: DbOpt = None,
     host: HostOpt = None,
@@ -113,16 +121,19 @@ def query(
     options: dict[str, Any] = {"recall": recall_kind, "rerank_model": rerank_model, "rerank_backend": rerank_backend}
     options.update(rerank_max_length=rerank_max_length, long_docs=long_docs)
     spec = pipeline_spec(pipeline, preset, limit=limit, top_k=top_k, no_rerank=no_rerank, **options)
+    if min_score is not None:  # the option over a --pipeline's min_score=X; the --json "pipeline" says which ran
+        spec = replace(spec, min_score=min_score)
     if num_candidates is not None and spec.recall.kind == "bm25":
         raise fail("--num-candidates tunes dense (HNSW) search; it does not apply to --recall bm25")
     recall = make_recall(collection, db, host, port, embedding_model, spec)
     recall.collection  # noqa: B018 - fail on a missing collection before loading the reranker
     pipe = TwoStagePipeline.from_spec(spec, recall)
+    check_min_score(pipe.min_score, pipe.final_score_kind())  # out of range: exit 2 before any search
     extra: dict[str, Any] = {"num_candidates": num_candidates} if num_candidates is not None else {}
     # Warm stage 1 (embedding model load, BM25 index load) so the timings printed are per-query costs.
     recall.search(text, 1, where=where)
     result = pipe.run(text, where=where, **extra)
-    if not result.hits:
+    if not result.hits and not (pipe.min_score is not None and result.candidates):
         typer.echo(_no_results_hint(recall, collection, where), err=True)
     if evidence_only:
         _print_evidence(text, collection, pipe, result, as_json=as_json)
@@ -160,6 +171,7 @@ def _json_payload(text: str, collection: str, pipe: TwoStagePipeline, result: Se
         "pipeline": str(pipe.spec) if pipe.spec is not None else None,
         "limit": pipe.limit,
         "top_k": pipe.top_k,
+        "min_score": pipe.min_score,
         "rerank_model": pipe.reranker.name if pipe.reranker else None,
         "score_kind": _result_score_kind(pipe, result),
         "hits": [h.to_dict() for h in result.hits],
@@ -199,6 +211,8 @@ def _print_table(text: str, pipe: TwoStagePipeline, result: SearchResult, where:
     if not result.hits:
         # no empty table under a "0 recalled, reranked by ..." header: say what came back, and why
         why = f"no passage matches --filter {json.dumps(where, ensure_ascii=False)}" if where else "no results"
+        if result.candidates and pipe.min_score is not None:  # recalled, but none scored high enough
+            why = f"nothing relevant: none of the {len(result.candidates)} candidates scored >= {pipe.min_score:g}"
         console.print(f"{text!r} — {why}", markup=False, highlight=False)
     else:
         title = f"{text!r} — {len(result.candidates)} recalled, " + (

@@ -91,6 +91,7 @@ class EvalReport:
         stages: Recall first, then each rerank stage.
         index_seconds: Seconds spent indexing (or loading the cached index).
         config: Other settings (``rrf_k``, ``candidates_per_arm``, the reranker's name).
+        scores: The final scores' kind, ECE/Brier (before/after a calibration) and a ``min_score``'s effect.
     """
 
     dataset: str
@@ -104,6 +105,7 @@ class EvalReport:
     stages: list[StageReport] = field(default_factory=list)
     index_seconds: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
+    scores: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what ``twostage eval --json`` writes).

@@ -6,7 +6,7 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,8 +20,10 @@ from ..recall.factory import recall_by_kind
 from ..rerank.base import BaseReranker, Reranker
 from ..rerank.cache import ScoreCache
 from ..rerank.cascade import Cascade, as_cascade
+from ..scores import check_min_score, score_kind_of
 from ..validation import check_positive_int
 from .beir import BeirDataset, index_corpus, load_beir
+from .calibration_metrics import score_report
 from .metrics import compute_metrics
 from .report import EvalReport, StageReport
 
@@ -119,6 +121,7 @@ class _Runs:
     rankings: list[dict[str, list[str]]]
     seconds: list[float]
     sizes: list[list[int]]
+    final: dict[str, list[tuple[str, float]]] = field(default_factory=dict)  # the last stage's (id, score)
 
 
 def _run_queries(
@@ -146,6 +149,7 @@ def _run_queries(
             outputs = [(candidates, 0.0)]
             if cascade:
                 outputs += [(o.hits, o.seconds) for o in cascade.run(text, candidates)]
+            runs.final[qid] = [(h.id, h.score) for h in outputs[-1][0]]
             for i, (hits, secs) in enumerate(outputs):
                 runs.rankings[i][qid] = [h.id for h in hits]
                 runs.sizes[i].append(len(hits))
@@ -189,6 +193,7 @@ def evaluate(
     rrf_k: float = 60.0,
     candidates_per_arm: int | None = None,
     progress: bool = True,
+    min_score: float | None = None,
 ) -> EvalReport:
     """Recall ``limit`` candidates per query, rerank them, and measure every stage (each on its own output).
 
@@ -207,9 +212,12 @@ def evaluate(
         rrf_k: The RRF constant of ``"hybrid"``.
         candidates_per_arm: Hits each hybrid arm returns (default: ``limit``).
         progress: Show progress bars.
+        min_score: Also measure this threshold on the final scores (``report.scores["min_score"]``).
 
     Returns:
-        The configuration and one :class:`StageReport` per stage (recall first).
+        The configuration, one :class:`StageReport` per stage (recall first), and ``scores``: the final scores'
+        ECE/Brier (before/after a calibration) and the threshold's precision/recall (see
+        :func:`~twostage_integrations.evaluation.calibration_metrics.score_report`).
 
     Raises:
         MissingDependencyError: If ``ir-measures`` (or ``bm25s`` for BM25/hybrid) is missing; before indexing.
@@ -235,8 +243,29 @@ def evaluate(
         candidates_per_arm=candidates_per_arm,
         progress=progress,
     )
+    kind = score_kind_of(cascade, "rerank") if cascade else score_kind_of(stage1.retriever, "recall")
+    check_min_score(min_score, kind)  # before the queries run, not after them
     runs = _run_queries(stage1.retriever, cascade, data.queries, limit, progress)
-    report = EvalReport(
+    report = _new_report(data, stage1, limit, top_k, cascade, rrf_k, candidates_per_arm)
+    names = [f"recall ({stage1.name})"] + (_stage_names(cascade) if cascade else [])
+    report.stages.extend(_stage_reports(data, runs, names, limit, top_k))
+    calibration = getattr(cascade.stages[-1][0], "calibration", None) if kind == "ce_calibrated" and cascade else None
+    report.scores = score_report(data.qrels, runs.final, kind=kind, top_k=top_k, calibration=calibration,
+                                 min_score=min_score)  # fmt: skip
+    return report
+
+
+def _new_report(
+    data: BeirDataset,
+    stage1: _Stage1,
+    limit: int,
+    top_k: int,
+    cascade: Cascade | None,
+    rrf_k: float,
+    candidates_per_arm: int | None,
+) -> EvalReport:
+    """The report's configuration, before any stage is measured."""
+    return EvalReport(
         dataset=data.name,
         split=data.split,
         recall=stage1.name,
@@ -252,9 +281,6 @@ def evaluate(
             "reranker": cascade.name if cascade else None,
         },
     )
-    names = [f"recall ({stage1.name})"] + (_stage_names(cascade) if cascade else [])
-    report.stages.extend(_stage_reports(data, runs, names, limit, top_k))
-    return report
 
 
 def _stage_names(cascade: Cascade) -> list[str]:

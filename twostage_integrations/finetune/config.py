@@ -165,6 +165,14 @@ class FinetuneConfig:
     eval_max_queries: int | None = field(
         default=None, metadata=_meta(MAY_DIFFER, "Evaluate on the first N judged queries only.")
     )
+    skip_calibration: bool = field(
+        default=False,
+        metadata=_meta(
+            RUN,
+            "Do not fit calibration.json (score -> P(relevant)) on up to 200 training queries at the end.",
+            flags=("--skip-calibration",),
+        ),
+    )
     max_queries: int | None = field(
         default=None,
         metadata=_meta(MUST_MATCH, "Train on at most N queries (label-free: a seeded sample of documents)."),

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidDocumentError, InvalidParameterError, ModelLoadError
+from ..errors import InvalidDocumentError, InvalidParameterError, ModelLoadError, TwoStageError
 from ..evaluation.beir import BeirDataset, index_corpus, load_beir
 from ..evaluation.report import EvalReport
 from ..evaluation.runner import evaluate, missing_beir_file, require_beir
@@ -155,8 +155,31 @@ def finetune(
         _evaluate(result, dataset, config.base, plain, db=config.db, embedding_model=config.embedding_model,
                   progress=progress)  # fmt: skip
         write_card(out_dir, result)
-        (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
+    if not config.skip_calibration and config.pairs == "qrels":
+        _calibrate(result, dataset, config, progress=progress)
+    (out_dir / "finetune.json").write_text(json.dumps(result.to_dict(), indent=2))
     return result
+
+
+# Training queries the end-of-run calibration uses at most: a short step next to training.
+CALIBRATION_QUERIES = 200
+
+
+def _calibrate(result: FinetuneResult, dataset: Path, config: FinetuneConfig, *, progress: bool) -> None:
+    """Fit calibration.json for the new model on its training split (see ``twostage calibrate``); a failure is
+    logged, not raised: the trained model is already saved."""
+    from .calibrate import calibrate
+
+    n = CALIBRATION_QUERIES if config.max_queries is None else min(config.max_queries, CALIBRATION_QUERIES)
+    try:
+        done = calibrate(dataset, str(result.out_dir), split=config.split, recall=config.recall,
+                         limit=config.eval_limit, max_queries=n, db=config.db, embedding_model=config.embedding_model,
+                         progress=progress)  # fmt: skip
+    except TwoStageError as exc:
+        logger.warning("calibration skipped (%s); run twostage calibrate later", exc)
+        return
+    result.model_info["calibration"] = {"path": str(done.path), "method": done.calibration.method,
+                                        **done.calibration.metrics["after"]}  # fmt: skip
 
 
 def check_dataset(dataset_dir: str | os.PathLike[str], config: FinetuneConfig) -> FinetuneConfig:

@@ -141,6 +141,10 @@ class CrossEncoderReranker(BaseReranker):
             its text and that window's score. Passages that fit score exactly as with ``"first"``.
         window: Tokens of passage per window (default: what fits beside the query; never more).
         stride: Tokens between window starts (default: 60% of the window).
+        calibration: ``None``/``"auto"``: apply the model's ``calibration.json`` when there is one (beside the
+            model folder, or in the cache for hub models; made by ``twostage calibrate``); ``False``: raw scores;
+            a path or a :class:`~twostage_integrations.rerank.calibration.Calibration`: that one. Calibrated
+            scores are P(relevant), 0..1 (``score_kind`` ``"ce_calibrated"``); the ranking is unchanged.
 
     Raises:
         InvalidParameterError: An unknown backend, activation or ``long_docs``, a non-positive size, a GPU
@@ -159,10 +163,8 @@ class CrossEncoderReranker(BaseReranker):
     # Class-level defaults: a subclass that skips __init__ (a test double, a wrapper) behaves as long_docs="first".
     long_docs: str = "first"
     splitter: WindowSplitter | None = None
-    # Class-level defaults: a subclass that skips __init__ (a test double, a wrapper) behaves as long_docs="first".
-    long_docs: str = "first"
-    splitter: WindowSplitter | None = None
     score_kind = property(cross_encoder_score_kind)  # ce_sigmoid / ce_logit from the activation; docs/scores.md
+    calibration: Any = None  # the Calibration applied to every score (see rerank/calibration.py), or None
 
     def __init__(
         self,
@@ -177,6 +179,7 @@ class CrossEncoderReranker(BaseReranker):
         long_docs: str = "first",
         window: int | None = None,
         stride: int | None = None,
+        calibration: bool | str | os.PathLike[str] | Any = None,
     ) -> None:
         from ..errors import InvalidParameterError
 
@@ -196,6 +199,7 @@ class CrossEncoderReranker(BaseReranker):
         self.engine: CrossEncoderEngine
         #: How ``backend="auto"`` chose (None when an engine was named).
         self.engine_pick: EnginePick | None = None
+        folder: Any = None  # the model folder (ONNX); looked up only when a calibration file is, for torch
         if requested == AUTO:
             self.engine_pick, self.engine = _auto_engine(
                 self.name, batch_size=batch_size, max_length=max_length, device=device, threads=threads,
@@ -225,6 +229,7 @@ class CrossEncoderReranker(BaseReranker):
         self.max_length = self.engine.max_length
         self.long_docs = long_docs
         self.splitter = self._splitter(window, stride) if long_docs != "first" else None
+        self._calibrate(calibration, folder)
 
     def _splitter(self, window: int | None, stride: int | None) -> WindowSplitter:
         """The window splitter on the engine's own tokenizer (checked against the engine's real limit)."""
@@ -237,6 +242,17 @@ class CrossEncoderReranker(BaseReranker):
                 f"has none: use long_docs='first'"
             )
         return WindowSplitter(tokenizer, self.max_length, window=window, stride=stride)
+
+    def _calibrate(self, setting: Any, folder: Any) -> None:
+        """Load the calibration ``setting`` names (see the class); ``base_score_kind`` is the raw scores' kind."""
+        from .calibration import resolve_calibration
+        from .onnx_export import snapshot
+
+        self.calibration = None
+        self.base_score_kind = cross_encoder_score_kind(self)
+        self.calibration = resolve_calibration(
+            setting, self.name, folder or (lambda: snapshot(self.name, True)), self.base_score_kind
+        )
 
     @property
     def model(self) -> Any:
@@ -294,8 +310,13 @@ class CrossEncoderReranker(BaseReranker):
             return []
         scores = self.engine.predict(pairs)
         self._report_truncation(self.engine.last_stats)
-        # Plain floats: numpy float32 breaks JSON serialisation downstream. Multi-label models: first label.
-        return [float(s) for s in scores[:, 0]]
+        first = scores[:, 0]  # multi-label models: the first label
+        if self.calibration is not None:
+            from .calibration import to_logit
+
+            first = self.calibration.apply_logit(to_logit(first, self.base_score_kind))
+        # Plain floats: numpy float32 breaks JSON serialisation downstream.
+        return [float(s) for s in first]
 
     def score_pairs_with_evidence(
         self, pairs: Sequence[tuple[str, str]], *, how: str | None = None, limit: int | None = None

@@ -22,6 +22,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from ..errors import TwoStageError
+from ..scores import check_min_score
 from .openapi import documented, probe_responses
 from .schemas import (
     DEFAULT_MAX_QUERY_CHARS,
@@ -81,18 +83,34 @@ class RouteSettings:
 router = APIRouter()
 
 
-def rank_order(scores: list[float], top_n: int | None = None) -> list[int]:
+def rank_order(scores: list[float], top_n: int | None = None, min_score: float | None = None) -> list[int]:
     """Document indices best first (stable: ties keep document order), cut to ``top_n``.
 
     Args:
         scores: one score per document.
         top_n: how many to keep (``None``: all).
+        min_score: drop documents scored below it (``None``: none dropped); fewer, or none, may remain.
 
     Returns:
         Indices into ``scores``.
     """
     order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    return order if top_n is None else order[:top_n]
+    order = order if top_n is None else order[:top_n]
+    return order if min_score is None else [i for i in order if scores[i] >= min_score]
+
+
+def min_score_warnings(request: Request, min_score: float | None) -> list[str]:
+    """``meta.warnings`` for a ``min_score`` outside the range of the served ``score_kind``: the body is valid by
+    the schema (which cannot know the served kind), so it is answered, with no results above the range's top
+    (or every ``top_n`` below its bottom), and the warning says why."""
+    reranker = _service(request).reranker
+    if min_score is None or reranker is None:
+        return []
+    try:
+        check_min_score(min_score, getattr(reranker, "score_kind", None))
+    except TwoStageError as exc:
+        return [str(exc)]
+    return []
 
 
 def word_count(query: str, documents: list[str]) -> int:
@@ -273,9 +291,9 @@ async def rerank(request: Request) -> V2Response:
             document=DocumentText(text=req.documents[i]) if req.return_documents else None,
             evidence=evidence[i],
         )
-        for i in rank_order(scores, req.top_n)
+        for i in rank_order(scores, req.top_n, req.min_score)
     ]
-    warnings = req.warnings_for(_service(request).can_window())
+    warnings = req.warnings_for(_service(request).can_window()) + min_score_warnings(request, req.min_score)
     return V2Response(id=str(uuid.uuid4()), results=results, meta=_meta("2", len(req.documents), warnings))
 
 
@@ -297,10 +315,11 @@ async def rerank_tei(request: Request) -> list[TeiRank]:
 async def rerank_v1(request: Request) -> V1Response:
     """Cohere v1 / Jina / Infinity (``results``) and Voyage (``data``, ``usage.total_tokens``) in one body."""
     req = V1Request.parse(await read_json(request), _settings(request).max_documents)
+    warnings = min_score_warnings(request, req.min_score)
     invert = _service(request).raw_scorer() if req.raw_scores else float
     scores = await score(request, req.query, req.documents)
     data, results = [], []
-    for i in rank_order(scores, req.top):
+    for i in rank_order(scores, req.top, req.min_score):
         text = req.documents[i] if req.return_documents else None
         data.append(V1Data(index=i, relevance_score=invert(scores[i]), document=text))  # Voyage: the string
         # Cohere v1 and Jina: an object; Infinity: the string
@@ -313,7 +332,7 @@ async def rerank_v1(request: Request) -> V1Response:
         results=results,
         data=data,
         usage=Usage(prompt_tokens=words, total_tokens=words),
-        meta=_meta("1", len(req.documents)),
+        meta=_meta("1", len(req.documents), warnings),
     )
 
 

@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from typing_extensions import Self
 
 from ..errors import TwoStageError
+from ..scores import check_min_score
 from ..validation import check_positive_int, check_query
 
 DEFAULT_MAX_DOCUMENTS = 1000  # Cohere's own per-request limit
@@ -233,6 +234,15 @@ def _count(value: Any, info: ValidationInfo) -> int | None:
         raise _refuse(str(exc)) from None
 
 
+def _min_score(value: Any, info: ValidationInfo) -> float | None:
+    """Our extension: drop results scored below it (a finite number; its range is checked against the served
+    ``score_kind`` by the route)."""
+    try:
+        return check_min_score(value, name=info.field_name or "min_score")
+    except TwoStageError as exc:
+        raise _refuse(str(exc)) from None
+
+
 def _direction(value: Any) -> str | None:
     if value is None:
         return None
@@ -269,6 +279,8 @@ Flag = Annotated[bool, BeforeValidator(_flag)]
 Direction = Annotated[str | None, BeforeValidator(_direction)]
 AgreeingTopK = Annotated[int | None, BeforeValidator(_agreeing_top_k)]
 Count = Annotated[int | None, BeforeValidator(_count)]
+# Not in Cohere's, TEI's or Voyage's schema: clients that do not send it get every top_n result, as before.
+MinScore = Annotated[float | None, BeforeValidator(_min_score)]
 
 
 def request_error(exc: ValidationError, documents_key: str = "documents") -> RequestError:
@@ -325,11 +337,13 @@ class _Request(BaseModel):
 class V2Request(_Request):
     """Cohere v2 ``/v2/rerank``. ``max_tokens_per_doc`` does what Cohere does with it on a local cross-encoder:
     each document's first ``max_tokens_per_doc`` tokens are scored in windows that fit the model, the best window
-    wins, and results carry ``evidence``; a reranker that cannot window (a hosted one) says so in ``warnings``."""
+    wins, and results carry ``evidence``; a reranker that cannot window (a hosted one) says so in ``warnings``.
+    Our extension ``min_score`` drops results scored below it (fewer than ``top_n``, or none)."""
 
     query: Query = _required()
     documents: Documents = _required()
     top_n: Count = None
+    min_score: MinScore = None
     max_tokens_per_doc: Count = None
     return_documents: Flag = False
 
@@ -377,11 +391,13 @@ class TeiRequest(_Request):
 class V1Request(_Request):
     """``/v1/rerank`` as Cohere v1, Jina, Voyage and Infinity share it: documents as strings or
     ``{"text": ...}``, ``top_n`` or Voyage's ``top_k`` (both: they must agree), Voyage's ``truncation`` and
-    Infinity's ``raw_scores``; ``model`` is not checked."""
+    Infinity's ``raw_scores``; ``model`` is not checked. Our extension ``min_score`` drops results whose served
+    score (before any ``raw_scores`` inversion) is below it."""
 
     query: Query = _required()
     documents: TextDocuments = _required()
     top_n: Count = None
+    min_score: MinScore = None
     top_k: AgreeingTopK = None
     truncation: Flag = False
     return_documents: Flag = False
@@ -425,6 +441,7 @@ def parse_rerank_request(payload: Any, max_documents: int = DEFAULT_MAX_DOCUMENT
         "query": req.query,
         "documents": req.documents,
         "top_n": req.top_n,
+        "min_score": req.min_score,
         "return_documents": req.return_documents,
         "warnings": req.warnings,
     }

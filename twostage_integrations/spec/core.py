@@ -35,13 +35,14 @@ DEFAULT_MODEL = "default"  # the token for "no model named": $TWOSTAGE_RERANK_MO
 NO_RERANK = "none"
 SEPARATOR = ">"
 RECALL_OPTIONS = ("rrf_k", "per_arm")
-SETTINGS = ("fuse", "top_k")
+SETTINGS = ("fuse", "top_k", "min_score")
 
 EXAMPLE = "hybrid:100 > default:30@backend=onnx-int8,max_length=64 > default > top_k=5"
 EXAMPLE_RECALL = "hybrid:100@rrf_k=60,per_arm=100"
 EXAMPLE_STAGE = "default:30@backend=onnx-int8,max_length=64"
 EXAMPLE_FUSE = "fuse=rrf:0.9"
 EXAMPLE_NO_RERANK = "dense:20 > none > top_k=5"
+EXAMPLE_MIN_SCORE = "hybrid:50 > default > top_k=5 > min_score=0.5"
 EXAMPLE_DICT = '{"recall": {"kind": "dense", "limit": 20}, "stages": [{"model": "default", "keep": 10}], "top_k": 5}'
 EXAMPLE_TOML = 'recall = {kind = "dense", limit = 20} / stages = [{model = "default"}] / top_k = 5, one per line'
 
@@ -306,6 +307,8 @@ class PipelineSpec:
         stages: The rerank stages in order (a list is stored as a tuple); empty = no rerank.
         fusion: Fusion of the last stage's order with its input order, or None.
         top_k: Hits returned.
+        min_score: Hits scored below it are dropped (``None``: keep ``top_k``); see docs/scores.md for each
+            kind's range (checked against the last stage's kind when the pipeline runs).
 
     Raises:
         PipelineSpecError: a part of the wrong type, fusion without a stage, a stage keeping more than it gets,
@@ -316,6 +319,7 @@ class PipelineSpec:
     stages: tuple[StageSpec, ...] = ()
     fusion: FusionSpec | None = None
     top_k: int = DEFAULT_TOP_K
+    min_score: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.recall, RecallSpec):
@@ -340,6 +344,11 @@ class PipelineSpec:
                 passed, source = stage.keep, f"stage {stage.to_token()}"
         if self.top_k > passed:
             raise PipelineSpecError(f"top_k is more than the {passed} hits {source} passes on", self.top_k, EXAMPLE)
+        if self.min_score is not None:
+            value = self.min_score
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise PipelineSpecError("min_score must be a number", value, EXAMPLE_MIN_SCORE)
+            object.__setattr__(self, "min_score", float(value))
 
     # -- the string form --
     @classmethod
@@ -365,7 +374,7 @@ class PipelineSpec:
             if setting:
                 key, value = setting.groups()
                 if key not in SETTINGS or key in settings:
-                    problem = "after the stages come fuse=METHOD:WEIGHT and top_k=N, once each"
+                    problem = "after the stages come fuse=METHOD:WEIGHT and top_k=N (then min_score=X), once each"
                     raise PipelineSpecError(problem, step, EXAMPLE)
                 settings[key] = value
             elif settings:
@@ -379,7 +388,14 @@ class PipelineSpec:
         top_k = DEFAULT_TOP_K
         if "top_k" in settings:
             top_k = _text_whole(f"setting 'top_k={settings['top_k']}'", "top_k", settings["top_k"], EXAMPLE)
-        return cls(recall, tuple(s for s in stages if s is not None), fusion, top_k)
+        min_score = None
+        if "min_score" in settings:  # a logit threshold may be negative
+            text = settings["min_score"]
+            sign = -1.0 if text.startswith("-") else 1.0
+            min_score = sign * _text_number(
+                "setting 'min_score'", "min_score", text.removeprefix("-"), EXAMPLE_MIN_SCORE
+            )
+        return cls(recall, tuple(s for s in stages if s is not None), fusion, top_k, min_score)
 
     def to_string(self) -> str:
         """The canonical spec string (every value written, so it reads back as this spec)."""
@@ -388,7 +404,10 @@ class PipelineSpec:
             steps.append(NO_RERANK)
         if self.fusion is not None:
             steps.append(self.fusion.to_token())
-        return f" {SEPARATOR} ".join([*steps, f"top_k={self.top_k}"])
+        steps.append(f"top_k={self.top_k}")
+        if self.min_score is not None:
+            steps.append(f"min_score={_fmt(self.min_score)}")
+        return f" {SEPARATOR} ".join(steps)
 
     def __str__(self) -> str:
         return self.to_string()
@@ -402,6 +421,8 @@ class PipelineSpec:
         if self.fusion is not None:
             out["fusion"] = _set_fields(self.fusion)
         out["top_k"] = self.top_k
+        if self.min_score is not None:
+            out["min_score"] = self.min_score
         return out
 
     @classmethod
@@ -415,7 +436,8 @@ class PipelineSpec:
         Raises:
             PipelineSpecError: an unknown or missing key, or a bad value (named with its path).
         """
-        _check_keys(data, "pipeline", ("recall", "stages", "fusion", "top_k"), required=("recall", "stages"))
+        keys = ("recall", "stages", "fusion", "top_k", "min_score")
+        _check_keys(data, "pipeline", keys, required=("recall", "stages"))
         recall = _section(RecallSpec, data["recall"], "recall", required=("kind",))
         stages = data["stages"]
         if isinstance(stages, (str, bytes, Mapping)) or not isinstance(stages, Sequence):
@@ -423,12 +445,14 @@ class PipelineSpec:
         parsed = tuple(_section(StageSpec, s, f"stages[{i}]") for i, s in enumerate(stages))
         fusion = _section(FusionSpec, data["fusion"], "fusion") if data.get("fusion") is not None else None
         with _context("pipeline", EXAMPLE_DICT):
-            return cls(recall, parsed, fusion, data.get("top_k", DEFAULT_TOP_K))
+            return cls(recall, parsed, fusion, data.get("top_k", DEFAULT_TOP_K), data.get("min_score"))
 
     def to_toml(self) -> str:
         """The dict form as a TOML document (``[recall]``, ``[[stages]]``, ``[fusion]`` tables)."""
         data = self.to_dict()
         lines = [f"top_k = {data['top_k']}"] + (["stages = []"] if not self.stages else [])
+        if self.min_score is not None:
+            lines.insert(1, f"min_score = {_fmt(self.min_score)}")
         tables = [("[recall]", data["recall"]), *(("[[stages]]", s) for s in data["stages"])]
         if "fusion" in data:
             tables.append(("[fusion]", data["fusion"]))
