@@ -31,7 +31,10 @@ def db(tmp_path, monkeypatch):
 
 
 def query(db: str, *args: str):
-    return runner.invoke(app, ["query", "aspirin stroke", "-c", "notes", "--db", db, "--no-rerank", *args])
+    # dense recall: cosine scores have a known range (-1..1), so an out-of-range --min-score can be refused
+    return runner.invoke(
+        app, ["query", "aspirin stroke", "-c", "notes", "--db", db, "--recall", "dense", "--no-rerank", *args]
+    )
 
 
 def test_query_min_score_fewer_none_and_refused(db):

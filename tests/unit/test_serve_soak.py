@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -125,6 +126,11 @@ def test_read_rss_sees_memory_being_touched_with_and_without_psutil(monkeypatch:
     del block
     sleeper = subprocess.Popen(["sleep", "60"], env={**os.environ, "MALLOC_ARENA_MAX": "2", "OTHER_VAR": "x"})
     try:
+        cmdline = Path(f"/proc/{sleeper.pid}/cmdline")
+        for _ in range(500):  # until the child has exec'd `sleep`: before that /proc shows the parent's environment
+            if cmdline.read_bytes().startswith(b"sleep"):
+                break
+            time.sleep(0.01)
         env = server_environment(sleeper.pid)
     finally:
         sleeper.kill()
