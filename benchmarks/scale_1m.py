@@ -285,9 +285,10 @@ def step_ingest(args: argparse.Namespace, state: dict[str, Any]) -> dict[str, An
     added = after - before
     rate = added / figures["wall_s"] if figures["wall_s"] else None
     cpu = figures["user_s"] + figures["sys_s"]
-    figures["passages_per_cpu_s"] = added / cpu if cpu else None  # steadier than the rate on a shared machine
+    per_cpu = added / cpu if cpu else None  # steadier than the rate on a shared machine
     log(f"ingest: {added:,} added in {figures['wall_s']:.0f} s ({rate or 0:.0f} passages/s), {after:,} stored")
-    return {"before": before, "after": after, "added": added, "passages_per_s": rate, "resumed": before > 0, **figures}
+    out = {"before": before, "after": after, "added": added, "passages_per_s": rate, "passages_per_cpu_s": per_cpu}
+    return {**out, "resumed": before > 0, **figures}
 
 
 PIPE: dict[str, Any] = {"stdout": subprocess.PIPE, "text": True, "check": True}
@@ -454,7 +455,7 @@ def main() -> None:
     if state.get("corpus", {}).get("passages") not in (None, args.passages):
         raise SystemExit(f"{args.workdir} holds a {state['corpus']['passages']:,}-passage run; pass another --workdir")
     state["command"] = "python benchmarks/scale_1m.py " + " ".join(sys.argv[1:])
-    state["machine"] = machine()
+    state.setdefault("machine", machine())  # where the run started; a resumed run keeps it
     if "queries" not in state:
         source, texts, given = source_texts()
         state["queries"] = make_queries(sentences_of(texts), given, args.queries, args.seed)

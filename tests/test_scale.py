@@ -201,16 +201,8 @@ def load_replicas(rerank_model_path, tmp_path):
 
 
 def replica_args(model: str) -> list[str]:
-    return [
-        "--model",
-        model,
-        "--api-key",
-        KEY,
-        "--max-queue",
-        str(MAX_QUEUE),
-        "--request-timeout",
-        str(REQUEST_TIMEOUT_S),
-    ]
+    limits = ["--max-queue", str(MAX_QUEUE), "--request-timeout", str(REQUEST_TIMEOUT_S)]
+    return ["--model", model, "--api-key", KEY, *limits]
 
 
 class LoadClient:
