@@ -80,3 +80,10 @@ def wait_serve_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float
             if proc.poll() is not None or time.monotonic() > deadline:
                 stop_server(proc)
                 pytest.fail(f"twostage serve at {url} was not ready (exit code {proc.poll()}):\n{log.read_text()}")
+
+
+def serve_health(url: str) -> dict:
+    """``GET {url}/health`` as a dict (no auth needed): state and counters of one `twostage serve`."""
+    import httpx
+
+    return httpx.get(f"{url}/health", timeout=30).json()
