@@ -1,4 +1,5 @@
-"""`twostage eval --long-docs` on the real model and SciFact (30 queries): windowed scoring runs through the CLI
+"""`twostage eval --long-docs` on the real model and SciFact (30 queries over the 500-abstract test subset, so the
+corpus indexes in seconds): windowed scoring runs through the CLI
 for both aggregations, reports its windows as the pairs scored (more than the first-window run's), and writes
 its nDCG@10 to the --json file."""
 
@@ -7,6 +8,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+
+import pytest
 
 
 def _eval(scifact_dir, rerank_model_path, db, out, long_docs: str) -> dict:
@@ -20,9 +23,24 @@ def _eval(scifact_dir, rerank_model_path, db, out, long_docs: str) -> dict:
     return json.loads(out.read_text())
 
 
-def test_eval_reports_both_aggregations(scifact_dir, rerank_model_path, tmp_path):
+@pytest.fixture(scope="module")
+def subset_beir(scifact_subset, tmp_path_factory):
+    """The conftest subset (500 abstracts, their real titles) as a BEIR folder with its first 30 queries."""
+    doc_ids, texts, _, queries, qrels = scifact_subset
+    out = tmp_path_factory.mktemp("long-docs-beir")
+    (out / "qrels").mkdir()
+    rows = [{"_id": d, "title": "", "text": t} for d, t in zip(doc_ids, texts, strict=True)]  # t: "title. text"
+    (out / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    qids = list(queries)[:30]
+    (out / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qids))
+    lines = [f"{q}\t{d}\t{r}" for q in qids for d, r in qrels[q].items()]
+    (out / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
+    return out
+
+
+def test_eval_reports_both_aggregations(subset_beir, rerank_model_path, tmp_path):
     runs = {
-        m: _eval(scifact_dir, rerank_model_path, tmp_path / "db", tmp_path / f"{m}.json", m)
+        m: _eval(subset_beir, rerank_model_path, tmp_path / "db", tmp_path / f"{m}.json", m)
         for m in ("first", "max", "top2mean")
     }
     engines = {m: r["rerank_engines"][0] for m, r in runs.items()}
