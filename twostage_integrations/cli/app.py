@@ -238,7 +238,7 @@ def pipeline_spec(
     rerank_max_length: int | None = None,
     no_rerank: bool = False,
     stages: Sequence[str] | None = None,
-    fusion: tuple[str, float] | None = None,
+    fusion: tuple[str, float | str] | None = None,
     rrf_k: float | None = None,
     per_arm: int | None = None,
 ) -> PipelineSpec:
@@ -256,7 +256,7 @@ def pipeline_spec(
         rerank_max_length: ``--rerank-max-length``: the token limit of stages that name none.
         no_rerank: ``--no-rerank``: no stage 2.
         stages: ``--stage`` tokens (instead of ``rerank_model``).
-        fusion: ``(--fusion-method, --fusion-weight)`` for the last stage, or None.
+        fusion: ``(--fusion-method, --fusion-weight)`` for the last stage (the weight may be ``"auto"``), or None.
         rrf_k: ``--rrf-k`` (hybrid).
         per_arm: ``--per-arm`` (hybrid).
 

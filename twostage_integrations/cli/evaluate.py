@@ -25,6 +25,7 @@ from .app import (
 
 if TYPE_CHECKING:
     from ..evaluation import BeirDataset, EvalReport
+    from ..evaluation.fusion_auto import FusionEstimate
     from ..rerank.cascade import Cascade
     from ..spec import PipelineSpec
 
@@ -71,8 +72,13 @@ def eval_command(
         ),
     ] = None,
     fusion_weight: Annotated[
-        float | None,
-        typer.Option(help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only."),
+        str | None,
+        typer.Option(
+            help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only; auto = "
+            "chosen without labels on pseudo-queries from the corpus (first sentence -> rest of its passage; the "
+            "estimate table is printed and in --json).",
+            metavar="FLOAT|auto",
+        ),
     ] = None,
     fusion_method: Annotated[str, typer.Option(help="Fusion: rrf (of ranks) or minmax (of scores).")] = "rrf",
     rrf_k: Annotated[float, typer.Option(help="RRF constant for --recall hybrid.")] = 60.0,
@@ -111,7 +117,7 @@ def eval_command(
         limits = sorted({int(x) for x in plot_limits.split(",") if x.strip()}) if plot else []
     except ValueError:
         raise fail(f"--plot-limits must be comma-separated integers, got {plot_limits!r}") from None
-    fusion = (fusion_method, fusion_weight) if fusion_weight is not None else None
+    fusion = (fusion_method, parse_fusion_weight(fusion_weight)) if fusion_weight is not None else None
     models: dict[str, Any] = {
         "rerank_model": rerank_model,
         "rerank_backend": rerank_backend,
@@ -130,8 +136,53 @@ def eval_command(
     options: dict[str, Any] = dict(recall=spec.recall.kind, top_k=spec.top_k, reranker=cascade, db=db)
     rrf = 60.0 if spec.recall.rrf_k is None else spec.recall.rrf_k  # evaluate's (and the spec's) default
     options.update(embedding_model=embedding_model, rrf_k=rrf, candidates_per_arm=spec.recall.per_arm)
+    auto = _auto_fusion(data, cascade, spec, options)
     report = evaluate(data, limit=spec.recall.limit, **options)
+    if auto is not None:
+        report.config["fusion_auto"] = auto.to_dict()
     _write_results(report, data, cascade, options, limits, spec, plot=plot, json_out=json_out)
+
+
+def _auto_fusion(
+    data: BeirDataset, cascade: Cascade | None, spec: PipelineSpec, options: dict[str, Any]
+) -> FusionEstimate | None:
+    """Choose a ``fuse=METHOD:auto`` weight on pseudo-queries of the dataset's corpus (no queries or labels
+    read) and print the estimate; None when the spec has no ``auto`` weight. ``options`` are evaluate's: the
+    embedder loaded here is passed on in them, so it loads once."""
+    if spec.fusion is None or not spec.fusion.auto:
+        return None
+    from rich.console import Console
+
+    from ..evaluation import index_corpus
+    from ..evaluation.fusion_auto import apply_auto_fusion
+    from ..recall.factory import recall_by_kind
+
+    collection = index_corpus(data, db=options["db"], embedding_model=options["embedding_model"])
+    options["embedding_model"] = collection.embedder
+    kind, per_arm = spec.recall.kind, spec.recall.per_arm
+    recall = recall_by_kind(kind, collection, rrf_k=options["rrf_k"], candidates_per_arm=per_arm)
+    estimate = apply_auto_fusion(cascade, recall, limit=spec.recall.limit)
+    if estimate is not None:
+        Console(width=160).print(estimate.table(), markup=False, highlight=False)
+    return estimate
+
+
+def parse_fusion_weight(value: str) -> float | str:
+    """``--fusion-weight``: a number in 0..1 or ``auto``.
+
+    Raises:
+        typer.Exit: Anything else (exit 2, one ``error:`` line).
+    """
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        weight = float(text)
+    except ValueError:
+        raise fail(f"--fusion-weight must be a number between 0 and 1, or auto, got {value!r}") from None
+    if not 0.0 <= weight <= 1.0:
+        raise fail(f"--fusion-weight must be between 0 and 1, or auto, got {value!r}")
+    return weight
 
 
 def check_outputs(paths: list[Path | None]) -> None:
