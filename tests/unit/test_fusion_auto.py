@@ -90,8 +90,12 @@ def test_a_bad_method_or_grid_is_refused():
 
 
 def test_pseudo_queries_cut_the_first_sentence_after_the_title():
-    pseudo = make_pseudo_query("d1", "Aspirin. Aspirin lowers stroke risk today. It thins the blood of most adults.", "Aspirin")
-    assert pseudo == PseudoQuery("d1", "Aspirin lowers stroke risk today.", "Aspirin. It thins the blood of most adults.")
+    pseudo = make_pseudo_query(
+        "d1", "Aspirin. Aspirin lowers stroke risk today. It thins the blood of most adults.", "Aspirin"
+    )
+    assert pseudo == PseudoQuery(
+        "d1", "Aspirin lowers stroke risk today.", "Aspirin. It thins the blood of most adults."
+    )
     assert make_pseudo_query("d2", "One sentence only, nothing after it at all.") is None
     assert make_pseudo_query("d3", "Too short. Then a rest that is long enough to be a passage.") is None
 
@@ -207,7 +211,9 @@ def test_choose_picks_by_the_truth_and_caches_per_collection_version(collection,
     calls = perfect.calls
     again = choose_fusion_weight(chroma, perfect, limit=10, sample=40, persist=False)
     assert again.weight == good.weight and perfect.calls == calls  # cached: nothing scored twice
-    chroma.add_texts(["Question about topic99 in grey terms. Answer names topic99 and nothing else at all."], ids=["new"])
+    chroma.add_texts(
+        ["Question about topic99 in grey terms. Answer names topic99 and nothing else at all."], ids=["new"]
+    )
     choose_fusion_weight(chroma, perfect, limit=10, sample=40, persist=False)
     assert perfect.calls > calls  # the collection changed: estimated again
 

@@ -191,7 +191,9 @@ class PseudoRun:
     reranked: list[Hit]
 
 
-def run_pseudo_queries(recall: Recall, reranker: Reranker, queries: Sequence[PseudoQuery], limit: int) -> list[PseudoRun]:
+def run_pseudo_queries(
+    recall: Recall, reranker: Reranker, queries: Sequence[PseudoQuery], limit: int
+) -> list[PseudoRun]:
     """Recall ``limit`` candidates per pseudo-query and rerank them once (every weight reuses the scores).
 
     Args:
@@ -313,11 +315,11 @@ def _mirror(recall: Recall, copy: Any, index_dir: str) -> Recall:
 
     if isinstance(recall, HybridRecall):
         dense, sparse = _mirror(recall.dense, copy, index_dir), _mirror(recall.sparse, copy, index_dir)
-        options = {"k": recall.k, "candidates_per_arm": recall.candidates_per_arm, "weights": recall.weights}
-        return HybridRecall(dense, sparse, **options)
+        weights = (float(recall.weights[0]), float(recall.weights[1]))
+        return HybridRecall(dense, sparse, k=recall.k, candidates_per_arm=recall.candidates_per_arm, weights=weights)
     if isinstance(recall, BM25Recall):
-        settings = {"stopwords": recall.stopwords, "stemmer": recall.stemmer_language, "k1": recall.k1, "b": recall.b}
-        return BM25Recall(copy, index_dir=index_dir, **settings)
+        stemmer, k1, b = recall.stemmer_language, recall.k1, recall.b
+        return BM25Recall(copy, index_dir=index_dir, stopwords=recall.stopwords, stemmer=stemmer, k1=k1, b=b)
     return copy
 
 
@@ -504,7 +506,9 @@ def choose_fusion_weight(
     return estimate
 
 
-def apply_auto_fusion(reranker: Reranker | None, recall: Recall, *, limit: int, **options: Any) -> FusionEstimate | None:
+def apply_auto_fusion(
+    reranker: Reranker | None, recall: Recall, *, limit: int, **options: Any
+) -> FusionEstimate | None:
     """Choose the weight of a fused last stage whose weight is ``"auto"`` (what a spec's ``fuse=METHOD:auto``
     builds) and set it; anything else is left alone.
 

@@ -49,9 +49,7 @@ class FusedReranker:
         lambda self: f"fused_{self.method}", doc="``fused_rrf`` or ``fused_minmax`` (see docs/scores.md)."
     )
 
-    def __init__(
-        self, reranker: Reranker, *, weight: float | str = 0.9, method: str = "rrf", k: float = 60.0
-    ) -> None:
+    def __init__(self, reranker: Reranker, *, weight: float | str = 0.9, method: str = "rrf", k: float = 60.0) -> None:
         if method not in METHODS:
             raise InvalidParameterError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if not k >= 0:
