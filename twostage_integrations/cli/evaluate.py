@@ -30,6 +30,17 @@ if TYPE_CHECKING:
     from ..spec import PipelineSpec
 
 DEFAULT_PLOT_LIMITS = "10,20,50,100"
+FusionWeightOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fusion-weight",
+        help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only; auto = "
+        "chosen without labels on pseudo-queries from the corpus (first sentence -> rest of its passage; the "
+        "estimate table is printed and in --json).",
+        metavar="FLOAT|auto",
+    ),
+]
+FusionMethodOpt = Annotated[str, typer.Option("--fusion-method", help="Fusion: rrf (of ranks) or minmax (of scores).")]
 
 
 def _engine_lines(console, rerankers) -> list[dict]:
@@ -71,16 +82,8 @@ def eval_command(
             "--rerank-model), e.g. --stage ce:30@backend=onnx-int8,max_length=64 --stage ce.",
         ),
     ] = None,
-    fusion_weight: Annotated[
-        str | None,
-        typer.Option(
-            help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only; auto = "
-            "chosen without labels on pseudo-queries from the corpus (first sentence -> rest of its passage; the "
-            "estimate table is printed and in --json).",
-            metavar="FLOAT|auto",
-        ),
-    ] = None,
-    fusion_method: Annotated[str, typer.Option(help="Fusion: rrf (of ranks) or minmax (of scores).")] = "rrf",
+    fusion_weight: FusionWeightOpt = None,
+    fusion_method: FusionMethodOpt = "rrf",
     rrf_k: Annotated[float, typer.Option(help="RRF constant for --recall hybrid.")] = 60.0,
     per_arm: Annotated[
         int | None, typer.Option(help="Hybrid: candidates from each arm before fusion (default: --limit).")
