@@ -132,7 +132,9 @@ class TwoStagePipeline:
     ) -> TwoStagePipeline:
         """The pipeline a spec names (see docs/pipeline_spec.md): its recall kind and depth, its rerank stages
         as a :class:`~twostage_integrations.rerank.cascade.Cascade` (``pipeline.reranker``; None for ``none``)
-        and its ``top_k``. ``pipeline.spec`` is the spec read.
+        and its ``top_k``. ``pipeline.spec`` is the spec read. A ``fuse=METHOD:auto`` weight is chosen here,
+        without labels, from pseudo-queries of the collection (once per collection version, kept beside its BM25
+        index; see docs/evaluation.md).
 
         Args:
             spec: A spec string, a preset name (``"exact"``), the dict form, a ``.toml`` file, or a
@@ -163,6 +165,10 @@ class TwoStagePipeline:
         chroma = {"collection": collection, "db": db, "host": host, "port": port, "embedding_model": embedding_model}
         stage1 = build_recall(parsed, recall, **chroma)
         stage2 = build_reranker(parsed, backend=rerank_backend, **reranker_kwargs)
+        if parsed.fusion is not None and parsed.fusion.auto:  # fuse=METHOD:auto: chosen once per collection version
+            from .evaluation.fusion_auto import apply_auto_fusion
+
+            apply_auto_fusion(stage2, stage1, limit=parsed.recall.limit)
         pipe = cls(stage1, stage2, limit=parsed.recall.limit, top_k=parsed.top_k, min_score=parsed.min_score)
         pipe.spec = parsed
         return pipe

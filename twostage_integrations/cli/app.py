@@ -259,7 +259,7 @@ def pipeline_spec(
     long_docs: str | None = None,
     no_rerank: bool = False,
     stages: Sequence[str] | None = None,
-    fusion: tuple[str, float] | None = None,
+    fusion: tuple[str, float | str] | None = None,
     rrf_k: float | None = None,
     per_arm: int | None = None,
 ) -> PipelineSpec:
@@ -278,7 +278,7 @@ def pipeline_spec(
         long_docs: ``--long-docs``: how stages that name none score long passages (first, max, top2mean).
         no_rerank: ``--no-rerank``: no stage 2.
         stages: ``--stage`` tokens (instead of ``rerank_model``).
-        fusion: ``(--fusion-method, --fusion-weight)`` for the last stage, or None.
+        fusion: ``(--fusion-method, --fusion-weight)`` for the last stage (the weight may be ``"auto"``), or None.
         rrf_k: ``--rrf-k`` (hybrid).
         per_arm: ``--per-arm`` (hybrid).
 

@@ -28,6 +28,7 @@ from .app import (
 
 if TYPE_CHECKING:
     from ..evaluation import BeirDataset, EvalReport
+    from ..evaluation.fusion_auto import FusionEstimate
     from ..rerank.cascade import Cascade
     from ..spec import PipelineSpec
 
@@ -39,6 +40,17 @@ MinScoreOpt = Annotated[
         "and how often nothing is returned though a relevant document was among the candidates.",
     ),
 ]
+FusionWeightOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fusion-weight",
+        help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only; auto = "
+        "chosen without labels on pseudo-queries from the corpus (first sentence -> rest of its passage; the "
+        "estimate table is printed and in --json).",
+        metavar="FLOAT|auto",
+    ),
+]
+FusionMethodOpt = Annotated[str, typer.Option("--fusion-method", help="Fusion: rrf (of ranks) or minmax (of scores).")]
 
 
 def _engine_lines(console, rerankers) -> list[dict]:
@@ -83,11 +95,8 @@ def eval_command(
             "--rerank-model), e.g. --stage ce:30@backend=onnx-int8,max_length=64 --stage ce.",
         ),
     ] = None,
-    fusion_weight: Annotated[
-        float | None,
-        typer.Option(help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only."),
-    ] = None,
-    fusion_method: Annotated[str, typer.Option(help="Fusion: rrf (of ranks) or minmax (of scores).")] = "rrf",
+    fusion_weight: FusionWeightOpt = None,
+    fusion_method: FusionMethodOpt = "rrf",
     rrf_k: Annotated[float, typer.Option(help="RRF constant for --recall hybrid.")] = 60.0,
     per_arm: Annotated[
         int | None, typer.Option(help="Hybrid: candidates from each arm before fusion (default: --limit).")
@@ -125,7 +134,7 @@ def eval_command(
         limits = sorted({int(x) for x in plot_limits.split(",") if x.strip()}) if plot else []
     except ValueError:
         raise fail(f"--plot-limits must be comma-separated integers, got {plot_limits!r}") from None
-    fusion = (fusion_method, fusion_weight) if fusion_weight is not None else None
+    fusion = (fusion_method, parse_fusion_weight(fusion_weight)) if fusion_weight is not None else None
     models: dict[str, Any] = {"rerank_model": rerank_model, "rerank_backend": rerank_backend, "stages": stage}
     models.update(rerank_max_length=rerank_max_length, long_docs=long_docs, fusion=fusion)
     hybrid: dict[str, Any] = {"rrf_k": rrf_k, "per_arm": per_arm}
@@ -140,7 +149,10 @@ def eval_command(
     rrf = 60.0 if spec.recall.rrf_k is None else spec.recall.rrf_k  # evaluate's (and the spec's) default
     options.update(embedding_model=embedding_model, rrf_k=rrf, candidates_per_arm=spec.recall.per_arm)
     threshold = spec.min_score if min_score is None else min_score  # a --pipeline may carry min_score=X
+    auto = _auto_fusion(data, cascade, spec, options)
     report = evaluate(data, limit=spec.recall.limit, min_score=threshold, **options)
+    if auto is not None:
+        report.config["fusion_auto"] = auto.to_dict()
     _write_results(report, data, cascade, options, limits, spec, plot=plot, json_out=json_out)
 
 
@@ -175,6 +187,48 @@ def score_lines(scores: dict[str, Any]) -> list[str]:
             f"{kept['empty']:.1%} of queries ({kept['empty_with_relevant_candidate']:.1%} had a relevant candidate)"
         )
     return lines
+
+
+def _auto_fusion(
+    data: BeirDataset, cascade: Cascade | None, spec: PipelineSpec, options: dict[str, Any]
+) -> FusionEstimate | None:
+    """Choose a ``fuse=METHOD:auto`` weight on pseudo-queries of the dataset's corpus (no queries or labels
+    read) and print the estimate; None when the spec has no ``auto`` weight. ``options`` are evaluate's: the
+    embedder loaded here is passed on in them, so it loads once."""
+    if spec.fusion is None or not spec.fusion.auto:
+        return None
+    from rich.console import Console
+
+    from ..evaluation import index_corpus
+    from ..evaluation.fusion_auto import apply_auto_fusion
+    from ..recall.factory import recall_by_kind
+
+    collection = index_corpus(data, db=options["db"], embedding_model=options["embedding_model"])
+    options["embedding_model"] = collection.embedder
+    kind, per_arm = spec.recall.kind, spec.recall.per_arm
+    recall = recall_by_kind(kind, collection, rrf_k=options["rrf_k"], candidates_per_arm=per_arm)
+    estimate = apply_auto_fusion(cascade, recall, limit=spec.recall.limit)
+    if estimate is not None:
+        Console(width=160).print(estimate.table(), markup=False, highlight=False)
+    return estimate
+
+
+def parse_fusion_weight(value: str) -> float | str:
+    """``--fusion-weight``: a number in 0..1 or ``auto``.
+
+    Raises:
+        typer.Exit: Anything else (exit 2, one ``error:`` line).
+    """
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        weight = float(text)
+    except ValueError:
+        raise fail(f"--fusion-weight must be a number between 0 and 1, or auto, got {value!r}") from None
+    if not 0.0 <= weight <= 1.0:
+        raise fail(f"--fusion-weight must be between 0 and 1, or auto, got {value!r}")
+    return weight
 
 
 def check_outputs(paths: list[Path | None]) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import MissingDependencyError, PipelineSpecError
 from ..recall.factory import DEFAULT_RECALL, RECALL_KINDS
 from ..rerank.cascade import STAGE_OPTIONS
+from ..rerank.fusion import AUTO as AUTO_WEIGHT
 from ..rerank.fusion import METHODS as FUSION_METHODS
 from ..rerank.onnx import BACKENDS
 from ..rerank.windows import LONG_DOCS
@@ -263,38 +264,55 @@ class FusionSpec:
 
     Attributes:
         method: ``"rrf"`` (of ranks) or ``"minmax"`` (of scores).
-        weight: 0..1; 1 = the reranker's order, 0 = the input order.
+        weight: 0..1; 1 = the reranker's order, 0 = the input order; or ``"auto"``: chosen without labels from
+            pseudo-queries of the collection (``fuse=rrf:auto``, see docs/evaluation.md).
 
     Raises:
-        PipelineSpecError: An unknown method, or a weight that is not a number in 0..1.
+        PipelineSpecError: An unknown method, or a weight that is neither a number in 0..1 nor ``"auto"``.
     """
 
     method: str = "rrf"
-    weight: float = DEFAULT_FUSION_WEIGHT
+    weight: float | str = DEFAULT_FUSION_WEIGHT
 
     def __post_init__(self) -> None:
         if self.method not in FUSION_METHODS:
             raise PipelineSpecError(
                 f"fusion method must be one of {', '.join(FUSION_METHODS)}", self.method, EXAMPLE_FUSE
             )
-        object.__setattr__(self, "weight", _number(self.weight, "weight", EXAMPLE_FUSE, high=1.0))
+        if isinstance(self.weight, str):
+            if self.weight != AUTO_WEIGHT:
+                raise PipelineSpecError("weight must be a number between 0 and 1, or auto", self.weight, EXAMPLE_FUSE)
+        else:
+            object.__setattr__(self, "weight", _number(self.weight, "weight", EXAMPLE_FUSE, high=1.0))
+
+    @property
+    def auto(self) -> bool:
+        """Whether the weight is chosen per corpus (``"auto"``)."""
+        return self.weight == AUTO_WEIGHT
 
     def to_token(self) -> str:
-        """The fusion step of a spec string (``fuse=rrf:0.9``)."""
-        return f"fuse={self.method}:{_fmt(self.weight)}"
+        """The fusion step of a spec string (``fuse=rrf:0.9``, ``fuse=rrf:auto``)."""
+        weight = self.weight if isinstance(self.weight, str) else _fmt(self.weight)
+        return f"fuse={self.method}:{weight}"
 
     @classmethod
     def parse(cls, value: str) -> FusionSpec:
         """Read the fusion step of a spec string; a bad method or weight raises :class:`PipelineSpecError`.
 
         Args:
-            value: What follows ``fuse=``: ``METHOD[:WEIGHT]``, e.g. ``"rrf:0.9"``.
+            value: What follows ``fuse=``: ``METHOD[:WEIGHT]``, e.g. ``"rrf:0.9"`` or ``"rrf:auto"``.
         """
         method, colon, weight = value.partition(":")
         if method not in FUSION_METHODS:
             raise PipelineSpecError(f"fuse: method must be one of {', '.join(FUSION_METHODS)}", method, EXAMPLE_FUSE)
+        if not colon:
+            return cls(method, DEFAULT_FUSION_WEIGHT)
+        if weight == AUTO_WEIGHT:
+            return cls(method, AUTO_WEIGHT)
+        if not _FLOAT.fullmatch(weight):
+            raise PipelineSpecError("fuse: weight must be a number such as 0.9, or auto", weight, EXAMPLE_FUSE)
         with _context("fuse"):
-            return cls(method, _text_number("fuse", "weight", weight, EXAMPLE_FUSE) if colon else DEFAULT_FUSION_WEIGHT)
+            return cls(method, float(weight))
 
 
 @dataclass(frozen=True)
