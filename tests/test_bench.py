@@ -272,6 +272,7 @@ def test_cli_json_smoke(tmp_path, rerank_model_path):
 
 
 INT8_ROW = "dense:10 > default@backend=onnx-int8 > top_k=5"
+DENSE_ROW = "dense:20 > default > top_k=5"  # what the native stacks build (dense recall, the same weights)
 
 
 def test_preset_rows_next_to_the_natives_and_peers(embedder, rerank_model_path, monkeypatch):
@@ -284,16 +285,17 @@ def test_preset_rows_next_to_the_natives_and_peers(embedder, rerank_model_path, 
 
     monkeypatch.setenv("TWOSTAGE_RERANK_MODEL", rerank_model_path)
     report = run_preset_benchmark(
-        pipelines=["exact", INT8_ROW], systems=["langchain", "st-onnx"], max_queries=2, max_docs=40,
+        pipelines=["exact", INT8_ROW, DENSE_ROW], systems=["langchain", "st-onnx"], max_queries=2, max_docs=40,
         embedding_model=embedder, warmup=0, progress=False,
     )  # fmt: skip
-    assert [s.name for s in report.systems] == ["exact (default)", INT8_ROW, "langchain", "st-onnx"]
+    assert [s.name for s in report.systems] == ["exact (default)", INT8_ROW, DENSE_ROW, "langchain", "st-onnx"]
     rows = {s.name: s for s in report.systems}
     exact, int8, native, peer = (rows[n] for n in ("exact (default)", INT8_ROW, "langchain", "st-onnx"))
     assert exact.engine == ENGINE_LABELS[exact.backend] and int8.engine == "ONNX Runtime int8"
     assert native.engine == "ST torch fp32"
     assert (exact.pairs, int8.pairs, native.pairs) == (2 * 20, 2 * 10, 2 * 20)  # each row's own recall depth
-    assert exact.same_set == 1.0 and native.same_set == 1.0  # the native stack rebuilds exact: same weights
+    assert exact.same_set == 1.0 and 0.0 <= native.same_set <= 1.0  # exact recalls hybrid; the natives dense
+    assert native.top_ids == rows[DENSE_ROW].top_ids  # the native stack rebuilds the dense pipeline: same weights
     assert 0.0 <= int8.same_set <= 1.0 and [len(ids) for ids in int8.top_ids] == [5, 5]
     if peer.ran:  # optimum installed: ST's own ONNX export of the same weights
         assert peer.engine == "ST ONNX Runtime fp32" and peer.same_set == 1.0

@@ -80,7 +80,8 @@ def langchain_systems(
             lambda q: _doc_ids(ours.invoke(q)), None, max_length_of(reranker.model), reranker
         )
     if "twostage-langchain" in names:
-        adapter = TwoStageRetriever.from_chroma(store, reranker=reranker, limit=limit, top_k=top_k)
+        # dense, as every other system here: the bench compares one pipeline through each front door
+        adapter = TwoStageRetriever.from_chroma(store, reranker=reranker, limit=limit, top_k=top_k, recall="dense")
         out["twostage-langchain"] = BuiltSystem(
             lambda q: _doc_ids(adapter.invoke(q)), adapter.pipeline, max_length_of(reranker.model), reranker
         )
@@ -143,7 +144,7 @@ def llamaindex_systems(
         )
     if "twostage-llamaindex" in names:
         adapter = TwoStageRetriever.from_vector_store(
-            vector_store, reranker, embed_model=embed_model, limit=limit, top_k=top_k
+            vector_store, reranker, embed_model=embed_model, limit=limit, top_k=top_k, recall="dense"
         )
         out["twostage-llamaindex"] = BuiltSystem(
             lambda q: [n.node.node_id for n in adapter.retrieve(q)],
