@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -426,6 +428,9 @@ def _soak(
             raise fail(f"{option} must be >= 1, got {value}")
     words = _word_range(options.pop("doc_words"))
     check_outputs([json_out, plot])
+    # A soak is long and often stopped with kill/SIGTERM: exit through Python so the server subprocess it
+    # started is stopped by run_soak_benchmark's cleanup instead of being left running (orphaned) on its port.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run_soak_benchmark(
         check_model_path(model, kind="rerank"),
         backend=backend,
