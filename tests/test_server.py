@@ -262,7 +262,8 @@ def test_top_n_and_return_documents(strict, cross_encoder):
     body.update(top_n=50, return_documents=False, max_tokens_per_doc=64)
     payload = strict.post("/v2/rerank", json=body).json()
     assert len(payload["results"]) == 3 and "document" not in payload["results"][0]
-    assert "max_tokens_per_doc" in payload["meta"]["warnings"][0]
+    # applied, as Cohere does: a local cross-encoder scores each document's first 64 tokens in windows
+    assert not payload["meta"].get("warnings") and all("evidence" in r for r in payload["results"])
 
 
 def test_bearer_token_is_required_when_configured(cross_encoder):
