@@ -65,7 +65,8 @@ def _engine_lines(console, rerankers) -> list[dict]:
         windows = f", long_docs={long_docs} (pairs are windows)" if long_docs != "first" else ""
         console.print(
             f"{inner.name} [{inner.backend}{windows}]: {stats.truncated} of {stats.pairs} pairs cut at max_length="
-            f"{inner.max_length} tokens"
+            f"{inner.max_length} tokens",
+            markup=False,  # the [engine, long_docs=...] part is text, not rich markup
         )
         out.append(
             {"model": inner.name, "backend": inner.backend, "max_length": inner.max_length, "long_docs": long_docs}
