@@ -125,6 +125,7 @@ def test_cli_query_against_the_chroma_server_and_replicas(deployment, chroma_por
     }
     argv = ["query", query, "--collection", "scale", "--host", "127.0.0.1", "--port", str(chroma_port)]
     argv += ["--rerank-model", "cohere:rerank-v3.5", "--limit", str(LIMIT), "--top-k", str(TOP_K), "--json"]
+    argv += ["--recall", "dense"]  # as the embedded pipeline it is compared with (the CLI's default is hybrid)
     proc = subprocess.run([*CLI, *argv], env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
