@@ -102,3 +102,29 @@ def fake_recall(tmp_path, fake_embedder):
 def weights_guard() -> tuple[dict[str, tuple[str, ...]], type[AssertionError]]:
     """(the guarded module -> classes table, the error it raises), for the guard's own test."""
     return GUARDED, RealWeightsInUnitTier
+
+
+NOTES = {
+    "aspirin.md": "Aspirin lowers the risk of a second stroke in adults who already had one.",
+    "statins.md": "Statins lower LDL cholesterol and cut heart attacks in people at high risk.",
+}
+
+
+@pytest.fixture
+def notes_db(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> str:
+    """:data:`NOTES` ingested into collection `notes` of a fresh embedded Chroma by the real CLI, embedded with
+    the FakeEmbedder; returns the database path."""
+    from typer.testing import CliRunner
+
+    import twostage_integrations.recall.chroma as chroma
+    from twostage_integrations.cli import app
+
+    # the CLI names embedders by model id; every ChromaRecall it builds gets the fake one instead
+    monkeypatch.setattr(chroma, "as_embedder", lambda model=None: FakeEmbedder())
+    (tmp_path / "notes").mkdir()
+    for name, text in NOTES.items():
+        (tmp_path / "notes" / name).write_text(text)
+    path = str(tmp_path / "db")
+    result = CliRunner().invoke(app, ["ingest", str(tmp_path / "notes"), "-c", "notes", "--db", path])
+    assert result.exit_code == 0, result.output
+    return path

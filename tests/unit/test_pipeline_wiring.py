@@ -129,6 +129,14 @@ def test_cli_options_are_read_as_the_spec_they_mean(made, db):
     dense = cli_query(db, "--recall", "dense", "--no-rerank", "--limit", "3", "--top-k", "1")
     assert json.loads(dense.stdout)["pipeline"] == "dense:3 > none > top_k=1"
 
+    fused = cli_query(db, "--limit", "3", "--rerank-model", "org/ce", "--fusion-weight", "0.7", "--top-k", "2")
+    assert json.loads(fused.stdout)["pipeline"] == "hybrid:3 > org/ce > fuse=rrf:0.7 > top_k=2", fused.output
+    minmax = cli_query(db, "--limit", "3", "--fusion-weight", "1", "--fusion-method", "minmax", "--top-k", "2")
+    assert json.loads(minmax.stdout)["pipeline"].endswith("> fuse=minmax:1 > top_k=2"), minmax.output
+    for bad in (["--fusion-weight", "1.5"], ["--fusion-weight", "half"], ["--no-rerank", "--fusion-weight", "0.5"]):
+        refused = cli_query(db, *bad)
+        assert refused.exit_code == 2 and refused.stderr.count("error:") == 1, (bad, refused.output)
+
 
 def test_query_json_names_the_spec_or_preset_that_ran(made, db):
     for args, expected in [(["--pipeline", ONE], PipelineSpec.parse(ONE)), (["--preset", "exact"], None)]:

@@ -233,6 +233,17 @@ PIPELINE_PARAMS = (
     "rrf_k",
     "per_arm",
 )
+FusionWeightOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--fusion-weight",
+        help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only; auto = "
+        "chosen without labels on pseudo-queries from the corpus (first sentence -> rest of its passage; the "
+        "estimate table is printed and in --json).",
+        metavar="FLOAT|auto",
+    ),
+]
+FusionMethodOpt = Annotated[str, typer.Option("--fusion-method", help="Fusion: rrf (of ranks) or minmax (of scores).")]
 
 
 def given_options(names: Sequence[str] = PIPELINE_PARAMS) -> list[str]:
@@ -330,6 +341,24 @@ def parse_stage(spec: str) -> tuple[str, int | None, dict[str, Any]]:
     from ..spec import parse_stage_token  # the pipeline spec's stage grammar: one parser for --stage and specs
 
     return parse_stage_token(spec, label="--stage")
+
+
+def parse_fusion_weight(value: str) -> float | str:
+    """``--fusion-weight``: a number in 0..1 or ``auto``.
+
+    Raises:
+        typer.Exit: Anything else (exit 2, one ``error:`` line).
+    """
+    text = value.strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        weight = float(text)
+    except ValueError:
+        raise fail(f"--fusion-weight must be a number between 0 and 1, or auto, got {value!r}") from None
+    if not 0.0 <= weight <= 1.0:
+        raise fail(f"--fusion-weight must be between 0 and 1, or auto, got {value!r}")
+    return weight
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -12,6 +12,8 @@ from ..recall.factory import DEFAULT_RECALL
 from .app import (
     DbOpt,
     EmbeddingOpt,
+    FusionMethodOpt,
+    FusionWeightOpt,
     LongDocsOpt,
     PipelineOpt,
     PresetOpt,
@@ -22,6 +24,7 @@ from .app import (
     app,
     fail,
     friendly_errors,
+    parse_fusion_weight,
     parse_stage,  # noqa: F401 - eval's --stage parser, read by pipeline_spec (one parser with bench's)
     pipeline_spec,
 )
@@ -40,17 +43,6 @@ MinScoreOpt = Annotated[
         "and how often nothing is returned though a relevant document was among the candidates.",
     ),
 ]
-FusionWeightOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--fusion-weight",
-        help="Fuse the last reranker's order with its input order: 1 = reranker only, 0 = input only; auto = "
-        "chosen without labels on pseudo-queries from the corpus (first sentence -> rest of its passage; the "
-        "estimate table is printed and in --json).",
-        metavar="FLOAT|auto",
-    ),
-]
-FusionMethodOpt = Annotated[str, typer.Option("--fusion-method", help="Fusion: rrf (of ranks) or minmax (of scores).")]
 
 
 def _engine_lines(console, rerankers) -> list[dict]:
@@ -212,24 +204,6 @@ def _auto_fusion(
     if estimate is not None:
         Console(width=160).print(estimate.table(), markup=False, highlight=False)
     return estimate
-
-
-def parse_fusion_weight(value: str) -> float | str:
-    """``--fusion-weight``: a number in 0..1 or ``auto``.
-
-    Raises:
-        typer.Exit: Anything else (exit 2, one ``error:`` line).
-    """
-    text = value.strip().lower()
-    if text == "auto":
-        return "auto"
-    try:
-        weight = float(text)
-    except ValueError:
-        raise fail(f"--fusion-weight must be a number between 0 and 1, or auto, got {value!r}") from None
-    if not 0.0 <= weight <= 1.0:
-        raise fail(f"--fusion-weight must be between 0 and 1, or auto, got {value!r}")
-    return weight
 
 
 def check_outputs(paths: list[Path | None]) -> None:

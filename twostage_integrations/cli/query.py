@@ -14,6 +14,8 @@ from .app import (
     CollectionOpt,
     DbOpt,
     EmbeddingOpt,
+    FusionMethodOpt,
+    FusionWeightOpt,
     HostOpt,
     LongDocsOpt,
     PipelineOpt,
@@ -27,6 +29,7 @@ from .app import (
     fail,
     friendly_errors,
     make_recall,
+    parse_fusion_weight,
     pipeline_spec,
 )
 from .render import hits_table
@@ -65,6 +68,8 @@ def query(
     rerank_backend: RerankBackendOpt = None,
     rerank_max_length: RerankMaxLengthOpt = None,
     long_docs: LongDocsOpt = None,
+    fusion_weight: FusionWeightOpt = None,
+    fusion_method: FusionMethodOpt = "rrf",
     evidence_only: Annotated[
         bool,
         typer.Option(
@@ -116,10 +121,11 @@ def query(
     from ..pipeline import TwoStagePipeline
 
     where = _parse_filter(filter)
-    if no_rerank and (rerank_model or rerank_backend):
-        raise fail("--no-rerank contradicts --rerank-model/--rerank-backend; pass one")
+    if no_rerank and (rerank_model or rerank_backend or fusion_weight is not None):
+        raise fail("--no-rerank contradicts --rerank-model/--rerank-backend/--fusion-weight; pass one")
+    fusion = (fusion_method, parse_fusion_weight(fusion_weight)) if fusion_weight is not None else None
     options: dict[str, Any] = {"recall": recall_kind, "rerank_model": rerank_model, "rerank_backend": rerank_backend}
-    options.update(rerank_max_length=rerank_max_length, long_docs=long_docs)
+    options.update(rerank_max_length=rerank_max_length, long_docs=long_docs, fusion=fusion)
     spec = pipeline_spec(pipeline, preset, limit=limit, top_k=top_k, no_rerank=no_rerank, **options)
     if min_score is not None:  # the option over a --pipeline's min_score=X; the --json "pipeline" says which ran
         spec = replace(spec, min_score=min_score)
