@@ -1,5 +1,6 @@
-"""Streaming `twostage ingest` at scale, in real subprocesses with the real embedder: SIGKILLed at about half of
-20,000 passages, run again, every passage is stored exactly once and the second run embedded only the missing."""
+"""Crash safety of writes: streaming `twostage ingest` at scale, in real subprocesses with the real embedder,
+SIGKILLed at about half of 20,000 passages, run again: every passage is stored exactly once with its text and
+metadata, the second run embedded only the missing, and the collection's version stamp survived."""
 
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ N = int(os.environ.get("TWOSTAGE_TEST_RESUME_N", "20000"))  # smaller only to tr
 TOPICS = ["cardiology", "oncology", "neurology", "virology", "genetics"]
 
 
-def write_short_passages(path: Path) -> dict[str, str]:
-    """N short passages with ids; returns id -> text."""
+def write_short_passages(path: Path) -> dict[str, dict]:
+    """N short passages with ids and metadata; returns id -> the record `ingest` must store."""
     expected = {}
     with open(path, "w", encoding="utf-8") as f:
         for i in range(N):
-            text = f"Note {i} on {TOPICS[i % 5]}: result {i * 7 % 101}."
-            expected[f"n{i:05d}"] = text
-            f.write(json.dumps({"id": f"n{i:05d}", "text": text}) + "\n")
+            record = {"id": f"n{i:05d}", "text": f"Note {i} on {TOPICS[i % 5]}: result {i * 7 % 101}.", "n": i}
+            record["topic"] = TOPICS[i % 5]
+            f.write(json.dumps(record) + "\n")
+            meta = {"source": str(path), "filename": path.name, "line": i + 1, "n": i, "topic": record["topic"]}
+            expected[record["id"]] = {"text": record["text"], "metadata": meta}
     return expected
 
 
@@ -86,6 +89,8 @@ def test_sigkilled_streaming_ingest_resumes_embedding_only_the_missing(tmp_path)
 
     SharedSystemClient.clear_system_cache()  # read what the rerun wrote, not this process's cached view
     collection = chromadb.PersistentClient(path=str(db)).get_collection("resume-20k", embedding_function=None)
-    stored = collection.get(include=["documents"])
+    stored = collection.get(include=["documents", "metadatas"])
     assert collection.count() == N and len(set(stored["ids"])) == N
-    assert dict(zip(stored["ids"], stored["documents"], strict=True)) == expected
+    rows = zip(stored["ids"], stored["documents"], stored["metadatas"], strict=True)
+    assert {i: {"text": t, "metadata": m} for i, t, m in rows} == expected
+    assert collection.metadata.get("twostage:version")  # the version stamp survived the kill too
