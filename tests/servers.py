@@ -57,8 +57,9 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 def start_serve(port: int, *args: str, log: Path) -> subprocess.Popen:
     """This checkout's `twostage serve --host 127.0.0.1 --port port *args`, stderr to ``log``; not yet ready
-    (wait with :func:`wait_serve_ready`)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    (wait with :func:`wait_serve_ready`). No API key from the environment: a test that wants one passes it."""
+    env = {k: v for k, v in os.environ.items() if k != "TWOSTAGE_SERVE_API_KEY"}
+    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
     with open(log, "wb") as stderr:
         return subprocess.Popen(
             [*CLI, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
