@@ -147,6 +147,35 @@ def test_query_json_names_the_spec_or_preset_that_ran(made, db):
         assert len(payload["hits"]) == min(len(NOTES), int(payload["pipeline"].rsplit("top_k=", 1)[1]))
 
 
+def test_no_stage_option_runs_the_default_presets_stages(made, db, monkeypatch):
+    from twostage_integrations.spec import presets
+
+    cascade = "hybrid:20 > default:3@backend=onnx-int8,max_length=64 > default > top_k=3"
+    monkeypatch.setitem(presets.PRESETS, "test-default", cascade)
+    monkeypatch.setattr(presets, "DEFAULT_PRESET", "test-default")
+    monkeypatch.delenv("TWOSTAGE_RERANK_BACKEND", raising=False)
+    plain = cli_query(db, "--limit", "4", "--top-k", "2")
+    assert plain.exit_code == 0, plain.output
+    assert (
+        json.loads(plain.stdout)["pipeline"]
+        == "hybrid:4 > default:3@backend=onnx-int8,max_length=64 > default > top_k=2"
+    )
+    wider = cli_query(db, "--top-k", "4")  # a prefilter keeping fewer than --top-k keeps --top-k
+    assert json.loads(wider.stdout)["pipeline"].startswith("hybrid:20 > default:4@"), wider.output
+    windows = cli_query(db, "--long-docs", "max")  # applied to every stage of the preset
+    assert json.loads(windows.stdout)["pipeline"].count("long_docs=max") == 2, windows.output
+    # An engine the user names (flag or environment) or a model: one stage of it, as asked.
+    assert json.loads(cli_query(db, "--rerank-backend", "torch").stdout)["pipeline"] == (
+        "hybrid:20 > default@backend=torch > top_k=5"
+    )
+    assert json.loads(cli_query(db, "--rerank-model", "org/ce").stdout)["pipeline"] == "hybrid:20 > org/ce > top_k=5"
+    monkeypatch.setenv("TWOSTAGE_RERANK_BACKEND", "torch")
+    assert json.loads(cli_query(db).stdout)["pipeline"] == "hybrid:20 > default > top_k=5"
+    monkeypatch.delenv("TWOSTAGE_RERANK_BACKEND")
+    monkeypatch.setenv("TWOSTAGE_RERANK_MODEL", "rerank-v3.5")  # a hosted default model takes no engine options
+    assert json.loads(cli_query(db).stdout)["pipeline"] == "hybrid:20 > default > top_k=5"
+
+
 def test_pipeline_from_a_toml_file(made, db, tmp_path):
     file = tmp_path / "pipe.toml"
     file.write_text(PipelineSpec.parse(ONE).to_toml())

@@ -127,8 +127,28 @@ def as_reranker(
         reranker, model = None, reranker
     elif reranker is not None and model is not None and str(model) != reranker.name:
         raise InvalidParameterError(f"got a reranker named {reranker.name!r} and model={str(model)!r}; pass one")
+    if reranker is not None:
+        return reranker
     # Named now (a missing folder fails here with the core's typed error), loaded on first use.
-    return LazyReranker(model) if reranker is None else reranker
+    return default_reranker() if model is None else LazyReranker(model)
+
+
+def default_reranker(*, top_k: int | None = None) -> Reranker:
+    """What runs when nothing names stage 2: the default preset's stages (``twostage query`` without options),
+    each named now and loaded on first use; one stage is a :class:`LazyReranker`, several a
+    :class:`~twostage_integrations.Cascade` of them.
+
+    Args:
+        top_k: Hits the caller keeps: a prefilter keeping fewer keeps this many instead.
+
+    >>> default_reranker()  # doctest: +SKIP
+    LazyReranker('cross-encoder/ms-marco-MiniLM-L-6-v2', loaded=False)
+    """
+    from ..spec import default_stages
+    from .cascade import as_cascade
+
+    stages = [(LazyReranker(s.model, **s.options), s.keep) for s in default_stages(top_k=top_k)]
+    return stages[0][0] if len(stages) == 1 and stages[0][1] is None else as_cascade(stages)
 
 
 def loaded(reranker: Reranker) -> Reranker:

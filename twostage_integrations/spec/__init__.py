@@ -42,9 +42,10 @@ True
 
 from .build import build_recall, build_reranker, recall_over, spec_from
 from .core import FusionSpec, PipelineSpec, RecallSpec, StageSpec, parse_stage_token
-from .presets import PRESETS, load_toml, parse_spec, resolve
+from .presets import DEFAULT_PRESET, PRESETS, default_stages, load_toml, parse_spec, resolve
 
 __all__ = [
+    "DEFAULT_PRESET",
     "PRESETS",
     "FusionSpec",
     "PipelineSpec",
@@ -52,6 +53,7 @@ __all__ = [
     "StageSpec",
     "build_recall",
     "build_reranker",
+    "default_stages",
     "load_toml",
     "parse_spec",
     "parse_stage_token",

@@ -24,7 +24,7 @@ def pipeline_for(
 ) -> TwoStagePipeline:
     """The adapters' pipeline over a Chroma recall: the spec's (its recall kind over ``recall``, its stages, depth
     and ``top_k``) when ``pipeline``/``preset`` is given, else ``reranker`` (an object, or a name loaded on the
-    first query) with ``limit`` (default 20) and ``top_k`` (default 5).
+    first query; None: the default preset's stages) with ``limit`` (default 20) and ``top_k`` (default 5).
 
     Args:
         recall: The collection's dense recall (a :class:`~twostage_integrations.ChromaRecall`).
@@ -41,13 +41,13 @@ def pipeline_for(
         PipelineSpecError: The spec cannot be read.
         InvalidParameterError: A reranker, limit or top_k contradicting the spec.
     """
-    from ..rerank.lazy import as_reranker
+    from ..rerank.lazy import as_reranker, default_reranker
 
     spec = spec_from(pipeline, preset)
     if spec is None:
-        return TwoStagePipeline(
-            recall, as_reranker(reranker), limit=20 if limit is None else limit, top_k=5 if top_k is None else top_k
-        )
+        top_k = 5 if top_k is None else top_k
+        stage2 = default_reranker(top_k=top_k) if reranker is None else as_reranker(reranker)
+        return TwoStagePipeline(recall, stage2, limit=20 if limit is None else limit, top_k=top_k)
     if reranker is not None:
         raise InvalidParameterError(
             "pass either reranker= or pipeline=/preset= (the spec names its rerank stages), not both",
