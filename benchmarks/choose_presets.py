@@ -156,6 +156,43 @@ def evaluate_presets(data, candidates, scores, speed) -> list[dict[str, Any]]:
     return rows
 
 
+def pick_default(rows: list[dict[str, Any]], tolerance: float = 0.005) -> str:
+    """The fastest candidate (estimated stage-2 ms summed over every dataset and limit) whose nDCG@10 is within
+    ``tolerance`` of ``exact``'s on every dataset and limit measured; ``exact`` when none is."""
+    exact = {(r["dataset"], r["limit"]): r["ndcg@10"] for r in rows if r["preset"] == "exact"}
+    cost: dict[str, float] = {}
+    fails: set[str] = set()
+    for r in rows:
+        cost[r["preset"]] = cost.get(r["preset"], 0.0) + r["est_rerank_ms_per_query"]
+        if r["ndcg@10"] < exact[(r["dataset"], r["limit"])] - tolerance:
+            fails.add(r["preset"])
+    return min((name for name in cost if name not in fails), key=lambda name: cost[name])
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """One row per preset and limit: estimated ms/query and nDCG@10 (change against exact) on each dataset, and
+    the share of queries whose top 5 equals exact's."""
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    by_key = {(r["dataset"], r["limit"], r["preset"]): r for r in rows}
+    head = "| preset | limit | " + " | ".join(
+        f"{d} est. ms/query | {d} nDCG@10 (vs exact) | {d} same top-5" for d in datasets
+    )
+    lines = [head + " |", "|" + "---|" * (2 + 3 * len(datasets))]
+    for preset in PRESET_CANDIDATES:
+        for limit in sorted({r["limit"] for r in rows}):
+            cells = []
+            for d in datasets:
+                r, e = by_key.get((d, limit, preset)), by_key.get((d, limit, "exact"))
+                if r is None or e is None:
+                    cells += ["–", "–", "–"]
+                    continue
+                delta = r["ndcg@10"] - e["ndcg@10"]
+                cells += [f"{r['est_rerank_ms_per_query']:.0f}", f"{r['ndcg@10']:.4f} ({delta:+.4f})",
+                          f"{r['same_top5_as_exact']:.0%}"]  # fmt: skip
+            lines.append(f"| `{preset}` | {limit} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scifact", required=True, help="BEIR SciFact folder (test split is used)")
@@ -174,12 +211,11 @@ def main() -> None:
         scores, speed = score_all(data, candidates, args.model, Path(args.scores))
         speeds[data.name] = speed
         rows += evaluate_presets(data, candidates, scores, speed)
-    Path(args.out).write_text(json.dumps({"cpu": cpu_model, "pairs_per_s": speeds, "rows": rows}, indent=1))
-    for r in rows:
-        print(
-            f"{r['dataset']:12} {r['limit']:>4} {r['preset']:22} nDCG@10 {r['ndcg@10']:.4f} "
-            f"same-top5 {r['same_top5_as_exact']:.2f} est {r['est_rerank_ms_per_query']:8.1f} ms"
-        )
+    default = pick_default(rows)
+    result = {"cpu": cpu_model, "pairs_per_s": speeds, "limits": list(limits), "default": default, "rows": rows}
+    Path(args.out).write_text(json.dumps(result, indent=1))
+    Path(args.out).with_suffix(".md").write_text(f"CPU: {cpu_model}\n\n{markdown_table(rows)}\n\ndefault: {default}\n")
+    print(f"CPU: {cpu_model}\n{markdown_table(rows)}\nfastest within 0.005 of exact everywhere: {default}")
 
 
 if __name__ == "__main__":
