@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidParameterError
-from ..spec import PRESETS, PipelineSpec, StageSpec, resolve
+from ..spec import PRESETS, PipelineSpec, default_stages, resolve
 from ..spec.build import SpecLike
 
 REFERENCE_PRESET = "exact"  # the rows' same-top-k reference: today's exact (fp32, one cross-encoder) pipeline
@@ -37,13 +37,13 @@ class SpecRow:
 
 
 def default_spec() -> PipelineSpec:
-    """What ``twostage query`` runs with no flags: the spec defaults (dense recall at the default limit, one
-    default cross-encoder on the default engine, the default top_k).
+    """What ``twostage query`` runs with no flags: the default recall and limit, the default preset's rerank
+    stages (:func:`~twostage_integrations.spec.default_stages`), the default top_k.
 
     Returns:
         The spec.
     """
-    return PipelineSpec(stages=(StageSpec(),))
+    return PipelineSpec(stages=default_stages())
 
 
 def spec_label(spec: PipelineSpec) -> str:
