@@ -69,6 +69,24 @@ def embedder():
 
     emb = Embedder()
     emb.model  # noqa: B018 - load now so tests time their own work, not the load
+    return _embedding_each_text_once(emb)
+
+
+def _embedding_each_text_once(emb):
+    """``emb`` whose ``embed`` computes each distinct text once per session and serves repeats from memory: a
+    dozen tests index the same 500 SciFact abstracts, each into its own collection. The vectors are the real
+    model's (computed by ``emb.embed`` itself, in batches of the texts not seen yet)."""
+    import numpy as np
+
+    real_embed, seen = emb.embed, {}
+
+    def embed(texts, *, progress=False, desc="embedding"):
+        new = [t for t in dict.fromkeys(texts) if t not in seen]
+        if new:
+            seen.update(zip(new, real_embed(new, progress=progress, desc=desc), strict=True))
+        return np.stack([seen[t] for t in texts]) if texts else real_embed(texts, progress=progress, desc=desc)
+
+    emb.embed = embed
     return emb
 
 

@@ -1,4 +1,4 @@
-"""`twostage eval --long-docs` on the real model and SciFact (30 queries over the 500-abstract test subset, so the
+"""`twostage eval --long-docs` on the real model and SciFact (12 queries over the 500-abstract test subset, so the
 corpus indexes in seconds): windowed scoring runs through the CLI
 for both aggregations, reports its windows as the pairs scored (more than the first-window run's), and writes
 its nDCG@10 to the --json file."""
@@ -11,10 +11,12 @@ import subprocess
 
 import pytest
 
+N_QUERIES = 12  # enough for windows to outnumber passages and an nDCG; each run scores ~3x their pairs
+
 
 def _eval(scifact_dir, rerank_model_path, db, out, long_docs: str) -> dict:
     env = {**os.environ, "TWOSTAGE_RERANK_MODEL": rerank_model_path, "HF_HUB_OFFLINE": "1"}
-    args = ["twostage", "eval", str(scifact_dir), "--recall", "bm25", "--limit", "10", "--max-queries", "30"]
+    args = ["twostage", "eval", str(scifact_dir), "--recall", "bm25", "--limit", "10", "--max-queries", str(N_QUERIES)]
     args += ["--rerank-backend", "onnx-int8", "--long-docs", long_docs, "--db", str(db), "--json", str(out)]
     done = subprocess.run(args, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -25,13 +27,13 @@ def _eval(scifact_dir, rerank_model_path, db, out, long_docs: str) -> dict:
 
 @pytest.fixture(scope="module")
 def subset_beir(scifact_subset, tmp_path_factory):
-    """The conftest subset (500 abstracts, their real titles) as a BEIR folder with its first 30 queries."""
+    """The conftest subset (500 abstracts, their real titles) as a BEIR folder with its first N_QUERIES queries."""
     doc_ids, texts, _, queries, qrels = scifact_subset
     out = tmp_path_factory.mktemp("long-docs-beir")
     (out / "qrels").mkdir()
     rows = [{"_id": d, "title": "", "text": t} for d, t in zip(doc_ids, texts, strict=True)]  # t: "title. text"
     (out / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    qids = list(queries)[:30]
+    qids = list(queries)[:N_QUERIES]
     (out / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": queries[q]}) + "\n" for q in qids))
     lines = [f"{q}\t{d}\t{r}" for q in qids for d, r in qrels[q].items()]
     (out / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(lines) + "\n")
