@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import mmap
 import os
 import subprocess
 import sys
@@ -114,8 +115,10 @@ def test_run_soak_counts_transport_failures_and_stops_at_requests() -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads /proc (Linux)")
 def test_read_rss_sees_memory_being_touched_with_and_without_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A fresh anonymous mapping: none of it is resident until touched (a bytearray may reuse heap pages a long
+    # test run already holds, and then RSS does not move).
+    block = mmap.mmap(-1, 64 * MIB)
     before = read_rss(os.getpid())
-    block = bytearray(64 * MIB)  # zero-filled by calloc: touch every page so it is resident
     for i in range(0, len(block), 4096):
         block[i] = 1
     with_psutil = read_rss(os.getpid())
@@ -123,7 +126,7 @@ def test_read_rss_sees_memory_being_touched_with_and_without_psutil(monkeypatch:
     from_proc = read_rss(os.getpid())
     assert with_psutil - before >= 48 * MIB
     assert abs(from_proc - with_psutil) < 16 * MIB
-    del block
+    block.close()
     sleeper = subprocess.Popen(["sleep", "60"], env={**os.environ, "MALLOC_ARENA_MAX": "2", "OTHER_VAR": "x"})
     try:
         cmdline = Path(f"/proc/{sleeper.pid}/cmdline")
