@@ -311,3 +311,20 @@ def test_adapters_metadata_says_which_spec_ran(made, db):
     # without a spec, no "pipeline" key
     plain = lc.TwoStageCompressor(FakeReranker()).compress_documents(texts, "aspirin stroke")
     assert all("pipeline" not in d.metadata for d in plain)
+
+
+def test_adapters_without_a_reranker_get_the_default_presets_stages(db, monkeypatch):
+    from twostage_integrations.rerank.cascade import Cascade
+    from twostage_integrations.rerank.lazy import LazyReranker
+    from twostage_integrations.spec import presets
+    from twostage_integrations.spec.adapters import pipeline_for
+
+    monkeypatch.delenv("TWOSTAGE_RERANK_BACKEND", raising=False)
+    monkeypatch.setitem(presets.PRESETS, "test-default", "hybrid:20 > default:3@backend=onnx-int8 > default > top_k=3")
+    monkeypatch.setattr(presets, "DEFAULT_PRESET", "test-default")
+    pipe = pipeline_for(ChromaRecall("notes", path=db), top_k=4)
+    assert isinstance(pipe.reranker, Cascade) and pipe.top_k == 4
+    stages = [(type(r), r.loaded, r._kwargs, keep) for r, keep in pipe.reranker.stages]  # named, not loaded
+    assert stages == [(LazyReranker, False, {"backend": "onnx-int8"}, 4), (LazyReranker, False, {}, None)]
+    monkeypatch.setattr(presets, "DEFAULT_PRESET", "exact")  # one plain stage: a LazyReranker, as before presets
+    assert isinstance(pipeline_for(ChromaRecall("notes", path=db)).reranker, LazyReranker)
