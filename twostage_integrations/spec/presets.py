@@ -20,6 +20,11 @@ PRESETS: dict[str, str] = {
     # One exact stage: hybrid recall of 20, the default cross-encoder on the default engine (auto: the faster
     # exact engine, ONNX fp32 or torch, unless $TWOSTAGE_RERANK_BACKEND says otherwise), top 5.
     "exact": "hybrid:20 > default > top_k=5",
+    # The same, scored by the int8 engine: nDCG@10 within 0.005 of exact on SciFact test (300 queries, +0.0036)
+    # and on label-free Python-docs queries (287, +0.0017) at limit 20; its speed-up depends on the CPU's int8
+    # support (1.9x LangChain at limit 20 on an Intel Xeon with VNNI; 1.04x exact on an AVX2-only AMD EPYC).
+    # benchmarks/results/presets_limit20.md.
+    "fast": "hybrid:20 > default@backend=onnx-int8 > top_k=5",
 }
 
 #: What runs when nothing names the rerank stages (no --rerank-model/--stage/--rerank-backend, no reranker= in the
