@@ -214,8 +214,9 @@ def main() -> None:
     default = pick_default(rows)
     result = {"cpu": cpu_model, "pairs_per_s": speeds, "limits": list(limits), "default": default, "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1))
-    Path(args.out).with_suffix(".md").write_text(f"CPU: {cpu_model}\n\n{markdown_table(rows)}\n\ndefault: {default}\n")
-    print(f"CPU: {cpu_model}\n{markdown_table(rows)}\nfastest within 0.005 of exact everywhere: {default}")
+    table = markdown_table(rows)
+    Path(args.out).with_suffix(".md").write_text(f"CPU: {cpu_model}\n\n{table}\n\ndefault: {default}\n")
+    print(f"CPU: {cpu_model}\n{table}\nfastest within 0.005 of exact everywhere: {default}")
 
 
 if __name__ == "__main__":

@@ -320,14 +320,16 @@ def pipeline_spec(
         raise fail(f"--long-docs must be one of {', '.join(LONG_DOCS)}, got {long_docs!r}")
     hybrid: dict[str, Any] = {"rrf_k": rrf_k, "per_arm": per_arm} if recall == "hybrid" else {}
     engine = {"backend": rerank_backend, "max_length": rerank_max_length, "long_docs": long_docs}
-    if stages or rerank_model is not None or rerank_backend is not None or rerank_max_length is not None:
+    steps: tuple[StageSpec, ...]
+    if no_rerank:
+        steps = ()
+    elif stages or rerank_model is not None or rerank_backend is not None or rerank_max_length is not None:
         parsed: list[tuple[str | None, int | None, dict[str, Any]]] = (
             [parse_stage(s) for s in stages] if stages else [(rerank_model, None, {})]
         )
         steps = tuple(StageSpec(m, k, **{**engine, **o}) for m, k, o in parsed)
     else:  # nothing names stage 2: the default preset's stages (docs/pipeline_spec.md), with --long-docs
         steps = default_stages(top_k=top_k, long_docs=long_docs)
-    steps = () if no_rerank else steps
     fused = FusionSpec(*fusion) if fusion is not None and steps else None
     return PipelineSpec(RecallSpec(recall, limit, **hybrid), steps, fused, top_k)
 
