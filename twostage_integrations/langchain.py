@@ -34,7 +34,7 @@ from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
 from .recall.factory import adapter_recall
 from .rerank.base import Reranker
-from .rerank.lazy import as_reranker, loaded
+from .rerank.lazy import as_reranker, loaded, model_field
 from .rerank.windows import EVIDENCE_KEY
 from .scores import check_min_score, hit_score_kind, pipeline_score_kinds, score_kind_of, threshold_hits
 from .spec import PipelineSpec, spec_from
@@ -476,7 +476,8 @@ class TwoStageCompressor(BaseDocumentCompressor):
     model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     model: str | None = None
-    """The reranker's model name (set from ``reranker.name`` when a reranker object is given)."""
+    """The reranker's model name (set from ``reranker.name`` when a reranker object is given; ``None`` when the
+    default preset's stages rerank and they are more than one model)."""
     top_n: int | None = 3
     """Documents to keep (LangChain's default is 3); ``None`` keeps all, reordered."""
     pipeline: str | None = None
@@ -491,14 +492,16 @@ class TwoStageCompressor(BaseDocumentCompressor):
     ) -> None:
         spec = spec_from(data.get("pipeline"), preset)
         if spec is None:
+            named = reranker is not None or data.get("model") is not None
             reranker = as_reranker(reranker, model=data.get("model"))
+            data["model"] = model_field(reranker, named=named)
         else:
             reranker = stage2_for(spec, reranker, data.get("model"))
             refuse_contradictions(spec, top_n=(data.get("top_n"), spec.top_k))
             data.update(pipeline=str(spec), top_n=spec.top_k)
             data.setdefault("min_score", spec.min_score)
+            data["model"] = reranker.name
         data["min_score"] = check_min_score(data.get("min_score"))
-        data["model"] = reranker.name
         super().__init__(**data)
         self._reranker = reranker
 

@@ -38,7 +38,7 @@ from .pipeline import TwoStagePipeline
 from .recall.chroma import ChromaRecall
 from .recall.factory import adapter_recall
 from .rerank.base import Reranker
-from .rerank.lazy import as_reranker, loaded
+from .rerank.lazy import as_reranker, loaded, model_field
 from .rerank.windows import EVIDENCE_KEY
 from .scores import check_min_score, hit_score_kind, pipeline_score_kinds, score_kind_of, threshold_hits
 from .spec import spec_from
@@ -115,9 +115,10 @@ class TwoStageRerank(BaseNodePostprocessor):
     >>> engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])  # doctest: +SKIP
     """
 
-    model: str = Field(
+    model: str | None = Field(
         default=DEFAULT_RERANK_MODEL,
-        description="The reranker's model: a cross-encoder folder or hub id, or a Cohere model such as rerank-v3.5.",
+        description="The reranker's model: a cross-encoder folder or hub id, or a Cohere model such as rerank-v3.5 "
+        "(None: the default preset's stages, when they are more than one model).",
     )
     top_n: int | None = Field(default=5, description="Nodes to return, best first (None: all).")
     keep_retrieval_score: bool = Field(default=False, description="Keep the incoming score in metadata.")
@@ -144,6 +145,7 @@ class TwoStageRerank(BaseNodePostprocessor):
         min_score = check_min_score(spec.min_score if min_score is None and spec is not None else min_score)
         if top_n is not _UNSET and top_n is not None:
             check_positive_int(top_n, "top_n")
+        named = reranker is not None or model is not None or spec is not None
         if spec is None:
             reranker = as_reranker(reranker, model=model)
             top_n = _DEFAULT_TOP_N if top_n is _UNSET else top_n
@@ -153,7 +155,7 @@ class TwoStageRerank(BaseNodePostprocessor):
             top_n = spec.top_k
         # The fields are declared on this class; mypy checks the call against the base model's signature.
         super().__init__(  # type: ignore[call-arg]
-            model=reranker.name,
+            model=model_field(reranker, named=named),
             pipeline=None if spec is None else str(spec),
             top_n=top_n,
             min_score=min_score,
@@ -200,7 +202,7 @@ class TwoStageRerank(BaseNodePostprocessor):
                 query=query_bundle,
                 nodes=list(nodes),
                 top_n=len(nodes) if self.top_n is None else self.top_n,
-                model_name=self.model,
+                model_name=self.model or self._reranker.name,
             )
         )
         if query_bundle is None:

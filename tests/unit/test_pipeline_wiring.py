@@ -328,3 +328,28 @@ def test_adapters_without_a_reranker_get_the_default_presets_stages(db, monkeypa
     assert stages == [(LazyReranker, False, {"backend": "onnx-int8"}, 4), (LazyReranker, False, {}, None)]
     monkeypatch.setattr(presets, "DEFAULT_PRESET", "exact")  # one plain stage: a LazyReranker, as before presets
     assert isinstance(pipeline_for(ChromaRecall("notes", path=db)).reranker, LazyReranker)
+
+
+def test_adapters_holding_a_default_cascade_dump_and_rebuild_it(monkeypatch):
+    from twostage_integrations import langchain as lc
+    from twostage_integrations import llama_index as li
+    from twostage_integrations.rerank.cascade import Cascade
+    from twostage_integrations.rerank.lazy import LazyReranker
+    from twostage_integrations.spec import presets
+
+    monkeypatch.delenv("TWOSTAGE_RERANK_BACKEND", raising=False)
+    monkeypatch.setitem(presets.PRESETS, "test-default", "hybrid:20 > default:3@backend=onnx-int8 > default > top_k=3")
+    monkeypatch.setattr(presets, "DEFAULT_PRESET", "test-default")
+    compressor = lc.TwoStageCompressor(top_n=4)
+    dumped = compressor.model_dump()
+    assert dumped == {"model": None, "top_n": 4}  # a cascade's name is not a model name
+    assert isinstance(lc.TwoStageCompressor(**dumped)._reranker, Cascade)
+    rerank = li.TwoStageRerank(top_n=4)
+    assert rerank.model is None
+    rebuilt = li.TwoStageRerank.from_dict(rerank.to_dict())
+    assert isinstance(rebuilt._reranker, Cascade) and rebuilt.top_n == 4
+    # one plain default stage is still named by its model, as before presets
+    monkeypatch.setattr(presets, "DEFAULT_PRESET", "exact")
+    plain = lc.TwoStageCompressor()
+    assert isinstance(plain._reranker, LazyReranker) and plain.model == plain._reranker.name
+    assert li.TwoStageRerank().model == plain.model

@@ -151,6 +151,20 @@ def default_reranker(*, top_k: int | None = None) -> Reranker:
     return stages[0][0] if len(stages) == 1 and stages[0][1] is None else as_cascade(stages)
 
 
+def model_field(reranker: Reranker, *, named: bool) -> str | None:
+    """The adapters' serialisable ``model`` field for the reranker they hold.
+
+    Args:
+        reranker: What :func:`as_reranker` returned.
+        named: Whether the caller named a reranker or model (False: the default was built).
+
+    Returns:
+        ``reranker.name``; ``None`` for a default that is several stages (a cascade's name is not a model
+        name: stored as ``None``, a dumped adapter rebuilds the same default).
+    """
+    return None if not named and not isinstance(reranker, LazyReranker) else reranker.name
+
+
 def loaded(reranker: Reranker) -> Reranker:
     """The reranker doing the work.
 
