@@ -38,7 +38,11 @@ FASTEST = "dense:20 > default@backend=onnx-int8 > top_k=5"
 
 @pytest.fixture
 def presets(monkeypatch):
-    """Two more presets, as the integrator adds them: the rows must follow whatever PRESETS holds."""
+    """Two more presets, as the integrator adds them: the rows must follow whatever PRESETS holds. The default
+    is pinned to exact here, whatever DEFAULT_PRESET says today (a test below sets another default)."""
+    from twostage_integrations.spec import presets as module
+
+    monkeypatch.setattr(module, "DEFAULT_PRESET", "exact")
     monkeypatch.setitem(PRESETS, "fast", FAST)
     monkeypatch.setitem(PRESETS, "fastest", FASTEST)
 
@@ -59,7 +63,7 @@ class FakeCE(CrossEncoderReranker):
 # -- which rows ------------------------------------------------------------------------------------------------
 def test_the_default_pipeline_leads_and_exact_is_always_a_row(presets):
     rows = spec_rows(["fastest", "fast"])
-    assert [r.label for r in rows] == ["exact", "fastest", "fast"]  # default = exact today: one row
+    assert [r.label for r in rows] == ["exact", "fastest", "fast"]  # the default (exact here) is one row
     assert rows[0].default and rows[0].name == "exact (default)" and not rows[1].default
     assert rows[0].spec == default_spec() == PipelineSpec.parse(PRESETS["exact"])
     assert reference_row(rows) is rows[0]
