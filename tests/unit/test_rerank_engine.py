@@ -238,3 +238,16 @@ def test_export_line_still_reaches_stderr_without_logging_setup(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == f"twostage: exporting m to ONNX (once; cached at {tmp_path / 'm.onnx'})\n"
+
+
+def test_torch_batches_are_padded_to_few_widths_and_score_the_same(tiny_random_ce):
+    engine = TorchCrossEncoder(tiny_random_ce, batch_size=2)
+    assert engine.pad_multiple == 16  # torch keeps memory per input shape: few widths bound it
+    engine.pad_multiple = 5  # the tiny fixture's max_length is 16: a smaller multiple shows the rounding
+    widths, forward = [], engine._forward
+    engine._forward = lambda feed: widths.append(feed["input_ids"].shape[1]) or forward(feed)
+    scores = engine.predict(PAIRS)
+    longest = sorted((len(e.ids) for e in engine.tokenizer.encode_batch(PAIRS)), reverse=True)[::2]
+    assert widths == [min(MAX_LENGTH, -(-n // 5) * 5) for n in longest] and widths != longest
+    np.testing.assert_allclose(scores, _reference_scores(tiny_random_ce, PAIRS), atol=1e-6)
+    assert engine.last_stats.padded_tokens == 2 * sum(widths)

@@ -155,7 +155,8 @@ class BatchedEngine(CountedEngine):
     """The ``predict`` loop both engines share; subclasses implement :meth:`_forward`.
 
     ``predict`` tokenises every pair once, sorts the pairs by token length, runs batches of ``batch_size`` padded
-    only to their own longest pair, and returns the scores in input order.
+    only to their own longest pair (rounded up to a multiple of :attr:`pad_multiple`, at most ``max_length``),
+    and returns the scores in input order.
 
     Args:
         tokenizer: A ``tokenizers.Tokenizer`` set up by :func:`pair_tokenizer`.
@@ -163,6 +164,10 @@ class BatchedEngine(CountedEngine):
         batch_size: Pairs per forward pass.
         input_names: Which of ``input_ids``, ``token_type_ids``, ``attention_mask`` the model takes.
     """
+
+    #: Batch widths are rounded up to a multiple of this (1: each batch's own longest pair). Padding changes no
+    #: score (the attention mask hides it); fewer distinct input shapes bound what an engine caches per shape.
+    pad_multiple: int = 1
 
     def __init__(self, tokenizer: Tokenizer, *, max_length: int, batch_size: int, input_names: Sequence[str]) -> None:
         super().__init__(max_length=max_length, batch_size=batch_size)
@@ -185,7 +190,7 @@ class BatchedEngine(CountedEngine):
         out: np.ndarray | None = None
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            width = int(lengths[idx].max())
+            width = self._width(int(lengths[idx].max()))
             scores = self._forward(self._feed([encodings[i] for i in idx], width))
             if out is None:
                 out = np.empty((len(pairs), scores.shape[1]), dtype=np.float32)
@@ -194,6 +199,10 @@ class BatchedEngine(CountedEngine):
             stats.padded_tokens += len(idx) * width
         self._record(stats, t0)
         return out if out is not None else np.empty((0, 1), dtype=np.float32)
+
+    def _width(self, longest: int) -> int:
+        """The padded width of a batch whose longest pair has ``longest`` tokens."""
+        return max(longest, min(self.max_length, -(-longest // self.pad_multiple) * self.pad_multiple))
 
     def _feed(self, encodings: Sequence[Encoding], width: int) -> dict[str, np.ndarray]:
         """Model inputs for one batch, right-padded with zeros: pads sit after the real tokens and the attention

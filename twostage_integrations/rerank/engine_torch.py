@@ -84,6 +84,11 @@ class TorchCrossEncoder(BatchedEngine):
         ModelLoadError: The tokenizer is not a fast one (no ``backend_tokenizer``): use :func:`torch_engine`.
     """
 
+    # Why 16: PyTorch's CPU kernels keep memory per input shape, so batches padded to their own longest pair
+    # (up to batch_size x max_length shapes under varied traffic) grew a torch server's RSS for thousands of
+    # requests (docs/reliability.md, "Memory under long load"); multiples of 16 leave max_length / 16 widths.
+    pad_multiple = 16
+
     def __init__(self, model: Any, *, batch_size: int = 32) -> None:
         self.model = model
         hf_tokenizer = model.tokenizer
