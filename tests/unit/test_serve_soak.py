@@ -159,6 +159,10 @@ def test_report_numbers_round_trip_and_plot(tmp_path: Path) -> None:
     assert short.rss_baseline == 50 and short.ratio == 1.0
     back = read_soak_json(write_soak_json(report, tmp_path / "a.json"))
     assert back == report and json.loads(json.dumps(back.as_dict())) == json.loads((tmp_path / "a.json").read_text())
+    assert report.legend == "onnx (4 clients, x)"  # runs told apart in a --compare plot
+    short.server_env, short.label = {"MALLOC_ARENA_MAX": "2"}, "padded widths"
+    assert short.legend == "torch (4 clients, x, MALLOC_ARENA_MAX=2, padded widths)"
+    assert read_soak_json(write_soak_json(short, tmp_path / "b.json")).label == "padded widths"
     pytest.importorskip("matplotlib")
     out = plot_soak([report, short], tmp_path / "rss.png")
     assert out.read_bytes().startswith(b"\x89PNG")

@@ -131,6 +131,13 @@ class SoakReport:
     cpu: str = ""
     load_average: tuple[float, float, float] | None = None
     server_env: dict[str, str] = field(default_factory=dict)  # MALLOC_* and thread settings the server ran with
+    label: str = ""  # what sets this run apart in a --compare plot (e.g. the code version)
+
+    @property
+    def legend(self) -> str:
+        """The plot's name for this run: engine, clients, CPU, allocator settings, and ``label``."""
+        parts = [f"{self.clients} clients", self.cpu, *(f"{k}={v}" for k, v in self.server_env.items()), self.label]
+        return f"{self.engine} ({', '.join(p for p in parts if p)})"
 
     def _at(self, completed: int) -> int | None:
         """RSS at the first sample taken once ``completed`` requests were done."""

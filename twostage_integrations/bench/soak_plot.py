@@ -33,12 +33,10 @@ def plot_soak(reports: Sequence[SoakReport], path: str | os.PathLike[str]) -> Pa
         import matplotlib.pyplot as plt
     except ImportError:
         raise MissingDependencyError("plotting needs matplotlib: pip install matplotlib") from None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.5 + 0.25 * len(reports)))
     for report in reports:
         xs = [n for n, _ in report.samples]
-        line = ax.plot(
-            xs, [rss / MIB for _, rss in report.samples], label=f"{report.engine} ({report.clients} clients)"
-        )
+        line = ax.plot(xs, [rss / MIB for _, rss in report.samples], label=report.legend)
         if report.rss_baseline:
             ax.axhline(report.rss_baseline * 1.1 / MIB, color=line[0].get_color(), linestyle=":", linewidth=1)
     ax.set_xlabel("completed requests")
@@ -46,7 +44,7 @@ def plot_soak(reports: Sequence[SoakReport], path: str | os.PathLike[str]) -> Pa
     ax.set_ylim(bottom=0)
     first = reports[0]
     ax.set_title(f"twostage serve under load: {first.documents} documents/request; dotted: RSS@{BASELINE_AT} + 10%")
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize="small")  # below: never over a line
     ax.grid(alpha=0.3)
     fig.tight_layout()
     out = Path(path)
