@@ -23,13 +23,14 @@ PRESETS: dict[str, str] = {
     # The same, scored by the int8 engine: nDCG@10 within 0.005 of exact on SciFact test (300 queries, +0.0036)
     # and on label-free Python-docs queries (287, +0.0017) at limit 20; its speed-up depends on the CPU's int8
     # support (1.9x LangChain at limit 20 on an Intel Xeon with VNNI; 1.04x exact on an AVX2-only AMD EPYC).
-    # benchmarks/results/presets_limit20.md.
+    # benchmarks/results/presets.md (limits 20 and 50: +0.0048 / -0.0008 at 50).
     "fast": "hybrid:20 > default@backend=onnx-int8 > top_k=5",
 }
 
 #: What runs when nothing names the rerank stages (no --rerank-model/--stage/--rerank-backend, no reranker= in the
 #: adapters). The rule: the fastest preset whose nDCG@10 stays within 0.005 of ``exact`` on both measured domains;
-#: ``exact`` until limits 50 and 100 are measured (at limit 20 ``fast`` was only 4% faster on an AVX2-only CPU).
+#: at limits 20 and 50 that is ``fast`` (benchmarks/results/presets.md), but it stays ``exact`` until limit 100 is
+#: measured and a full suite has run with the new default (on an AVX2-only CPU ``fast`` is only 2-5% faster).
 DEFAULT_PRESET = "exact"
 
 _PRESET_NAME = re.compile(r"[A-Za-z][\w-]*")
