@@ -129,8 +129,10 @@ def score_all(
             table["seconds"] += time.perf_counter() - t0
             table["pairs"] += len(ids)
             table["scores"][qid].update(zip(ids, values, strict=True))
-            if i % 25 == 24 or i == len(todo) - 1:
-                scores_file.write_text(json.dumps(store))
+            if i % 25 == 24 or i == len(todo) - 1:  # write-then-rename: a run killed mid-write keeps the old file
+                partial = scores_file.with_name(scores_file.name + ".partial")
+                partial.write_text(json.dumps(store))
+                os.replace(partial, scores_file)
     return {e: store[f"{data.name}|{e}"]["scores"] for e in ENGINES}
 
 
