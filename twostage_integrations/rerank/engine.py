@@ -8,7 +8,8 @@ of scores per (query, text) pair; ranking is built on top of it
 Both run on :class:`BatchedEngine`, which tokenises every pair once with a ``tokenizers.Tokenizer`` set up as
 transformers' ``truncation="longest_first"``, counts the pairs cut at ``max_length`` from that same tokenisation
 (the one place truncation is counted), sorts the pairs by length and runs batches padded only to their own
-longest pair; an engine supplies only the forward pass. Nothing here imports torch.
+longest pair (rounded up to an engine's ``pad_multiple``); an engine supplies only the forward pass. Nothing
+here imports torch.
 """
 
 from __future__ import annotations
