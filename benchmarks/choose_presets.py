@@ -91,15 +91,16 @@ def recall_candidates(data: BeirDataset, limits: tuple[int, ...]) -> dict[int, d
     return out
 
 
-def probe_speed(data: BeirDataset, candidates: dict[int, dict[str, list[str]]], model: str, queries: int = 8):
+def probe_speed(
+    data: BeirDataset, candidates: dict[int, dict[str, list[str]]], rerankers: dict[str, Any], queries: int = 8
+) -> dict[str, float]:
     """engine -> pairs/s on the same probe (the first ``queries`` queries' candidates at the smallest limit),
     timed back to back before the long scoring, so a busy machine later does not move the estimates."""
     per_query = candidates[min(candidates)]
     probe = [(data.queries[q], [data.corpus[d] for d in per_query[q]]) for q in list(per_query)[:queries]]
     speed: dict[str, float] = {}
-    for engine, options in ENGINES.items():
-        reranker = CrossEncoderReranker(model, **options)
-        reranker.score(probe[0][0], probe[0][1][:4])  # load (and export) outside the clock
+    for engine, reranker in rerankers.items():
+        reranker.score(probe[0][0], probe[0][1][:4])  # warm up outside the clock
         t0, pairs = time.perf_counter(), 0
         for query, texts in probe:
             reranker.score(query, texts)
@@ -109,14 +110,13 @@ def probe_speed(data: BeirDataset, candidates: dict[int, dict[str, list[str]]], 
 
 
 def score_all(
-    data: BeirDataset, candidates: dict[int, dict[str, list[str]]], model: str, scores_file: Path
+    data: BeirDataset, candidates: dict[int, dict[str, list[str]]], rerankers: dict[str, Any], scores_file: Path
 ) -> dict[str, dict[str, dict[str, float]]]:
     """engine -> qid -> doc id -> score for every candidate of any limit. Scores are kept per pair in
     ``scores_file``: a run at a larger limit scores only the candidates earlier runs did not."""
     store: dict[str, Any] = json.loads(scores_file.read_text()) if scores_file.exists() else {}
-    for engine, options in ENGINES.items():
+    for engine, reranker in rerankers.items():
         table = store.setdefault(f"{data.name}|{engine}", {"scores": {}, "pairs": 0, "seconds": 0.0})
-        reranker = CrossEncoderReranker(model, **options)
         todo = {}
         for qid in data.queries:
             done = table["scores"].setdefault(qid, {})
@@ -228,11 +228,12 @@ def main() -> None:
     cpu_model = next((ln.split(":", 1)[1].strip() for ln in cpu.splitlines() if ln.startswith("Model name")), "?")
     domain_dir = python_docs_domain(Path(tempfile.mkdtemp(prefix="pydocs-beir-")) / "python-docs")
     rows, speeds = [], {}
+    rerankers = {engine: CrossEncoderReranker(args.model, **options) for engine, options in ENGINES.items()}
     for data in (load_beir(args.scifact, "test"), load_beir(domain_dir, "test")):
         candidates = recall_candidates(data, limits)
-        speed = probe_speed(data, candidates, args.model)
+        speed = probe_speed(data, candidates, rerankers)
         print(f"{data.name}: pairs/s on the probe {speed}", flush=True)
-        scores = score_all(data, candidates, args.model, Path(args.scores))
+        scores = score_all(data, candidates, rerankers, Path(args.scores))
         speeds[data.name] = speed
         rows += evaluate_presets(data, candidates, scores, speed)
     default = pick_default(rows)

@@ -29,8 +29,9 @@ PRESETS: dict[str, str] = {
 
 #: What runs when nothing names the rerank stages (no --rerank-model/--stage/--rerank-backend, no reranker= in the
 #: adapters). The rule: the fastest preset whose nDCG@10 stays within 0.005 of ``exact`` on both measured domains;
-#: at limits 20 and 50 that is ``fast`` (benchmarks/results/presets.md), but it stays ``exact`` until limit 100 is
-#: measured and a full suite has run with the new default (on an AVX2-only CPU ``fast`` is only 2-5% faster).
+#: at limits 20 and 50 only ``fast`` qualifies besides ``exact`` (benchmarks/results/presets.md), and on an
+#: AVX2-only CPU the two are within timing noise (the pick flipped between two quiet runs). It stays ``exact`` until
+#: limit 100 is measured and a full suite has run with a new default.
 DEFAULT_PRESET = "exact"
 
 _PRESET_NAME = re.compile(r"[A-Za-z][\w-]*")
