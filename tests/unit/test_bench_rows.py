@@ -24,7 +24,7 @@ from twostage_integrations.bench.machine import cpu_model_and_cores
 from twostage_integrations.bench.run import _agreement
 from twostage_integrations.bench.specs import reference_row
 from twostage_integrations.cli import app
-from twostage_integrations.errors import InvalidParameterError
+from twostage_integrations.errors import InvalidParameterError, PipelineSpecError
 from twostage_integrations.rerank.cascade import Cascade
 from twostage_integrations.rerank.cross_encoder import CrossEncoderReranker
 from twostage_integrations.rerank.engine import RerankStats
@@ -79,6 +79,18 @@ def test_a_default_that_is_not_exact_leads_and_exact_follows(presets):
     rows = spec_rows(["fast"], default=PipelineSpec.parse(FASTEST))
     assert [r.name for r in rows] == ["fastest (default)", "fast", "exact"]
     assert reference_row(rows).label == "exact"
+
+
+def test_a_limit_sets_every_rows_depth_and_presets_keep_their_names(presets):
+    rows = spec_rows(["fastest", "dense:50 > default > top_k=5"], limit=50)
+    assert [r.spec.recall.limit for r in rows] == [50, 50, 50]
+    assert [r.name for r in rows] == ["exact (default)", "fastest", "dense:50 > default > top_k=5"]
+    assert str(rows[1].spec) == "dense:50 > default@backend=onnx-int8 > top_k=5"
+    # exact at 50 is the exact row at that depth; without a limit the same spec is a row of its own
+    assert [r.label for r in spec_rows(["hybrid:50 > default > top_k=5"], limit=50)] == ["exact"]
+    assert [r.label for r in spec_rows(["hybrid:50 > default > top_k=5"])] == ["exact", "hybrid:50 > default > top_k=5"]
+    with pytest.raises(PipelineSpecError, match="more than the 8 it gets"):
+        spec_rows(["fast"], limit=8)  # FAST's prefilter keeps 10
 
 
 def test_rows_must_share_top_k():
@@ -274,7 +286,24 @@ def test_cli_passes_every_preset_and_the_default(monkeypatch, presets):
     assert seen["pipelines"] == ["exact", "fast", "fastest"] and seen["systems"] == ["st-onnx"]
     assert seen["default"] == default_spec()  # what `twostage query` runs with no flags
     result = CliRunner().invoke(app, ["bench", "--pipeline", "fast", "--pipeline", FASTEST])
-    assert seen["pipelines"] == ["fast", FASTEST]
+    assert seen["pipelines"] == ["fast", FASTEST] and seen["limit"] is None  # each spec's own depth
+
+
+def test_cli_limits_run_every_row_at_each_depth(monkeypatch, presets):
+    import twostage_integrations.bench as bench
+
+    depths = []
+
+    def fake_run(dataset_dir, **kwargs):
+        depths.append(kwargs["limit"])
+        raise InvalidParameterError("stop here")
+
+    monkeypatch.setattr(bench, "run_preset_benchmark", fake_run)
+    result = CliRunner().invoke(app, ["bench", "--preset", "exact,fastest", "--limits", "50,100"])
+    assert result.exit_code == 2 and "stop here" in result.output and depths == [50], result.output
+    result = CliRunner().invoke(app, ["bench", "--preset", "exact,fast", "--limits", "50,8"])
+    assert result.exit_code == 2 and "more than the 8 it gets" in result.output, result.output
+    assert depths == [50]  # the bad second depth was refused before the first run
 
 
 @pytest.mark.parametrize(

@@ -232,7 +232,7 @@ def test_every_command_refuses_a_bad_spec_in_one_line(command, args, words, made
         ("demo", ["--rerank-backend", "torch"]),
         ("eval", ["--stage", "org/ce:5"]),
         ("eval", ["--fusion-weight", "0.5"]),
-        ("bench", ["--limits", "10,20"]),
+        ("bench", ["--limit", "10"]),
         ("serve", ["--model", "org/ce"]),
     ],
 )

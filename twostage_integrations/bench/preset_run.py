@@ -77,6 +77,7 @@ def run_preset_benchmark(
     *,
     pipelines: Sequence[SpecLike] | None = None,
     default: PipelineSpec | None = None,
+    limit: int | None = None,
     systems: Sequence[str] | None = None,
     max_queries: int = 50,
     max_docs: int | None = None,
@@ -93,6 +94,7 @@ def run_preset_benchmark(
         pipelines: Preset names or specs (any form :func:`~twostage_integrations.spec.resolve` reads), one row
             each; the default pipeline and ``exact`` are always rows (see :func:`~.specs.spec_rows`).
         default: The default pipeline (default: what ``twostage query`` runs with no flags).
+        limit: Recall this many candidates in every row and in the stacks beside them (None: each spec's own).
         systems: Native stacks and peers to run (see :func:`check_preset_systems`); None: all.
         max_queries: Queries to time (the demo queries are cycled).
         max_docs: Passages to keep, the chosen queries' relevant ones first.
@@ -110,7 +112,7 @@ def run_preset_benchmark(
         InvalidParameterError: A spec that cannot be read, rows with different top_k, an unknown system, a bad
             number; raised before any model is loaded or any passage indexed.
     """
-    rows = spec_rows(pipelines, default)
+    rows = spec_rows(pipelines, default, limit)
     ref = reference_row(rows)
     names = check_preset_systems(systems)
     if names and not ref.spec.stages:

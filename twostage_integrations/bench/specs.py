@@ -9,7 +9,7 @@ the rows asked for, then the ``exact`` preset when it was not asked for: every r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import InvalidParameterError
@@ -46,22 +46,36 @@ def default_spec() -> PipelineSpec:
     return PipelineSpec(stages=default_stages())
 
 
-def spec_label(spec: PipelineSpec) -> str:
+def at_limit(spec: PipelineSpec, limit: int | None) -> PipelineSpec:
+    """``spec`` recalling ``limit`` candidates instead of its own depth (None: ``spec`` unchanged).
+
+    >>> str(at_limit(resolve("fast"), 50))
+    'hybrid:50 > default@backend=onnx-int8 > top_k=5'
+    """
+    return spec if limit is None else replace(spec, recall=replace(spec.recall, limit=limit))
+
+
+def spec_label(spec: PipelineSpec, *, any_limit: bool = False) -> str:
     """The name of the first preset that reads as ``spec``, else the spec string.
 
     Args:
         spec: A spec.
+        any_limit: Also name a preset recalling another number of candidates (``bench --limits``: each table
+            sets every row's depth, so ``fast`` at 50 is still ``fast``).
 
     Returns:
         The label.
     """
     for name, text in PRESETS.items():
-        if resolve(text) == spec:
+        preset = resolve(text)
+        if (at_limit(preset, spec.recall.limit) if any_limit else preset) == spec:
             return name
     return str(spec)
 
 
-def spec_rows(pipelines: Sequence[SpecLike] | None, default: PipelineSpec | None = None) -> list[SpecRow]:
+def spec_rows(
+    pipelines: Sequence[SpecLike] | None, default: PipelineSpec | None = None, limit: int | None = None
+) -> list[SpecRow]:
     """The rows to time: the default pipeline first, then ``pipelines`` in order, then ``exact`` if missing;
     specs that read the same are one row.
 
@@ -69,6 +83,7 @@ def spec_rows(pipelines: Sequence[SpecLike] | None, default: PipelineSpec | None
         pipelines: Preset names, spec strings, ``.toml`` paths, dicts or specs (see
             :func:`~twostage_integrations.spec.resolve`). None or empty: the default pipeline (and ``exact``).
         default: The default pipeline (default: :func:`default_spec`).
+        limit: Recall this many candidates in every row (:func:`at_limit`); None: each spec's own depth.
 
     Returns:
         The rows, each spec once.
@@ -84,9 +99,9 @@ def spec_rows(pipelines: Sequence[SpecLike] | None, default: PipelineSpec | None
     if REFERENCE_PRESET in PRESETS:
         specs.append(resolve(REFERENCE_PRESET))
     rows: list[SpecRow] = []
-    for spec in specs:
+    for spec in (at_limit(s, limit) for s in specs):
         if all(row.spec != spec for row in rows):
-            rows.append(SpecRow(spec_label(spec), spec, default=not rows))
+            rows.append(SpecRow(spec_label(spec, any_limit=limit is not None), spec, default=not rows))
     other = next((row for row in rows if row.spec.top_k != first.top_k), None)
     if other is not None:
         raise InvalidParameterError(

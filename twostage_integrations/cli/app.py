@@ -273,6 +273,7 @@ def pipeline_spec(
     fusion: tuple[str, float | str] | None = None,
     rrf_k: float | None = None,
     per_arm: int | None = None,
+    allow: Sequence[str] = (),
 ) -> PipelineSpec:
     """The pipeline a command runs, as one spec: ``--pipeline``/``--preset`` when given (the options that
     describe a pipeline are then refused, naming both flags), else the command's own options read as a spec.
@@ -292,6 +293,7 @@ def pipeline_spec(
         fusion: ``(--fusion-method, --fusion-weight)`` for the last stage (the weight may be ``"auto"``), or None.
         rrf_k: ``--rrf-k`` (hybrid).
         per_arm: ``--per-arm`` (hybrid).
+        allow: Options (Python names) the command accepts beside a spec (bench's ``limits``).
 
     Returns:
         The spec.
@@ -308,7 +310,7 @@ def pipeline_spec(
     if pipeline is not None and preset is not None:
         raise fail("--pipeline and --preset both name the pipeline; pass one")
     if pipeline is not None or preset is not None:
-        given = given_options()
+        given = given_options(tuple(p for p in PIPELINE_PARAMS if p not in allow))
         if given:
             flag = "--pipeline" if pipeline is not None else "--preset"
             raise fail(f"{given[0]} and {flag} both set the pipeline; pass one (write it in the spec instead)")

@@ -42,7 +42,10 @@ MaxDocsOpt = Annotated[
 ]
 LimitsOpt = Annotated[
     str | None,
-    typer.Option(help="Comma-separated limits, e.g. 20,50,100: one table per limit (instead of --limit)."),
+    typer.Option(
+        help="Comma-separated limits, e.g. 20,50,100: one table per limit (instead of --limit); with "
+        "--preset/--pipeline every row, and the native stacks beside them, recall each limit in turn."
+    ),
 ]
 MaxLengthOpt = Annotated[
     int | None,
@@ -117,20 +120,23 @@ def bench_command(
     top-k set is compared with exact's. Without them: the systems of --systems; time a cascade with --stage."""
     from rich.console import Console
 
-    from ..bench import run_benchmarks
-
-    if pipeline or preset:
-        rows = _row_specs(pipeline, preset)  # refuses --limit, --rerank-model... given with them
-        _check_before_bench(dataset_dir, embedding_model, json_out, plot)
-        _bench_rows(
-            rows, dataset_dir, max_queries, max_docs, embedding_model, repeat, warmup, systems, db, json_out, plot
-        )
-        return
+    from ..bench import run_benchmarks, spec_rows
 
     try:
         chosen = [int(x) for x in limits.split(",") if x.strip()] if limits else [limit]
     except ValueError:
         raise fail(f"--limits must be comma-separated integers, got {limits!r}") from None
+    if pipeline or preset:
+        rows = _row_specs(pipeline, preset)  # refuses --limit, --rerank-model... given with them
+        _check_before_bench(dataset_dir, embedding_model, json_out, plot)
+        depths: list[int | None] = list(chosen) if limits else [None]  # --limits: every row recalls each depth
+        for depth in depths[1:]:  # the first depth's rows are read by the run, the others here, before any work
+            spec_rows(rows, pipeline_spec(None, None), depth)
+        run: dict[str, Any] = {"max_queries": max_queries, "max_docs": max_docs, "embedding_model": embedding_model}
+        run |= {"repeat": repeat, "warmup": warmup, "systems": _split(systems)}
+        _bench_rows(rows, depths, dataset_dir, db, run, json_out, plot)
+        return
+
     model: dict[str, Any] = {
         "rerank_model": rerank_model,
         "rerank_backend": rerank_backend,
@@ -162,45 +168,44 @@ def _row_specs(pipelines: list[str] | None, presets: list[str] | None) -> list[s
     if pipelines and presets:
         raise fail("--pipeline and --preset both name the pipeline; pass one (--pipeline takes preset names too)")
     values = pipelines or _split(presets) or []
-    for value in values:
-        pipeline_spec(value, None) if pipelines else pipeline_spec(None, value)
+    for value in values:  # --limits is bench's own: one table per depth, every row recalling it
+        pipeline_spec(value, None, allow=("limits",)) if pipelines else pipeline_spec(None, value, allow=("limits",))
     return values
 
 
 def _bench_rows(
     rows: list[str],
+    limits: list[int | None],
     dataset_dir: Path | None,
-    max_queries: int,
-    max_docs: int | None,
-    embedding_model: str | None,
-    repeat: int,
-    warmup: int,
-    systems: list[str] | None,
     db: Path | None,
+    run: dict[str, Any],
     json_out: Path | None,
     plot: Path | None,
 ) -> None:
-    """``bench --preset/--pipeline``: time the rows next to the native stacks and the peers, print, save."""
+    """``bench --preset/--pipeline``: time the rows next to the native stacks and the peers (once per recall depth
+    of ``--limits``, on one collection), print, save."""
+    import tempfile
+
     from rich.console import Console
 
     from ..bench import run_preset_benchmark
 
     console = Console()
-    report = run_preset_benchmark(
-        dataset_dir,
-        pipelines=rows,
-        default=pipeline_spec(None, None),  # what `twostage query` runs with no flags
-        systems=_split(systems),
-        max_queries=max_queries,
-        max_docs=max_docs,
-        embedding_model=embedding_model,
-        repeat=repeat,
-        warmup=warmup,
-        db=db,
-    )
-    console.print(preset_table(report))
-    _print_mismatches(console, report)
-    _save(console, [report], json_out, plot)
+    reports = []
+    with tempfile.TemporaryDirectory(prefix="twostage-bench-") as tmp:
+        for depth in limits:
+            report = run_preset_benchmark(
+                dataset_dir,
+                pipelines=rows,
+                default=pipeline_spec(None, None),  # what `twostage query` runs with no flags
+                limit=depth,
+                **run,
+                db=db if db is not None or len(limits) == 1 else tmp,  # several depths: embed the passages once
+            )
+            console.print(preset_table(report))
+            _print_mismatches(console, report)
+            reports.append(report)
+    _save(console, reports, json_out, plot)
 
 
 def _check_before_bench(
