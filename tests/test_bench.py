@@ -276,13 +276,16 @@ DENSE_ROW = "dense:20 > default > top_k=5"  # what the native stacks build (dens
 
 
 def test_preset_rows_next_to_the_natives_and_peers(embedder, rerank_model_path, monkeypatch):
-    """Two specs, two rows (the default pipeline first), next to native LangChain and one ST peer."""
+    """Two specs, two rows (the default pipeline first), next to native LangChain and one ST peer. The default is
+    pinned to exact, whatever DEFAULT_PRESET says today (tests/unit/test_bench_rows.py covers another default)."""
     from rich.console import Console
 
     from twostage_integrations.bench import run_preset_benchmark
     from twostage_integrations.bench.specs import ENGINE_LABELS
     from twostage_integrations.cli.bench import preset_table
+    from twostage_integrations.spec import presets
 
+    monkeypatch.setattr(presets, "DEFAULT_PRESET", "exact")
     monkeypatch.setenv("TWOSTAGE_RERANK_MODEL", rerank_model_path)
     report = run_preset_benchmark(
         pipelines=["exact", INT8_ROW, DENSE_ROW], systems=["langchain", "st-onnx"], max_queries=2, max_docs=40,

@@ -187,6 +187,7 @@ class OnnxEncoder:
         options.intra_op_num_threads = threads or physical_cores()
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        options.enable_mem_pattern = False  # shapes change every call: a pre-planned block only adds to the peak
         self.path = embedding_onnx_path(layout.transformer_dir)
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         outputs = [o.name for o in self.session.get_outputs()]

@@ -330,6 +330,19 @@ def test_adapters_without_a_reranker_get_the_default_presets_stages(db, monkeypa
     assert isinstance(pipeline_for(ChromaRecall("notes", path=db)).reranker, LazyReranker)
 
 
+def test_a_default_on_an_onnx_engine_falls_back_to_one_plain_stage_without_the_onnx_extra(monkeypatch):
+    from twostage_integrations.rerank import onnx
+    from twostage_integrations.spec import StageSpec, default_stages, presets
+
+    monkeypatch.delenv("TWOSTAGE_RERANK_BACKEND", raising=False)
+    monkeypatch.setenv("TWOSTAGE_RERANK_MODEL", "org/ce")  # a local cross-encoder's name: engine options apply
+    monkeypatch.setattr(presets, "DEFAULT_PRESET", "fast")
+    monkeypatch.setattr(onnx, "exact_engines", lambda: ["torch", "onnx"])
+    assert [s.backend for s in default_stages()] == ["onnx-int8"]
+    monkeypatch.setattr(onnx, "exact_engines", lambda: ["torch"])  # a plain install: no onnx exporter
+    assert default_stages() == (StageSpec(None),)  # what auto can run, instead of an error at the first query
+
+
 def test_adapters_holding_a_default_cascade_dump_and_rebuild_it(monkeypatch):
     from twostage_integrations import langchain as lc
     from twostage_integrations import llama_index as li

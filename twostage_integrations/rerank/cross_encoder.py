@@ -29,7 +29,7 @@ TRUNCATION_HINT = (
 NO_MODEL_HINT = ", pass --rerank-model PATH, or skip stage 2 with --no-rerank"
 # Pairs per forward pass when not given: sentence-transformers' default for torch; for ONNX Runtime the best
 # of 8/16/32 on 2 cores with length-sorted pairs (docs/bench.md).
-DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16, "onnx-int8": 16}
+DEFAULT_BATCH_SIZE = {"torch": 32, "onnx": 16, "onnx-int8": 8}
 
 
 # (model name, max_length) pairs whose cuts were reported: on corpora of long passages every call truncates, and a

@@ -20,27 +20,29 @@ PRESETS: dict[str, str] = {
     # One exact stage: hybrid recall of 20, the default cross-encoder on the default engine (auto: the faster
     # exact engine, ONNX fp32 or torch, unless $TWOSTAGE_RERANK_BACKEND says otherwise), top 5.
     "exact": "hybrid:20 > default > top_k=5",
-    # The same, scored by the int8 engine: nDCG@10 within 0.005 of exact on SciFact test (300 queries, +0.0036)
-    # and on label-free Python-docs queries (287, +0.0017) at limit 20; its speed-up depends on the CPU's int8
-    # support (1.9x LangChain at limit 20 on an Intel Xeon with VNNI; 1.04x exact on an AVX2-only AMD EPYC).
-    # benchmarks/results/presets.md (limits 20 and 50: +0.0048 / -0.0008 at 50).
+    # The same, scored by the int8 engine. nDCG@10 within 0.005 of exact at limits 20, 50 and 100 on SciFact test
+    # (300 queries) and on label-free Python-docs queries (287): the worst gap measured is -0.0028 (Python docs,
+    # limit 100). Its speed-up depends on the CPU's int8 support: 2.1x the fp32 engine's pairs/s on an AMD EPYC
+    # with AVX-512 VNNI, within timing noise of fp32 on an AVX2-only one (benchmarks/results/presets.md).
     "fast": "hybrid:20 > default@backend=onnx-int8 > top_k=5",
 }
 
 #: What runs when nothing names the rerank stages (no --rerank-model/--stage/--rerank-backend, no reranker= in the
-#: adapters). The rule: the fastest preset whose nDCG@10 stays within 0.005 of ``exact`` on both measured domains;
-#: at limits 20 and 50 only ``fast`` qualifies besides ``exact`` (benchmarks/results/presets.md), and on an
-#: AVX2-only CPU the two are within timing noise (the pick flipped between two quiet runs). It stays ``exact`` until
-#: limit 100 is measured and a full suite has run with a new default.
-DEFAULT_PRESET = "exact"
+#: adapters). The rule: the fastest preset, at the default recall depth of 20, whose nDCG@10 stays within 0.005 of
+#: ``exact`` on both measured domains at limits 20, 50 and 100. ``fast`` qualifies everywhere and is the cheapest at
+#: 20 (the int8-at-128-tokens prefilter that also qualifies scores every candidate twice at that depth and only
+#: pays from 50 candidates up). Where int8 gains nothing (no VNNI) it costs nothing either: within noise of fp32.
+DEFAULT_PRESET = "fast"
 
+ONNX_ENGINES = ("onnx", "onnx-int8")  # a default using these needs the onnx extra; without it: one plain stage
 _PRESET_NAME = re.compile(r"[A-Za-z][\w-]*")
 
 
 def default_stages(*, top_k: int | None = None, long_docs: str | None = None) -> tuple[StageSpec, ...]:
     """The rerank stages of :data:`DEFAULT_PRESET`, or one stage of the default model when the preset's engine
-    options cannot apply: ``$TWOSTAGE_RERANK_BACKEND`` names an engine (the user's pick wins), or the default
-    model (``$TWOSTAGE_RERANK_MODEL``) is not a local cross-encoder (a Cohere or Voyage name).
+    options cannot apply: ``$TWOSTAGE_RERANK_BACKEND`` names an engine (the user's pick wins), the default
+    model (``$TWOSTAGE_RERANK_MODEL``) is not a local cross-encoder (a Cohere or Voyage name), or the preset
+    names an ONNX engine and the ``onnx`` extra (onnxruntime, tokenizers, onnx) is not installed.
 
     Args:
         top_k: Hits the pipeline returns: a stage keeping fewer keeps this many instead (``--top-k 20`` over a
@@ -52,14 +54,17 @@ def default_stages(*, top_k: int | None = None, long_docs: str | None = None) ->
     """
     from ..config import TWOSTAGE_RERANK_BACKEND
     from ..models import resolve_rerank_model
+    from ..rerank.onnx import exact_engines
     from ..rerank.registry import CROSS_ENCODER, route_for
 
     plain = (StageSpec(None),)
     stages = PipelineSpec.parse(PRESETS[DEFAULT_PRESET]).stages
     if stages != plain and (
-        TWOSTAGE_RERANK_BACKEND.value() or route_for(resolve_rerank_model(None)).kind != CROSS_ENCODER
+        TWOSTAGE_RERANK_BACKEND.value()
+        or route_for(resolve_rerank_model(None)).kind != CROSS_ENCODER
+        or (any(s.backend in ONNX_ENGINES for s in stages) and "onnx" not in exact_engines())
     ):
-        stages = plain
+        stages = plain  # the user's engine, a hosted model, or no ONNX engine installed (`pip install ...[onnx]`)
     if top_k is not None:
         stages = tuple(replace(s, keep=max(s.keep, top_k)) if s.keep is not None else s for s in stages)
     if long_docs is not None:
