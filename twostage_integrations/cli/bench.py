@@ -130,10 +130,11 @@ def bench_command(
         rows = _row_specs(pipeline, preset)  # refuses --limit, --rerank-model... given with them
         _check_before_bench(dataset_dir, embedding_model, json_out, plot)
         depths: list[int | None] = list(chosen) if limits else [None]  # --limits: every row recalls each depth
-        for depth in depths[1:]:  # the first depth's rows are read by the run, the others here, before any work
-            spec_rows(rows, pipeline_spec(None, None), depth)
+        default = pipeline_spec(None, None)  # what `twostage query` runs with no flags
+        for depth in depths:  # every depth's rows read before any work (a depth below a stage's keep...)
+            spec_rows(rows, default, depth)
         run: dict[str, Any] = {"max_queries": max_queries, "max_docs": max_docs, "embedding_model": embedding_model}
-        run |= {"repeat": repeat, "warmup": warmup, "systems": _split(systems)}
+        run |= {"repeat": repeat, "warmup": warmup, "systems": _split(systems), "default": default}
         _bench_rows(rows, depths, dataset_dir, db, run, json_out, plot)
         return
 
@@ -168,8 +169,9 @@ def _row_specs(pipelines: list[str] | None, presets: list[str] | None) -> list[s
     if pipelines and presets:
         raise fail("--pipeline and --preset both name the pipeline; pass one (--pipeline takes preset names too)")
     values = pipelines or _split(presets) or []
-    for value in values:  # --limits is bench's own: one table per depth, every row recalling it
-        pipeline_spec(value, None, allow=("limits",)) if pipelines else pipeline_spec(None, value, allow=("limits",))
+    allow = ("limits",)  # bench's own: one table per depth, every row recalling it
+    for value in values:
+        pipeline_spec(value, None, allow=allow) if pipelines else pipeline_spec(None, value, allow=allow)
     return values
 
 
@@ -195,13 +197,8 @@ def _bench_rows(
     with tempfile.TemporaryDirectory(prefix="twostage-bench-") as tmp:
         for depth in limits:
             report = run_preset_benchmark(
-                dataset_dir,
-                pipelines=rows,
-                default=pipeline_spec(None, None),  # what `twostage query` runs with no flags
-                limit=depth,
-                **run,
-                db=db if db is not None or len(limits) == 1 else tmp,  # several depths: embed the passages once
-            )
+                dataset_dir, pipelines=rows, limit=depth, **run, db=db if db is not None else tmp
+            )  # one collection for every depth: the passages are embedded once
             console.print(preset_table(report))
             _print_mismatches(console, report)
             reports.append(report)
