@@ -93,6 +93,13 @@ def test_a_limit_sets_every_rows_depth_and_presets_keep_their_names(presets):
         spec_rows(["fast"], limit=8)  # FAST's prefilter keeps 10
 
 
+def test_long_docs_sets_every_stage_that_names_none(presets):
+    rows = spec_rows(["fastest", "hybrid:20 > default@long_docs=top2mean > top_k=5"], long_docs="max")
+    assert [[st.long_docs for st in r.spec.stages] for r in rows] == [["max"], ["max"], ["top2mean"]]
+    assert str(rows[1].spec) == "dense:20 > default@backend=onnx-int8,long_docs=max > top_k=5"
+    assert rows[0].default and reference_row(rows) is rows[0]  # exact, windowed too
+
+
 def test_rows_must_share_top_k():
     with pytest.raises(InvalidParameterError, match="same top_k.*keeps 3"):
         spec_rows(["dense:20 > default > top_k=3"])
@@ -287,6 +294,9 @@ def test_cli_passes_every_preset_and_the_default(monkeypatch, presets):
     assert seen["default"] == default_spec()  # what `twostage query` runs with no flags
     result = CliRunner().invoke(app, ["bench", "--pipeline", "fast", "--pipeline", FASTEST])
     assert seen["pipelines"] == ["fast", FASTEST] and seen["limit"] is None  # each spec's own depth
+    assert seen["long_docs"] is None
+    CliRunner().invoke(app, ["bench", "--preset", "fast", "--long-docs", "max"])
+    assert seen["pipelines"] == ["fast"] and seen["long_docs"] == "max"
 
 
 def test_cli_limits_run_every_row_at_each_depth(monkeypatch, presets):
@@ -314,6 +324,8 @@ def test_cli_limits_run_every_row_at_each_depth(monkeypatch, presets):
         (["--preset", "exact", "--limit", "5"], "--limit and --preset both set the pipeline"),
         (["--pipeline", "dense:20 > default > top_k=3"], "same top_k"),
         (["--preset", "exact", "--systems", "twostage-onnx"], "unknown here: twostage-onnx"),
+        (["--preset", "fast", "--long-docs", "all"], "--long-docs must be one of first, max, top2mean"),
+        (["--long-docs", "max"], "--long-docs max applies to pipeline rows: add --preset fast"),
     ],
 )
 def test_cli_refuses_bad_rows_before_any_work(args, message):

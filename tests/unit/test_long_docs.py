@@ -172,3 +172,43 @@ def test_bad_settings_are_one_line_typed_errors(long_docs, window, stride, words
 def test_bad_window_refused_against_the_model_limit(monkeypatch):
     with pytest.raises(InvalidParameterError, match="leaves no room"):
         _reranker(monkeypatch, long_docs="max", window=MAX_LENGTH)
+
+
+def _calibration(long_docs: str):
+    """A Platt map fitted on synthetic over-confident scores, stamped as fitted with ``long_docs``."""
+    import numpy as np
+
+    from twostage_integrations.rerank.calibration import fit_calibration
+
+    rng = np.random.default_rng(3)
+    logit = rng.normal(0.0, 2.5, 2000)
+    labels = (rng.random(2000) < 1 / (1 + np.exp(-(2 * logit - 3)))).astype(int)
+    cal = fit_calibration(1 / (1 + np.exp(-logit)), labels, method="platt", use_sklearn=False)
+    cal.fitted_on = {"long_docs": long_docs}
+    return cal
+
+
+def test_windowed_calibration_maps_the_aggregate_and_each_window(monkeypatch, caplog):
+    """A calibration fitted on top2mean scores maps the mean of the raw best two (not the mean of two mapped
+    windows), and the evidence window's own score goes through the same map."""
+    import numpy as np
+
+    text = "bananas are yellow . " * 8 + "aspirin lowers the risk of stroke ." + " cells divide in tissue ." * 8
+    raw = _reranker(monkeypatch, long_docs="top2mean", calibration=False)
+    cal = _calibration("top2mean")
+    with caplog.at_level("WARNING"):
+        mapped = _reranker(monkeypatch, long_docs="top2mean", calibration=cal)
+    assert mapped.score_kind == "ce_calibrated" and not caplog.records
+    ((raw_score, raw_ev),) = raw.score_pairs_with_evidence([(QUERY, text)])
+    ((score, ev),) = mapped.score_pairs_with_evidence([(QUERY, text)])
+    expect = cal.apply(np.array([raw_score, raw_ev.score], dtype=np.float32))
+    assert score == pytest.approx(float(expect[0]), abs=1e-6) and ev.score == pytest.approx(float(expect[1]), abs=1e-6)
+    assert (ev.start, ev.end) == (raw_ev.start, raw_ev.end)
+    assert mapped.score(QUERY, [text]) == [score]
+
+
+def test_a_calibration_fitted_with_other_long_docs_warns(monkeypatch, caplog):
+    with caplog.at_level("WARNING"):
+        _reranker(monkeypatch, long_docs="max", calibration=_calibration("first"))
+    (record,) = [r for r in caplog.records if "long_docs" in r.getMessage()]
+    assert "fitted on long_docs='first'" in record.getMessage() and "--long-docs max" in record.getMessage()

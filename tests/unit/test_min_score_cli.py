@@ -40,3 +40,15 @@ def test_calibrate_refuses_a_split_without_qrels_before_any_model(tmp_path):
     result = runner.invoke(app, ["calibrate", str(tmp_path), "--rerank-model", str(tmp_path / "no-model")])
     assert result.exit_code == 2
     assert "qrels/train.tsv not found" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_calibrate_refuses_unknown_long_docs_before_any_model(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "1", "text": "a"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q", "text": "a"}\n')
+    (tmp_path / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\nq\t1\t1\n")
+    args = ["calibrate", str(tmp_path), "--long-docs", "all", "--rerank-model", str(tmp_path / "no-model")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "long_docs must be one of first, max, top2mean" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

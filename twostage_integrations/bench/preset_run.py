@@ -78,6 +78,7 @@ def run_preset_benchmark(
     pipelines: Sequence[SpecLike] | None = None,
     default: PipelineSpec | None = None,
     limit: int | None = None,
+    long_docs: str | None = None,
     systems: Sequence[str] | None = None,
     max_queries: int = 50,
     max_docs: int | None = None,
@@ -95,6 +96,8 @@ def run_preset_benchmark(
             each; the default pipeline and ``exact`` are always rows (see :func:`~.specs.spec_rows`).
         default: The default pipeline (default: what ``twostage query`` runs with no flags).
         limit: Recall this many candidates in every row and in the stacks beside them (None: each spec's own).
+        long_docs: Long passages scored this way (``max``, ``top2mean``) by every row's stages that name none;
+            the native stacks and peers cut them, as they always do (None: as each spec says).
         systems: Native stacks and peers to run (see :func:`check_preset_systems`); None: all.
         max_queries: Queries to time (the demo queries are cycled).
         max_docs: Passages to keep, the chosen queries' relevant ones first.
@@ -112,7 +115,7 @@ def run_preset_benchmark(
         InvalidParameterError: A spec that cannot be read, rows with different top_k, an unknown system, a bad
             number; raised before any model is loaded or any passage indexed.
     """
-    rows = spec_rows(pipelines, default, limit)
+    rows = spec_rows(pipelines, default, limit, long_docs)
     ref = reference_row(rows)
     names = check_preset_systems(systems)
     if names and not ref.spec.stages:

@@ -55,6 +55,18 @@ def at_limit(spec: PipelineSpec, limit: int | None) -> PipelineSpec:
     return spec if limit is None else replace(spec, recall=replace(spec.recall, limit=limit))
 
 
+def with_long_docs(spec: PipelineSpec, long_docs: str | None) -> PipelineSpec:
+    """``spec`` with ``long_docs`` on every stage that names none (``bench --long-docs``, as ``query --long-docs``);
+    None: ``spec`` unchanged.
+
+    >>> str(with_long_docs(resolve("fast"), "max"))
+    'hybrid:20 > default@backend=onnx-int8,long_docs=max > top_k=5'
+    """
+    if long_docs is None:
+        return spec
+    return replace(spec, stages=tuple(s if s.long_docs else replace(s, long_docs=long_docs) for s in spec.stages))
+
+
 def spec_label(spec: PipelineSpec, *, any_limit: bool = False) -> str:
     """The name of the first preset that reads as ``spec``, else the spec string.
 
@@ -74,7 +86,10 @@ def spec_label(spec: PipelineSpec, *, any_limit: bool = False) -> str:
 
 
 def spec_rows(
-    pipelines: Sequence[SpecLike] | None, default: PipelineSpec | None = None, limit: int | None = None
+    pipelines: Sequence[SpecLike] | None,
+    default: PipelineSpec | None = None,
+    limit: int | None = None,
+    long_docs: str | None = None,
 ) -> list[SpecRow]:
     """The rows to time: the default pipeline first, then ``pipelines`` in order, then ``exact`` if missing;
     specs that read the same are one row.
@@ -84,6 +99,8 @@ def spec_rows(
             :func:`~twostage_integrations.spec.resolve`). None or empty: the default pipeline (and ``exact``).
         default: The default pipeline (default: :func:`default_spec`).
         limit: Recall this many candidates in every row (:func:`at_limit`); None: each spec's own depth.
+        long_docs: Score long passages this way in every stage that names no ``long_docs``
+            (:func:`with_long_docs`); None: as each spec says.
 
     Returns:
         The rows, each spec once.
@@ -99,7 +116,7 @@ def spec_rows(
     if REFERENCE_PRESET in PRESETS:
         specs.append(resolve(REFERENCE_PRESET))
     rows: list[SpecRow] = []
-    for spec in (at_limit(s, limit) for s in specs):
+    for spec in (with_long_docs(at_limit(s, limit), long_docs) for s in specs):
         if all(row.spec != spec for row in rows):
             rows.append(SpecRow(spec_label(spec, any_limit=limit is not None), spec, default=not rows))
     other = next((row for row in rows if row.spec.top_k != first.top_k), None)

@@ -11,6 +11,7 @@ import typer
 from .app import (
     SPEC_RULE,
     EmbeddingOpt,
+    LongDocsOpt,
     RerankBackendOpt,
     RerankModelOpt,
     app,
@@ -111,13 +112,15 @@ def bench_command(
     plot: Annotated[Path | None, typer.Option(help="Also save a bar chart (PNG, SVG or PDF) here.")] = None,
     pipeline: BenchPipelineOpt = None,
     preset: BenchPresetOpt = None,
+    long_docs: LongDocsOpt = None,
 ) -> None:
     """Time the two-stage pipeline next to the same pipeline built natively in LangChain and LlamaIndex
     (same collection, models and queries, one process), and check they return the same top-k ids.
 
     --preset A,B / --pipeline SPEC (repeatable): one row per pipeline, the default pipeline first, next to the
     native stacks and sentence-transformers' ONNX/OpenVINO backends (which rebuild the exact preset); each row's
-    top-k set is compared with exact's. Without them: the systems of --systems; time a cascade with --stage."""
+    top-k set is compared with exact's; --long-docs max scores long passages window by window in every row (the
+    native stacks cut them). Without them: the systems of --systems; time a cascade with --stage."""
     from rich.console import Console
 
     from ..bench import run_benchmarks, spec_rows
@@ -126,14 +129,16 @@ def bench_command(
         chosen = [int(x) for x in limits.split(",") if x.strip()] if limits else [limit]
     except ValueError:
         raise fail(f"--limits must be comma-separated integers, got {limits!r}") from None
+    _check_long_docs(long_docs, pipeline or preset)
     if pipeline or preset:
         rows = _row_specs(pipeline, preset)  # refuses --limit, --rerank-model... given with them
         _check_before_bench(dataset_dir, embedding_model, json_out, plot)
         depths: list[int | None] = list(chosen) if limits else [None]  # --limits: every row recalls each depth
         default = pipeline_spec(None, None)  # what `twostage query` runs with no flags
         for depth in depths:  # every depth's rows read before any work (a depth below a stage's keep...)
-            spec_rows(rows, default, depth)
+            spec_rows(rows, default, depth, long_docs)
         run: dict[str, Any] = {"max_queries": max_queries, "max_docs": max_docs, "embedding_model": embedding_model}
+        run["long_docs"] = long_docs
         run |= {"repeat": repeat, "warmup": warmup, "systems": _split(systems), "default": default}
         _bench_rows(rows, depths, dataset_dir, db, run, json_out, plot)
         return
@@ -163,13 +168,26 @@ def bench_command(
     _save(console, reports, json_out, plot)
 
 
+def _check_long_docs(long_docs: str | None, rows: object) -> None:
+    """``--long-docs``: a known way, and only with pipeline rows (the classic systems compare every stack's top-k
+    with stacks that cannot score windows)."""
+    from ..rerank.windows import LONG_DOCS
+
+    if long_docs is None:
+        return
+    if long_docs not in LONG_DOCS:
+        raise fail(f"--long-docs must be one of {', '.join(LONG_DOCS)}, got {long_docs!r}")
+    if not rows:
+        raise fail(f"--long-docs {long_docs} applies to pipeline rows: add --preset fast (or --pipeline SPEC)")
+
+
 def _row_specs(pipelines: list[str] | None, presets: list[str] | None) -> list[str]:
     """The ``--pipeline`` values or the ``--preset`` names, each read once here so a bad one or a pipeline option
     given with them fails before any work (exit 2, one line)."""
     if pipelines and presets:
         raise fail("--pipeline and --preset both name the pipeline; pass one (--pipeline takes preset names too)")
     values = pipelines or _split(presets) or []
-    allow = ("limits",)  # bench's own: one table per depth, every row recalling it
+    allow = ("limits", "long_docs")  # bench's own: one table per depth; windows in every row
     for value in values:
         pipeline_spec(value, None, allow=allow) if pipelines else pipeline_spec(None, value, allow=allow)
     return values

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from .app import DbOpt, EmbeddingOpt, RerankBackendOpt, RerankMaxLengthOpt, RerankModelOpt, app, friendly_errors
+from .app import (
+    DbOpt,
+    EmbeddingOpt,
+    LongDocsOpt,
+    RerankBackendOpt,
+    RerankMaxLengthOpt,
+    RerankModelOpt,
+    app,
+    friendly_errors,
+)
 from .evaluate import check_outputs
 
 
@@ -29,6 +38,7 @@ def calibrate_command(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON to this file.")] = None,
     rerank_backend: RerankBackendOpt = None,
     rerank_max_length: RerankMaxLengthOpt = None,
+    long_docs: LongDocsOpt = None,
     db: DbOpt = None,
     embedding_model: EmbeddingOpt = None,
 ) -> None:
@@ -44,7 +54,8 @@ def calibrate_command(
     require_beir(dataset_dir, split)  # no qrels for the split: one error line, exit 2, before any model loads
     check_outputs([out, json_out])
     result = calibrate(dataset_dir, rerank_model, split=split, recall=recall, limit=limit, max_queries=max_queries,
-                       method=method, backend=rerank_backend, max_length=rerank_max_length, out=out, db=db,
+                       method=method, backend=rerank_backend, max_length=rerank_max_length,
+                       long_docs=long_docs or "first", out=out, db=db,
                        embedding_model=embedding_model)  # fmt: skip
     cal = result.calibration
     console = Console() if Console().is_terminal else Console(width=160)

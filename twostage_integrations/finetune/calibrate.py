@@ -99,6 +99,7 @@ def calibrate(
     method: str = "auto",
     backend: str | None = None,
     max_length: int | None = None,
+    long_docs: str = "first",
     out: str | os.PathLike[str] | None = None,
     db: str | os.PathLike[str] | None = None,
     embedding_model: Any = None,
@@ -116,6 +117,8 @@ def calibrate(
         method: ``auto`` (lower held-out log-loss), ``platt`` or ``isotonic``.
         backend: The reranker's engine (``onnx``, ``onnx-int8``, ``torch``).
         max_length: Token limit per pair.
+        long_docs: How passages longer than ``max_length`` are scored (``first``, ``max``, ``top2mean``): fit on
+            the scores your reranker gives; the file records it and a reranker with other settings warns.
         out: Where to write (default: beside the model, or the cache for hub/read-only models).
         db: The embedded database folder for the cached collection.
         embedding_model: The embedding model of the cached collection.
@@ -135,7 +138,8 @@ def calibrate(
     if max_queries is not None:
         check_positive_int(max_queries, "max_queries")
     data = load_beir(dataset_dir, split)
-    ce = CrossEncoderReranker(rerank_model, backend=backend, max_length=max_length, calibration=False)
+    ce = CrossEncoderReranker(rerank_model, backend=backend, max_length=max_length, long_docs=long_docs,
+                              calibration=False)  # fmt: skip
     if ce.base_score_kind not in ("ce_sigmoid", "ce_logit"):
         raise InvalidParameterError(f"{ce.name} gives {ce.base_score_kind} scores; calibration needs sigmoid or logit")
     pairs, n_queries = calibration_pairs(data, recall=recall, limit=limit, max_queries=max_queries, db=db,
@@ -144,7 +148,7 @@ def calibrate(
     cal = fit_calibration(scores, [p.label for p in pairs], base_kind=ce.base_score_kind, method=method)
     cal.model = ce.name
     cal.fitted_on = {"dataset": data.name, "split": split, "recall": recall, "limit": limit, "queries": n_queries,
-                     "backend": ce.backend, "max_length": ce.max_length}  # fmt: skip
+                     "backend": ce.backend, "max_length": ce.max_length, "long_docs": ce.long_docs}  # fmt: skip
     path = Path(out) if out is not None else calibration_path(ce.name, _folder(ce), for_writing=True)
     assert path is not None  # for_writing always names a file
     cal.save(path)

@@ -253,6 +253,13 @@ class CrossEncoderReranker(BaseReranker):
         self.calibration = resolve_calibration(
             setting, self.name, folder or (lambda: snapshot(self.name, True)), self.base_score_kind
         )
+        fitted = (self.calibration.fitted_on or {}).get("long_docs", "first") if self.calibration else self.long_docs
+        if fitted != self.long_docs:  # the map still keeps the order; its probabilities are for other scores
+            logger.warning(
+                "%s: the calibration was fitted on long_docs=%r scores, this reranker gives long_docs=%r ones; its "
+                "probabilities will be off: run `twostage calibrate ... --long-docs %s --out FILE` and pass "
+                "calibration=FILE", self.name, fitted, self.long_docs, self.long_docs,
+            )  # fmt: skip
 
     @property
     def model(self) -> Any:
@@ -306,17 +313,28 @@ class CrossEncoderReranker(BaseReranker):
         Returns:
             One float per pair, in input order.
         """
+        return self._calibrated(self._raw_cut(pairs))
+
+    def _raw_cut(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """The engine's uncalibrated scores (first label) for the pairs, each cut at ``max_length``."""
         if not pairs:
             return []
         scores = self.engine.predict(pairs)
         self._report_truncation(self.engine.last_stats)
-        first = scores[:, 0]  # multi-label models: the first label
-        if self.calibration is not None:
-            from .calibration import to_logit
-
-            first = self.calibration.apply_logit(to_logit(first, self.base_score_kind))
         # Plain floats: numpy float32 breaks JSON serialisation downstream.
-        return [float(s) for s in first]
+        return [float(s) for s in scores[:, 0]]  # multi-label models: the first label
+
+    def _calibrated(self, scores: Sequence[float]) -> list[float]:
+        """``scores`` through the calibration (unchanged without one)."""
+        if self.calibration is None or not scores:
+            return list(scores)
+        import numpy as np
+
+        from .calibration import to_logit
+
+        # float32, as the engine returns them: to_logit's clamps are float32's
+        mapped = self.calibration.apply_logit(to_logit(np.asarray(scores, dtype=np.float32), self.base_score_kind))
+        return [float(s) for s in mapped]
 
     def score_pairs_with_evidence(
         self, pairs: Sequence[tuple[str, str]], *, how: str | None = None, limit: int | None = None
@@ -335,7 +353,14 @@ class CrossEncoderReranker(BaseReranker):
         how = how or (self.long_docs if self.long_docs != "first" else "max")
         check_long_docs(how, None, None, self.max_length)
         splitter = self.splitter if self.splitter is not None else self._splitter(None, None)
-        return score_windows(splitter, self.score_pairs_cut, pairs, how, limit=limit)
+        # Aggregate raw window scores, then calibrate: a calibration fitted with these long_docs maps aggregates.
+        scored = score_windows(splitter, self._raw_cut, pairs, how, limit=limit)
+        if self.calibration is None:
+            return scored
+        totals = self._calibrated([score for score, _ in scored])
+        windows = self._calibrated([ev.score for _, ev in scored])
+        pairs_out = zip(totals, scored, windows, strict=True)
+        return [(total, dataclasses.replace(ev, score=w)) for total, (_, ev), w in pairs_out]
 
     def rerank(self, query: str, hits: Sequence[Hit], top_k: int | None = None) -> list[Hit]:
         """Reorder hits by :meth:`score`; with ``long_docs`` windows, each hit also gets ``metadata["evidence"]``.
