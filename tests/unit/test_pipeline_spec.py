@@ -300,7 +300,9 @@ def test_resolve_takes_every_spelling(tmp_path):
     file.write_text(spec.to_toml(), encoding="utf-8")
     assert resolve(spec) is spec
     assert resolve(spec.to_dict()) == resolve(spec.to_string()) == resolve(file) == resolve(str(file)) == spec
-    with pytest.raises(PipelineSpecError, match=r"unknown pipeline preset \(presets: exact, fast, long-docs\), got 'fastest'"):
+    with pytest.raises(
+        PipelineSpecError, match=r"unknown pipeline preset \(presets: exact, fast, long-docs\), got 'fastest'"
+    ):
         resolve("fastest")
     with pytest.raises(PipelineSpecError, match="no such pipeline TOML file"):
         resolve(tmp_path / "missing.toml")
