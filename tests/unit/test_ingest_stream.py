@@ -146,3 +146,24 @@ def test_cli_batch_size_must_be_positive(tmp_path):
     write_jsonl(data, 3)
     result = CliRunner().invoke(app, ["ingest", str(data), "-c", "bad-batch", "--batch-size", "0"])
     assert result.exit_code == 2 and "--batch-size" in result.output
+
+
+def test_changed_metadata_under_a_stored_text_keeps_its_vector(tmp_path):
+    """The same passages ingested again with other metadata (e.g. the file moved, so `source` changed) are
+    updated without being embedded again: their stored vectors are written back with the new metadata."""
+    embedder = FakeEmbedder()
+    recall = ChromaRecall("stream-meta", path=tmp_path / "db", embedding_model=embedder)
+    recall.add_stream(records(10), batch_size=4)
+    before = recall.collection.get(ids=["p3"], include=["embeddings"])["embeddings"][0]
+    moved = [(t, {**m, "source": "elsewhere.jsonl"}, i) for t, m, i in records(10)[:6]]
+    moved += [("a new text for p8", {"n": 8}, "p8")]
+    result = recall.add_stream(moved, batch_size=4)
+    assert (result.added, result.updated, result.unchanged) == (0, 7, 0)
+    assert recall.embedded == 11  # 10 at first, then only p8's new text
+    got = recall.collection.get(ids=["p3", "p8"], include=["metadatas", "embeddings", "documents"])
+    meta = dict(zip(got["ids"], got["metadatas"], strict=True))
+    assert meta["p3"] == {"n": 3, "source": "elsewhere.jsonl"}
+    vec = dict(zip(got["ids"], got["embeddings"], strict=True))
+    assert list(vec["p3"]) == pytest.approx(list(before))
+    assert list(vec["p8"]) == pytest.approx(list(embedder.embed(["a new text for p8"])[0]), abs=1e-6)
+    assert recall.search("passage 3 about topic 3", 1)[0].id == "p3"

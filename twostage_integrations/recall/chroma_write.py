@@ -182,8 +182,7 @@ class ChromaWriteMixin:
         result = AddResult(ids=list(ids) if keep_ids else [])
         result.unchanged = len(ids) - len(todo)
         if todo:
-            vectors = self.embedder.embed([texts[k] for k in todo])
-            self._embedded += len(todo)
+            vectors = self._vectors(collection, texts, ids, todo, existing)
             collection.upsert(
                 ids=[ids[k] for k in todo],
                 embeddings=vectors,
@@ -195,6 +194,24 @@ class ChromaWriteMixin:
             # After the data: a reader that sees the new stamp also sees the rows it stands for.
             self._bump_version(collection, "upsert", [ids[k] for k in todo], [texts[k] for k in todo])
         return result
+
+    def _vectors(self, collection, texts, ids, todo, existing) -> Any:
+        """The vectors to write for ``todo``: a passage stored with the same text and other metadata keeps its
+        stored vector (the same file ingested from another path changes only ``source``); the rest are embedded."""
+        import numpy as np
+
+        keep = [k for k in todo if ids[k] in existing and existing[ids[k]][0] == texts[k]]
+        fresh = [k for k in todo if not (ids[k] in existing and existing[ids[k]][0] == texts[k])]
+        rows: dict[int, Any] = {}
+        if keep:
+            stored = collection.get(ids=[ids[k] for k in keep], include=["embeddings"])
+            by_id = dict(zip(stored["ids"], stored["embeddings"], strict=True))
+            rows |= {k: np.asarray(by_id[ids[k]], dtype=np.float32) for k in keep}
+        if fresh:
+            embedded = self.embedder.embed([texts[k] for k in fresh])
+            self._embedded += len(fresh)
+            rows |= {k: np.asarray(v, dtype=np.float32) for k, v in zip(fresh, embedded, strict=True)}
+        return np.stack([rows[k] for k in todo])
 
 
 def _batches(records: Iterable[T], size: int) -> Iterator[list[T]]:
