@@ -15,6 +15,7 @@ from typing import Any
 from ..errors import InvalidParameterError
 from ..spec import PRESETS, PipelineSpec, default_stages, resolve
 from ..spec.build import SpecLike
+from ..spec.presets import with_long_docs
 
 REFERENCE_PRESET = "exact"  # the rows' same-top-k reference: today's exact (fp32, one cross-encoder) pipeline
 DEFAULT_SUFFIX = " (default)"
@@ -55,16 +56,14 @@ def at_limit(spec: PipelineSpec, limit: int | None) -> PipelineSpec:
     return spec if limit is None else replace(spec, recall=replace(spec.recall, limit=limit))
 
 
-def with_long_docs(spec: PipelineSpec, long_docs: str | None) -> PipelineSpec:
-    """``spec`` with ``long_docs`` on every stage that names none (``bench --long-docs``, as ``query --long-docs``);
-    None: ``spec`` unchanged.
+def spec_long_docs(spec: PipelineSpec, long_docs: str | None) -> PipelineSpec:
+    """``spec`` with ``long_docs`` on every stage that names none (``bench --long-docs``, as ``query --long-docs``:
+    :func:`~twostage_integrations.spec.presets.with_long_docs`); None: ``spec`` unchanged.
 
-    >>> str(with_long_docs(resolve("fast"), "max"))
+    >>> str(spec_long_docs(resolve("fast"), "max"))
     'hybrid:20 > default@backend=onnx-int8,long_docs=max > top_k=5'
     """
-    if long_docs is None:
-        return spec
-    return replace(spec, stages=tuple(s if s.long_docs else replace(s, long_docs=long_docs) for s in spec.stages))
+    return spec if long_docs is None else replace(spec, stages=with_long_docs(spec.stages, long_docs))
 
 
 def spec_label(spec: PipelineSpec, *, any_limit: bool = False) -> str:
@@ -100,7 +99,7 @@ def spec_rows(
         default: The default pipeline (default: :func:`default_spec`).
         limit: Recall this many candidates in every row (:func:`at_limit`); None: each spec's own depth.
         long_docs: Score long passages this way in every stage that names no ``long_docs``
-            (:func:`with_long_docs`); None: as each spec says.
+            (:func:`spec_long_docs`); None: as each spec says.
 
     Returns:
         The rows, each spec once.
@@ -116,7 +115,7 @@ def spec_rows(
     if REFERENCE_PRESET in PRESETS:
         specs.append(resolve(REFERENCE_PRESET))
     rows: list[SpecRow] = []
-    for spec in (with_long_docs(at_limit(s, limit), long_docs) for s in specs):
+    for spec in (spec_long_docs(at_limit(s, limit), long_docs) for s in specs):
         if all(row.spec != spec for row in rows):
             rows.append(SpecRow(spec_label(spec, any_limit=limit is not None), spec, default=not rows))
     other = next((row for row in rows if row.spec.top_k != first.top_k), None)

@@ -303,7 +303,6 @@ def pipeline_spec(
         PipelineSpecError: A token that cannot be read.
         InvalidParameterError: ``limit``/``top_k`` out of range.
     """
-    from ..rerank.windows import LONG_DOCS
     from ..spec import FusionSpec, PipelineSpec, RecallSpec, StageSpec, default_stages, spec_from
     from ..validation import check_limit_top_k
 
@@ -318,8 +317,7 @@ def pipeline_spec(
         assert spec is not None  # one of them was given
         return spec
     check_limit_top_k(limit, top_k)  # the options' own messages (--top-k must be <= --limit...)
-    if long_docs is not None and long_docs not in LONG_DOCS:
-        raise fail(f"--long-docs must be one of {', '.join(LONG_DOCS)}, got {long_docs!r}")
+    check_long_docs_flag(long_docs)
     hybrid: dict[str, Any] = {"rrf_k": rrf_k, "per_arm": per_arm} if recall == "hybrid" else {}
     engine = {"backend": rerank_backend, "max_length": rerank_max_length, "long_docs": long_docs}
     steps: tuple[StageSpec, ...]
@@ -334,6 +332,14 @@ def pipeline_spec(
         steps = default_stages(top_k=top_k, long_docs=long_docs)
     fused = FusionSpec(*fusion) if fusion is not None and steps else None
     return PipelineSpec(RecallSpec(recall, limit, **hybrid), steps, fused, top_k)
+
+
+def check_long_docs_flag(long_docs: str | None) -> None:
+    """``--long-docs``: None or one of first, max, top2mean (typer.Exit, exit 2, one line)."""
+    from ..rerank.windows import LONG_DOCS
+
+    if long_docs is not None and long_docs not in LONG_DOCS:
+        raise fail(f"--long-docs must be one of {', '.join(LONG_DOCS)}, got {long_docs!r}")
 
 
 def parse_stage(spec: str) -> tuple[str, int | None, dict[str, Any]]:

@@ -15,6 +15,7 @@ from .app import (
     RerankBackendOpt,
     RerankModelOpt,
     app,
+    check_long_docs_flag,
     fail,
     friendly_errors,
     parse_stage,
@@ -171,13 +172,8 @@ def bench_command(
 def _check_long_docs(long_docs: str | None, rows: object) -> None:
     """``--long-docs``: a known way, and only with pipeline rows (the classic systems compare every stack's top-k
     with stacks that cannot score windows)."""
-    from ..rerank.windows import LONG_DOCS
-
-    if long_docs is None:
-        return
-    if long_docs not in LONG_DOCS:
-        raise fail(f"--long-docs must be one of {', '.join(LONG_DOCS)}, got {long_docs!r}")
-    if not rows:
+    check_long_docs_flag(long_docs)
+    if long_docs is not None and not rows:
         raise fail(f"--long-docs {long_docs} applies to pipeline rows: add --preset fast (or --pipeline SPEC)")
 
 

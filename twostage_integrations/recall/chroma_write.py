@@ -200,8 +200,10 @@ class ChromaWriteMixin:
         stored vector (the same file ingested from another path changes only ``source``); the rest are embedded."""
         import numpy as np
 
-        keep = [k for k in todo if ids[k] in existing and existing[ids[k]][0] == texts[k]]
-        fresh = [k for k in todo if not (ids[k] in existing and existing[ids[k]][0] == texts[k])]
+        keep: list[int] = []  # same text stored: reuse its vector
+        fresh: list[int] = []  # new or changed text: embed
+        for k in todo:
+            (keep if ids[k] in existing and existing[ids[k]][0] == texts[k] else fresh).append(k)
         rows: dict[int, Any] = {}
         if keep:
             stored = collection.get(ids=[ids[k] for k in keep], include=["embeddings"])

@@ -13,7 +13,7 @@ from ..errors import PipelineSpecError
 from ..recall.factory import RECALL_KINDS
 from .core import EXAMPLE, PipelineSpec, StageSpec, _context
 
-__all__ = ["DEFAULT_PRESET", "PRESETS", "default_stages", "load_toml", "parse_spec", "resolve"]
+__all__ = ["DEFAULT_PRESET", "PRESETS", "default_stages", "load_toml", "parse_spec", "resolve", "with_long_docs"]
 
 # Named specs. A preset is added here with its measured numbers in docs/ (docs/pipeline_spec.md lists them).
 PRESETS: dict[str, str] = {
@@ -72,9 +72,22 @@ def default_stages(*, top_k: int | None = None, long_docs: str | None = None) ->
         stages = plain  # the user's engine, a hosted model, or no ONNX engine installed (`pip install ...[onnx]`)
     if top_k is not None:
         stages = tuple(replace(s, keep=max(s.keep, top_k)) if s.keep is not None else s for s in stages)
-    if long_docs is not None:
-        stages = tuple(s if s.long_docs else replace(s, long_docs=long_docs) for s in stages)
-    return stages
+    return with_long_docs(stages, long_docs)
+
+
+def with_long_docs(stages: tuple[StageSpec, ...], long_docs: str | None) -> tuple[StageSpec, ...]:
+    """``stages`` with ``long_docs`` on every stage that names none (``--long-docs``).
+
+    Args:
+        stages: Rerank stages.
+        long_docs: ``first``, ``max`` or ``top2mean``; None: ``stages`` unchanged.
+
+    Returns:
+        The stages.
+    """
+    if long_docs is None:
+        return stages
+    return tuple(s if s.long_docs else replace(s, long_docs=long_docs) for s in stages)
 
 
 def parse_spec(text: str) -> PipelineSpec:
