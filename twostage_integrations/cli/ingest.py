@@ -92,4 +92,5 @@ def after_ingest(recall: ChromaRecall, result: AddResult) -> None:
     from ..recall.factory import persist_bm25
 
     del result
+    recall.embedder.unload()  # every passage is embedded: give its memory to the BM25 save (docs/ingest.md)
     persist_bm25(recall)

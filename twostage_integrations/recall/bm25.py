@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,10 @@ from .chroma import ChromaRecall, check_filters, default_db_path
 log = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "twostage.json"  # fingerprint, ids, settings and the collection version; written last
-CORPUS_FILE = "corpus.json"  # texts and metadata in the index's row order: hits need them, Chroma is not asked
-_PAGE = 5000  # passages per Chroma get() while reading the corpus
+# One [text, metadata] JSON array per line in the index's row order: hits need them, Chroma is not asked. Lines,
+# not one JSON document, so a save streams it page by page instead of holding the corpus as one string.
+CORPUS_FILE = "corpus.jsonl"
+_PAGE = 5000  # passages per Chroma get() while reading the corpus, and per tokenizer call
 
 
 @dataclass(frozen=True)
@@ -145,42 +147,59 @@ class BM25Recall(BaseRecall):
 
         return Stemmer.Stemmer(self.stemmer_language)
 
-    def _tokenize(self, texts: Sequence[str], *, return_ids: bool):
+    def _tokenize_query(self, query: str) -> list[str]:
         import bm25s
 
         return bm25s.tokenize(
-            list(texts),
-            stopwords=self.stopwords,
-            stemmer=self._stemmer,
-            return_ids=return_ids,
-            show_progress=self.progress,
-        )
+            [query], stopwords=self.stopwords, stemmer=self._stemmer, return_ids=False, show_progress=False
+        )[0]
+
+    def _tokens(self) -> _Tokens:
+        return _Tokens(self.stopwords, self._stemmer)
+
+    def _index(self, tokens: _Tokens):
+        """The BM25 index over ``tokens``; ``None`` when nothing can match (no passages, or only stopwords)."""
+        import bm25s
+
+        if not tokens.ids or not tokens.vocab:
+            return None
+        retriever = bm25s.BM25(k1=self.k1, b=self.b)
+        retriever.index(bm25s.tokenization.Tokenized(ids=tokens.ids, vocab=tokens.vocab), show_progress=self.progress)
+        return retriever
 
     def _settings(self) -> dict[str, Any]:
         return {"stopwords": self.stopwords, "stemmer": self.stemmer_language, "k1": self.k1, "b": self.b}
 
-    def _read_corpus(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+    def _pages(self) -> Iterator[tuple[list[str], list[str], list[dict[str, Any]]]]:
+        """The collection's (ids, texts, metadata), ``_PAGE`` passages at a time."""
         collection = self.chroma.collection
-        ids: list[str] = []
-        texts: list[str] = []
-        metas: list[dict[str, Any]] = []
         offset = 0
         while True:
             with self.chroma.errors():
                 page = collection.get(include=["documents", "metadatas"], limit=_PAGE, offset=offset)
-            ids.extend(page["ids"])
-            texts.extend(doc or "" for doc in page["documents"])
-            metas.extend(dict(m or {}) for m in page["metadatas"])
+            yield (
+                list(page["ids"]),
+                [doc or "" for doc in page["documents"]],
+                [dict(m or {}) for m in page["metadatas"]],
+            )
             if len(page["ids"]) < _PAGE:
-                break
+                return
             offset += _PAGE
+
+    def _read_corpus(self) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        ids: list[str] = []
+        texts: list[str] = []
+        metas: list[dict[str, Any]] = []
+        for page_ids, page_texts, page_metas in self._pages():
+            ids.extend(page_ids)
+            texts.extend(page_texts)
+            metas.extend(page_metas)
         return ids, texts, metas
 
     def _fingerprint(self, ids: Sequence[str], texts: Sequence[str]) -> str:
-        digest = hashlib.sha256(json.dumps(self._settings(), sort_keys=True).encode())
-        for doc_id, text in sorted(zip(ids, texts, strict=True)):
-            digest.update(doc_id.encode("utf-8") + b"\0" + text.encode("utf-8") + b"\0")
-        return digest.hexdigest()
+        fingerprint = _Fingerprint(self._settings())
+        fingerprint.update(ids, texts)
+        return fingerprint.hexdigest()
 
     def mark_stale(self) -> None:
         """Make the next search check the collection's version stamp (and rebuild if it moved).
@@ -247,6 +266,10 @@ class BM25Recall(BaseRecall):
         A collection written only with the raw Chroma API (no version stamp) is still indexed and saved, but a new
         process then re-reads its corpus to check it (an edit in place would not change the count).
 
+        When this object's snapshot is not current, the index is built from the collection page by page and
+        written as it goes, without being loaded into memory (an ingest of 200,000 passages would otherwise hold
+        the whole corpus twice at its end); the next search loads it from disk.
+
         Returns:
             The folder the snapshot is saved in; ``None`` when there is nothing to index (an empty collection,
             or only stopwords) or the disk refused the write (logged).
@@ -257,12 +280,48 @@ class BM25Recall(BaseRecall):
         with self._lock:
             version = self.chroma.version()
             snapshot = self._snapshot
-            stale = snapshot is None or snapshot.version != version
-            if stale and not self._publish_saved(version):
-                self._rebuild(version)
-            snapshot = self._snapshot
-            assert snapshot is not None
-            return self._write(snapshot)
+            if snapshot is not None and snapshot.version == version:
+                return self._write(snapshot)
+            saved = self._stamped_folder(version)
+            return saved if saved is not None else self._save_streamed(version)
+
+    def _save_streamed(self, version: tuple[int, str]) -> Path | None:
+        """Read the collection page by page into a new index folder: the corpus file is written as pages come and
+        only ids and token ids stay in memory. Caller holds the lock."""
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
+        try:
+            ids, tokens, fingerprint = self._stream_corpus(tmp / CORPUS_FILE)
+            folder = self.index_dir / fingerprint[:32]
+            if not folder.is_dir():  # else the same passages were saved before (only metadata changed): keep it
+                retriever = self._index(tokens)
+                if retriever is None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return None
+                log.info("saving the BM25 index of %r (%d passages) in %s", self.chroma.name, len(ids), folder)
+                retriever.save(str(tmp), show_progress=False)
+            del tokens
+            _write_json(tmp / FINGERPRINT_FILE, self._stamp(fingerprint, ids, version))
+            self._install(tmp, folder)
+        except (OSError, TypeError, ValueError) as exc:  # a full or read-only disk; metadata JSON cannot hold
+            shutil.rmtree(tmp, ignore_errors=True)
+            log.warning("could not save the BM25 index in %s (%s); it lives in memory only", self.index_dir, exc)
+            return None
+        return folder
+
+    def _stream_corpus(self, path: Path) -> tuple[list[str], _Tokens, str]:
+        """Write the collection's passages to ``path`` (the corpus file) and tokenise them, a page at a time:
+        (ids in row order, their tokens, the corpus fingerprint)."""
+        ids: list[str] = []
+        tokens = self._tokens()
+        fingerprint = _Fingerprint(self._settings())
+        with path.open("w", encoding="utf-8") as out:
+            for page_ids, page_texts, page_metas in self._pages():
+                ids.extend(page_ids)
+                tokens.add(page_texts)
+                fingerprint.update(page_ids, page_texts)
+                _write_rows(out, page_texts, page_metas)
+        return ids, tokens, fingerprint.hexdigest()
 
     def _rebuild(self, version: tuple[int, str]) -> None:
         """Build the next snapshot completely, then publish it with one assignment. Caller holds the lock."""
@@ -279,8 +338,6 @@ class BM25Recall(BaseRecall):
         self._checked_at, self._writes_seen, self._stale = time.monotonic(), writes, False
 
     def _load_or_build(self, ids, texts, metas, fingerprint: str, version: tuple[int, str]) -> _Snapshot:
-        import bm25s
-
         folder = self.index_dir / fingerprint[:32]
         saved = self._load(folder, fingerprint)
         if saved is not None:
@@ -299,13 +356,11 @@ class BM25Recall(BaseRecall):
             self._write(snapshot)  # same passages at a new version (or an older save): stamp it for the next process
             return snapshot
         log.info("building BM25 index for %r (%d passages) in %s", self.chroma.name, len(ids), folder)
-        retriever = bm25s.BM25(k1=self.k1, b=self.b)
-        tokens = self._tokenize(texts, return_ids=True) if ids else None
-        if tokens is not None and tokens.vocab:
-            retriever.index(tokens, show_progress=self.progress)
-        else:  # no passages, or only stopwords: nothing can match
-            retriever = None
-        snapshot = _Snapshot(retriever, tuple(ids), tuple(texts), tuple(metas), version, fingerprint)
+        tokens = self._tokens()
+        for start in range(0, len(texts), _PAGE):
+            tokens.add(texts[start : start + _PAGE])
+        snapshot = _Snapshot(self._index(tokens), tuple(ids), tuple(texts), tuple(metas), version, fingerprint)
+        del tokens
         self._write(snapshot)
         return snapshot
 
@@ -324,13 +379,8 @@ class BM25Recall(BaseRecall):
             log.warning("could not load the saved BM25 index in %s (%s); rebuilding it", folder, exc)
             return None
 
-    def _stamp(self, snapshot: _Snapshot) -> dict[str, Any]:
-        return {
-            "fingerprint": snapshot.fingerprint,
-            "ids": list(snapshot.ids),
-            "version": list(snapshot.version),
-            **self._settings(),
-        }
+    def _stamp(self, fingerprint: str, ids: Sequence[str], version: tuple[int, str]) -> dict[str, Any]:
+        return {"fingerprint": fingerprint, "ids": list(ids), "version": list(version), **self._settings()}
 
     def _write(self, snapshot: _Snapshot) -> Path | None:
         """Save ``snapshot`` unless its folder already holds it at this version; the folder, or None (nothing to
@@ -356,56 +406,77 @@ class BM25Recall(BaseRecall):
 
     def _write_files(self, folder: Path, snapshot: _Snapshot) -> None:
         """The corpus file, then the stamp, each replaced whole: a reader that sees a version sees its corpus."""
-        corpus = {"texts": list(snapshot.texts), "metadatas": list(snapshot.metas)}
-        for name, data in ((CORPUS_FILE, corpus), (FINGERPRINT_FILE, self._stamp(snapshot))):
-            tmp = folder / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
-            tmp.write_text(json.dumps(data, ensure_ascii=False))
-            os.replace(tmp, folder / name)
+        corpus = _temp_name(folder / CORPUS_FILE)
+        with corpus.open("w", encoding="utf-8") as out:
+            _write_rows(out, snapshot.texts, snapshot.metas)
+        os.replace(corpus, folder / CORPUS_FILE)
+        _write_json(folder / FINGERPRINT_FILE, self._stamp(snapshot.fingerprint, snapshot.ids, snapshot.version))
 
     def _save(self, snapshot: _Snapshot, folder: Path) -> None:
-        """Write to a temporary folder, then rename it into place: another process loading this index sees all of
-        it or none of it. Folders of older fingerprints are removed."""
+        """Write to a temporary folder, then install it (:meth:`_install`)."""
         self.index_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
         snapshot.retriever.save(str(tmp), show_progress=False)
         self._write_files(tmp, snapshot)
+        self._install(tmp, folder)
+
+    def _install(self, tmp: Path, folder: Path) -> None:
+        """Rename the complete folder ``tmp`` to ``folder``: another process loading this index sees all of it or
+        none of it. When ``folder`` exists (the same passages saved before, here or by another process: the same
+        index), only its corpus file and stamp are replaced, stamp last. Folders of older fingerprints are
+        removed."""
         try:
             os.rename(tmp, folder)
-        except OSError:  # another process saved the same fingerprint first: its index is identical, stamp it
+        except OSError:
+            for name in (CORPUS_FILE, FINGERPRINT_FILE):
+                os.replace(tmp / name, folder / name)
             shutil.rmtree(tmp, ignore_errors=True)
-            self._write_files(folder, snapshot)
         for old in self.index_dir.iterdir():
             if old.is_dir() and old.name != folder.name and not old.name.startswith(".tmp-"):
                 shutil.rmtree(old, ignore_errors=True)
 
     def _load_stamped(self, version: tuple[int, str]) -> _Snapshot | None:
-        """The snapshot saved at ``version`` with these settings, read from disk only; None when there is none.
-
-        A collection without a version stamp (written only with the raw Chroma API) never matches: its count alone
-        cannot tell an edit in place, so its corpus is read and compared by content instead.
-        """
+        """The snapshot saved at ``version`` with these settings, read from disk only; None when there is none."""
         import bm25s
 
-        if not version[1] or not self.index_dir.is_dir():
-            return None
-        settings = json.loads(json.dumps(self._settings()))  # as saved: lists, not tuples
-        for folder in sorted(p for p in self.index_dir.iterdir() if p.is_dir() and not p.name.startswith(".tmp-")):
+        for folder, saved in self._stamped(version):
             try:
-                saved = json.loads((folder / FINGERPRINT_FILE).read_text())
-                if saved.get("version") != list(version) or any(saved.get(k) != v for k, v in settings.items()):
-                    continue
-                corpus = json.loads((folder / CORPUS_FILE).read_text())
-                ids, texts, metas = saved["ids"], corpus["texts"], corpus["metadatas"]
-                if not len(ids) == len(texts) == len(metas):
+                with (folder / CORPUS_FILE).open(encoding="utf-8") as corpus:
+                    rows = [json.loads(line) for line in corpus]
+                ids = saved["ids"]
+                if len(ids) != len(rows):
                     continue
                 retriever = bm25s.BM25.load(str(folder), show_progress=False)
             except (OSError, ValueError, KeyError) as exc:  # removed or half-written by another process
                 log.debug("saved BM25 snapshot in %s not usable (%s)", folder, exc)
                 continue
             log.info("loaded the BM25 index of %r at its current version from %s", self.chroma.name, folder)
-            fingerprint = saved["fingerprint"]
-            return _Snapshot(retriever, tuple(ids), tuple(texts), tuple(map(dict, metas)), version, fingerprint)
+            texts = tuple(text for text, _ in rows)
+            metas = tuple(dict(meta) for _, meta in rows)
+            return _Snapshot(retriever, tuple(ids), texts, metas, version, saved["fingerprint"])
         return None
+
+    def _stamped_folder(self, version: tuple[int, str]) -> Path | None:
+        """The folder of a snapshot saved at ``version`` with these settings, without loading it; None if none."""
+        return next((folder for folder, _ in self._stamped(version) if (folder / CORPUS_FILE).is_file()), None)
+
+    def _stamped(self, version: tuple[int, str]) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """(folder, stamp) of each saved snapshot whose stamp names ``version`` and these settings.
+
+        A collection without a version stamp (written only with the raw Chroma API) never matches: its count alone
+        cannot tell an edit in place, so its corpus is read and compared by content instead.
+        """
+        if not version[1] or not self.index_dir.is_dir():
+            return
+        settings = json.loads(json.dumps(self._settings()))  # as saved: lists, not tuples
+        for folder in sorted(p for p in self.index_dir.iterdir() if p.is_dir() and not p.name.startswith(".tmp-")):
+            try:
+                saved = json.loads((folder / FINGERPRINT_FILE).read_text())
+            except (OSError, ValueError) as exc:  # removed or half-written by another process
+                log.debug("saved BM25 snapshot in %s not usable (%s)", folder, exc)
+                continue
+            if saved.get("version") == list(version) and all(saved.get(k) == v for k, v in settings.items()):
+                yield folder, saved
 
     # -- Recall protocol -------------------------------------------------------------------------------
     def add_texts(
@@ -476,7 +547,7 @@ class BM25Recall(BaseRecall):
         snap = self._current()  # everything below reads this one snapshot, whatever refreshes meanwhile
         if snap.retriever is None:
             return []
-        tokens = self._tokenize([query], return_ids=False)[0]
+        tokens = self._tokenize_query(query)
         scores = np.asarray(snap.retriever.get_scores(tokens), dtype=np.float64)
         if where or where_document:
             with self.chroma.errors():
@@ -531,3 +602,65 @@ def _default_index_dir(chroma: ChromaRecall) -> Path:
     persist = settings().persist_directory if settings is not None and settings().is_persistent else None
     base = Path(persist) if persist else default_db_path()
     return base / "bm25" / chroma.name
+
+
+class _Tokens:
+    """Token ids added a page at a time under one vocabulary (``bm25s``'s ``Tokenizer`` keeps it across calls),
+    so a corpus is tokenised without being held whole. The ids and scores equal one ``bm25s.tokenize`` call over
+    the whole corpus (tests/unit/test_bm25_streamed.py)."""
+
+    def __init__(self, stopwords: str | list[str] | None, stemmer: Any) -> None:
+        import bm25s
+
+        self._tokenizer = bm25s.tokenization.Tokenizer(stopwords=stopwords, stemmer=stemmer)
+        self.ids: list[list[int]] = []
+
+    def add(self, texts: Sequence[str]) -> None:
+        """Tokenise ``texts`` and append their ids; a passage of stopwords only gets no tokens."""
+        self.ids.extend(
+            self._tokenizer.tokenize(
+                list(texts), update_vocab=True, return_as="ids", show_progress=False, allow_empty=False
+            )
+        )
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Token (or stem) -> id, for the index."""
+        return self._tokenizer.get_vocab_dict()
+
+
+class _Fingerprint:
+    """A digest of the settings and the (id, text) pairs that does not depend on their order: Chroma does not
+    promise an order for ``get()``, and summing per-passage hashes lets a save hash pages as they come instead of
+    holding and sorting the corpus."""
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self._settings = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).digest()
+        self._sum = 0
+
+    def update(self, ids: Iterable[str], texts: Iterable[str]) -> None:
+        for doc_id, text in zip(ids, texts, strict=True):
+            digest = hashlib.sha256(doc_id.encode("utf-8") + b"\0" + text.encode("utf-8")).digest()
+            self._sum = (self._sum + int.from_bytes(digest, "big")) % (1 << 256)
+
+    def hexdigest(self) -> str:
+        return hashlib.sha256(self._settings + self._sum.to_bytes(32, "big")).hexdigest()
+
+
+def _write_rows(out: Any, texts: Iterable[str], metas: Iterable[Mapping[str, Any]]) -> None:
+    """Append one ``[text, metadata]`` line per passage to the open corpus file ``out``."""
+    out.writelines(
+        json.dumps([text, dict(meta)], ensure_ascii=False) + "\n" for text, meta in zip(texts, metas, strict=True)
+    )
+
+
+def _temp_name(path: Path) -> Path:
+    """A temporary name beside ``path`` that no other process or thread writing it at the same time uses."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Replace ``path`` whole with ``data`` as JSON (written beside it, then renamed)."""
+    tmp = _temp_name(path)
+    tmp.write_text(json.dumps(data, ensure_ascii=False))
+    os.replace(tmp, path)
