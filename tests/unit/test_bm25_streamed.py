@@ -182,3 +182,29 @@ def test_ingest_frees_the_embedder_before_the_bm25_save(tmp_path, monkeypatch):
     assert list((tmp_path / "db" / "bm25" / "notes").glob(f"*/{CORPUS_FILE}"))  # the save still happened
     embedder.embed(["again"])
     assert embedder.loads == 2  # unloading is not breaking: the next use loads the model again
+
+
+def test_a_save_the_disk_refuses_warns_and_leaves_searches_working(tmp_path, small_pages, caplog):
+    texts = passages(12)
+    chroma = chroma_with(tmp_path, texts)
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the index folder would go")
+    bm25 = BM25Recall(chroma, index_dir=blocked / "bm25")
+    with caplog.at_level("WARNING", logger="twostage_integrations.recall.bm25"):
+        assert bm25.save() is None
+    assert "could not save the BM25 index" in caplog.text
+    assert bm25.search(texts[5], limit=1)[0].id == "d5"  # built in memory instead
+
+
+def test_a_failed_read_leaves_no_temporary_folder(tmp_path, small_pages, monkeypatch):
+    chroma = chroma_with(tmp_path, passages(20))
+    bm25 = BM25Recall(chroma, index_dir=tmp_path / "idx")
+
+    def pages_then_fail():
+        yield from list(BM25Recall._pages(bm25))[:1]
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(bm25, "_pages", pages_then_fail)
+    with pytest.raises(RuntimeError, match="went away"):
+        bm25.save()
+    assert list((tmp_path / "idx").iterdir()) == []

@@ -288,15 +288,15 @@ class BM25Recall(BaseRecall):
     def _save_streamed(self, version: tuple[int, str]) -> Path | None:
         """Read the collection page by page into a new index folder: the corpus file is written as pages come and
         only ids and token ids stay in memory. Caller holds the lock."""
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
+        tmp: Path | None = None
         try:
+            self.index_dir.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
             ids, tokens, fingerprint = self._stream_corpus(tmp / CORPUS_FILE)
             folder = self.index_dir / fingerprint[:32]
             if not folder.is_dir():  # else the same passages were saved before (only metadata changed): keep it
                 retriever = self._index(tokens)
-                if retriever is None:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                if retriever is None:  # no passages, or only stopwords: nothing to save
                     return None
                 log.info("saving the BM25 index of %r (%d passages) in %s", self.chroma.name, len(ids), folder)
                 retriever.save(str(tmp), show_progress=False)
@@ -304,9 +304,11 @@ class BM25Recall(BaseRecall):
             _write_json(tmp / FINGERPRINT_FILE, self._stamp(fingerprint, ids, version))
             self._install(tmp, folder)
         except (OSError, TypeError, ValueError) as exc:  # a full or read-only disk; metadata JSON cannot hold
-            shutil.rmtree(tmp, ignore_errors=True)
-            log.warning("could not save the BM25 index in %s (%s); it lives in memory only", self.index_dir, exc)
+            log.warning("could not save the BM25 index in %s (%s); searches build it in memory", self.index_dir, exc)
             return None
+        finally:
+            if tmp is not None:  # gone once installed; left behind by a failure or an empty index
+                shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     def _stream_corpus(self, path: Path) -> tuple[list[str], _Tokens, str]:
