@@ -85,13 +85,11 @@ def test_save_writes_the_snapshot_without_loading_it(tmp_path, small_pages):
     bm25 = BM25Recall(chroma)
     folder = bm25.save()
     assert folder is not None and bm25._snapshot is None  # written to disk, never held as a snapshot
-    rows = [json.loads(line) for line in (folder / CORPUS_FILE).read_text().splitlines()]
+    corpus = json.loads((folder / CORPUS_FILE).read_text())
     stamp = json.loads((folder / FINGERPRINT_FILE).read_text())
     assert stamp["version"] == list(chroma.version())
-    assert sorted(zip(stamp["ids"], (text for text, _ in rows), strict=True)) == sorted(
-        (f"d{i}", t) for i, t in enumerate(texts)
-    )
-    assert {row[1]["n"] for row in rows} == set(range(len(texts)))
+    assert sorted(zip(stamp["ids"], corpus["texts"], strict=True)) == sorted((f"d{i}", t) for i, t in enumerate(texts))
+    assert [meta["n"] for meta in corpus["metadatas"]] == [int(i[1:]) for i in stamp["ids"]]  # rows stay aligned
     cold = BM25Recall(ChromaRecall("docs", path=tmp_path / "db", embedding_model=FakeEmbedder()))
     hit = cold.search("passage 31", limit=1)[0]
     assert (hit.id, hit.text, hit.metadata["n"]) == ("d31", texts[31], 31)
