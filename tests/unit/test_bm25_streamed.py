@@ -8,6 +8,7 @@ metadata-only change keeps the saved index; and ``twostage ingest`` frees its em
 from __future__ import annotations
 
 import json
+import shutil
 import tracemalloc
 from functools import cached_property
 
@@ -206,3 +207,23 @@ def test_a_failed_read_leaves_no_temporary_folder(tmp_path, small_pages, monkeyp
     with pytest.raises(RuntimeError, match="went away"):
         bm25.save()
     assert list((tmp_path / "idx").iterdir()) == []
+
+
+def test_a_kept_index_removed_meanwhile_is_saved_again(tmp_path, small_pages, monkeypatch):
+    texts = passages(15)
+    chroma = chroma_with(tmp_path, texts)
+    folder = BM25Recall(chroma).save()
+    assert folder is not None
+    chroma.add_texts([texts[4]], metadatas=[{"n": 404}], ids=["d4"])  # metadata only: the index would be kept
+    real_restamp = bm25_module._restamp
+
+    def removed_first(corpus, target, stamp):  # another process cleans the folder up just before we move in
+        shutil.rmtree(target)
+        return real_restamp(corpus, target, stamp)
+
+    monkeypatch.setattr(bm25_module, "_restamp", removed_first)
+    assert BM25Recall(chroma).save() == folder
+    assert list(folder.glob("*.npy"))  # a whole index again, not a corpus file and a stamp alone
+    cold = BM25Recall(ChromaRecall("docs", path=tmp_path / "db", embedding_model=FakeEmbedder()))
+    (hit,) = [hit for hit in cold.search(texts[4], limit=len(texts)) if hit.id == "d4"]
+    assert hit.metadata["n"] == 404

@@ -295,14 +295,16 @@ class BM25Recall(BaseRecall):
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
             ids, tokens, fingerprint = self._stream_corpus(tmp / CORPUS_FILE)
             folder = self.index_dir / fingerprint[:32]
-            if not folder.is_dir():  # else the same passages were saved before (only metadata changed): keep it
-                retriever = self._index(tokens)
-                if retriever is None:  # no passages, or only stopwords: nothing to save
-                    return None
-                log.info("saving the BM25 index of %r (%d passages) in %s", self.chroma.name, len(ids), folder)
-                retriever.save(str(tmp), show_progress=False)
+            stamp = self._stamp(fingerprint, ids, version)
+            if folder.is_dir() and _restamp(tmp / CORPUS_FILE, folder, stamp):  # only metadata changed: keep it
+                return folder
+            retriever = self._index(tokens)
             del tokens
-            _write_json(tmp / FINGERPRINT_FILE, self._stamp(fingerprint, ids, version))
+            if retriever is None:  # no passages, or only stopwords: nothing to save
+                return None
+            log.info("saving the BM25 index of %r (%d passages) in %s", self.chroma.name, len(ids), folder)
+            retriever.save(str(tmp), show_progress=False)
+            _write_json(tmp / FINGERPRINT_FILE, stamp)
             self._install(tmp, folder)
         except (OSError, TypeError, ValueError) as exc:  # a full or read-only disk; metadata JSON cannot hold
             log.warning("could not save the BM25 index in %s (%s); searches build it in memory", self.index_dir, exc)
@@ -687,6 +689,17 @@ class _CorpusWriter:
         finally:
             for part in self._parts:
                 part.close()
+
+
+def _restamp(corpus: Path, folder: Path, stamp: Mapping[str, Any]) -> bool:
+    """Move the new ``corpus`` file into the saved index ``folder`` of the same passages, then its new stamp;
+    False (nothing moved) when another process removed the folder meanwhile, so the caller saves the index anew."""
+    try:
+        os.replace(corpus, folder / CORPUS_FILE)
+    except FileNotFoundError:
+        return False
+    _write_json(folder / FINGERPRINT_FILE, stamp)
+    return True
 
 
 def _temp_name(path: Path) -> Path:
