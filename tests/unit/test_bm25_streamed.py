@@ -97,8 +97,8 @@ def test_save_writes_the_snapshot_without_loading_it(tmp_path, small_pages):
 
 
 def test_save_holds_far_less_than_the_in_memory_rebuild(tmp_path, monkeypatch):
-    monkeypatch.setattr(bm25_module, "_PAGE", 100)
-    texts = [" ".join(f"{w}{w}{w}" for w in text.split()) for text in passages(2000, words=30)]  # 20-char words
+    monkeypatch.setattr(bm25_module, "_PAGE", 50)
+    texts = [" ".join(f"{w}{w}{w}" for w in text.split()) for text in passages(600, words=30)]  # 20-char words
     chroma = chroma_with(tmp_path, texts, source="library/" + "/".join(["section"] * 60) + "/notes.md")
 
     def peak(action) -> int:
