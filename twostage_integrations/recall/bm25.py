@@ -418,12 +418,15 @@ class BM25Recall(BaseRecall):
         _write_json(folder / FINGERPRINT_FILE, self._stamp(snapshot.fingerprint, snapshot.ids, snapshot.version))
 
     def _save(self, snapshot: _Snapshot, folder: Path) -> None:
-        """Write to a temporary folder, then install it (:meth:`_install`)."""
+        """Write to a temporary folder, then install it (:meth:`_install`); a failed write leaves no folder."""
         self.index_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
-        snapshot.retriever.save(str(tmp), show_progress=False)
-        self._write_files(tmp, snapshot)
-        self._install(tmp, folder)
+        try:
+            snapshot.retriever.save(str(tmp), show_progress=False)
+            self._write_files(tmp, snapshot)
+            self._install(tmp, folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone once installed
 
     def _install(self, tmp: Path, folder: Path) -> None:
         """Rename the complete folder ``tmp`` to ``folder``: another process loading this index sees all of it or
