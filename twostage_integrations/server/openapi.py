@@ -4,7 +4,7 @@ The routes read their body by hand (raw JSON, so every refusal keeps its API's e
 cannot infer the request bodies: :func:`documented` declares each route's body from its pydantic request model,
 tightened to what the model's checks accept (a non-blank query, a non-empty document list, counts >= 1, flags
 true/false/null), and its error statuses with the route's own error model. Clients and schema-driven fuzzers
-(``tests/unit/test_server_fuzz.py``) read them; nothing here changes what a route accepts or answers.
+(``tests/test_server_fuzz.py``) read them; nothing here changes what a route accepts or answers.
 
 >>> from .schemas import CohereError, V2Request
 >>> documented(V2Request, CohereError)["openapi_extra"]["requestBody"]["content"]["application/json"]["schema"][

@@ -24,8 +24,7 @@ from twostage_integrations.recall.bm25 import CORPUS_FILE, FINGERPRINT_FILE
 from twostage_integrations.recall.factory import persist_bm25
 from twostage_integrations.testing import FakeEmbedder
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 NOTES = {
     "aspirin.md": "Aspirin lowers the risk of a second stroke in adults who already had one.",

@@ -13,12 +13,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from reliability_fakes import FakeEmbedder
 
 from twostage_integrations import BM25Recall, ChromaRecall, HybridRecall
+from twostage_integrations.testing import FakeEmbedder
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = Path(__file__).resolve().parents[1]
 DOCS = {"a": "apples grow on trees", "b": "bananas are yellow", "c": "cherries are red and small"}
 
 
@@ -38,8 +37,8 @@ def other_process_writes(db: Path, code: str) -> None:
     script = textwrap.dedent(
         f"""
         import sys
-        sys.path[:0] = [{str(REPO)!r}, {str(HERE)!r}]
-        from reliability_fakes import FakeEmbedder
+        sys.path[:0] = [{str(REPO)!r}]
+        from twostage_integrations.testing import FakeEmbedder
         from twostage_integrations import ChromaRecall
         chroma = ChromaRecall("snap-test", path={str(db)!r}, embedding_model=FakeEmbedder(), progress=False)
         """
