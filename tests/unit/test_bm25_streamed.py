@@ -209,6 +209,20 @@ def test_a_failed_read_leaves_no_temporary_folder(tmp_path, small_pages, monkeyp
     assert list((tmp_path / "idx").iterdir()) == []
 
 
+def test_a_failed_write_of_the_in_memory_index_leaves_no_temporary_folder(tmp_path, monkeypatch, caplog):
+    texts = passages(10)
+    bm25 = BM25Recall(chroma_with(tmp_path, texts), index_dir=tmp_path / "idx")
+
+    def disk_full(folder, snapshot):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(bm25, "_write_files", disk_full)  # the search's rebuild saves, and that write fails
+    with caplog.at_level("WARNING", logger="twostage_integrations.recall.bm25"):
+        assert bm25.search(texts[3], limit=1)[0].id == "d3"
+    assert "could not save the BM25 index" in caplog.text
+    assert list((tmp_path / "idx").iterdir()) == []
+
+
 def test_a_kept_index_removed_meanwhile_is_saved_again(tmp_path, small_pages, monkeypatch):
     texts = passages(15)
     chroma = chroma_with(tmp_path, texts)

@@ -9,6 +9,7 @@ one; :meth:`BM25Recall.save` / :func:`~twostage_integrations.recall.factory.pers
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -289,29 +290,24 @@ class BM25Recall(BaseRecall):
     def _save_streamed(self, version: tuple[int, str]) -> Path | None:
         """Read the collection page by page into a new index folder: the corpus file is written as pages come and
         only ids and token ids stay in memory. Caller holds the lock."""
-        tmp: Path | None = None
         try:
-            self.index_dir.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
-            ids, tokens, fingerprint = self._stream_corpus(tmp / CORPUS_FILE)
-            folder = self.index_dir / fingerprint[:32]
-            stamp = self._stamp(fingerprint, ids, version)
-            if folder.is_dir() and _restamp(tmp / CORPUS_FILE, folder, stamp):  # only metadata changed: keep it
-                return folder
-            retriever = self._index(tokens)
-            del tokens
-            if retriever is None:  # no passages, or only stopwords: nothing to save
-                return None
-            log.info("saving the BM25 index of %r (%d passages) in %s", self.chroma.name, len(ids), folder)
-            retriever.save(str(tmp), show_progress=False)
-            _write_json(tmp / FINGERPRINT_FILE, stamp)
-            self._install(tmp, folder)
+            with self._temp_folder() as tmp:
+                ids, tokens, fingerprint = self._stream_corpus(tmp / CORPUS_FILE)
+                folder = self.index_dir / fingerprint[:32]
+                stamp = self._stamp(fingerprint, ids, version)
+                if folder.is_dir() and _restamp(tmp / CORPUS_FILE, folder, stamp):  # only metadata changed: keep it
+                    return folder
+                retriever = self._index(tokens)
+                del tokens
+                if retriever is None:  # no passages, or only stopwords: nothing to save
+                    return None
+                log.info("saving the BM25 index of %r (%d passages) in %s", self.chroma.name, len(ids), folder)
+                retriever.save(str(tmp), show_progress=False)
+                _write_json(tmp / FINGERPRINT_FILE, stamp)
+                self._install(tmp, folder)
         except (OSError, TypeError, ValueError) as exc:  # a full or read-only disk; metadata JSON cannot hold
             log.warning("could not save the BM25 index in %s (%s); searches build it in memory", self.index_dir, exc)
             return None
-        finally:
-            if tmp is not None:  # gone once installed; left behind by a failure or an empty index
-                shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     def _stream_corpus(self, path: Path) -> tuple[list[str], _Tokens, str]:
@@ -419,26 +415,32 @@ class BM25Recall(BaseRecall):
 
     def _save(self, snapshot: _Snapshot, folder: Path) -> None:
         """Write to a temporary folder, then install it (:meth:`_install`); a failed write leaves no folder."""
-        self.index_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
-        try:
+        with self._temp_folder() as tmp:
             snapshot.retriever.save(str(tmp), show_progress=False)
             self._write_files(tmp, snapshot)
             self._install(tmp, folder)
+
+    @contextlib.contextmanager
+    def _temp_folder(self) -> Iterator[Path]:
+        """A new ``.tmp-`` folder in the index directory for one save, removed on the way out: empty once
+        :meth:`_install` has renamed it, or whatever a failed write or an empty index left in it."""
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.index_dir))
+        try:
+            yield tmp
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)  # gone once installed
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def _install(self, tmp: Path, folder: Path) -> None:
         """Rename the complete folder ``tmp`` to ``folder``: another process loading this index sees all of it or
         none of it. When ``folder`` exists (the same passages saved before, here or by another process: the same
-        index), only its corpus file and stamp are replaced, stamp last. Folders of older fingerprints are
-        removed."""
+        index), only its corpus file and stamp are replaced, stamp last (what is left of ``tmp``
+        goes with :meth:`_temp_folder`). Folders of older fingerprints are removed."""
         try:
             os.rename(tmp, folder)
         except OSError:
             for name in (CORPUS_FILE, FINGERPRINT_FILE):
                 os.replace(tmp / name, folder / name)
-            shutil.rmtree(tmp, ignore_errors=True)
         for old in self.index_dir.iterdir():
             if old.is_dir() and old.name != folder.name and not old.name.startswith(".tmp-"):
                 shutil.rmtree(old, ignore_errors=True)
